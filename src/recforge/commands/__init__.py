@@ -1,0 +1,1 @@
+"""CLI subcommand groups, one module each (see recforge.cli)."""

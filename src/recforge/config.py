@@ -1,0 +1,245 @@
+"""Run configuration: YAML <-> typed dataclasses, dotted command-line overrides.
+
+Every key maps onto a dataclass field; an unknown key is an error naming where it appeared.
+Values are type-checked and converted (``"3e-4"`` -> float). Nothing is ``eval``-ed: override
+values are parsed with ``yaml.safe_load``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid."""
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is split.
+
+    Args:
+        dataset: A catalogue name (``synthetic``, ``movielens-100k``, ``frappe`` ...) or ``files``.
+        path: Local copy of the dataset (a file or folder); ``None`` uses the cache or download.
+        train: Training file when ``dataset: files`` (CSV, TSV, Parquet or libfm).
+        valid: Validation file; when absent it is split off the training data.
+        test: Test file; when absent it is split off the training data.
+        schema: A schema JSON file when ``dataset: files``.
+        split: ``random``, ``time`` or ``leave_last`` (per user) when splits are derived.
+        valid_ratio: Share of rows for validation when derived.
+        test_ratio: Share of rows for test when derived.
+        rows: Number of rows for the synthetic generator.
+        cache_dir: Where encoded arrays are cached; ``None`` uses the user cache directory.
+    """
+
+    dataset: str = "synthetic"
+    path: str | None = None
+    train: str | None = None
+    valid: str | None = None
+    test: str | None = None
+    schema: str | None = None
+    split: Literal["random", "time", "leave_last"] = "random"
+    valid_ratio: float = 0.1
+    test_ratio: float = 0.1
+    rows: int = 100_000
+    cache_dir: str | None = None
+
+
+@dataclass
+class ModelSection:
+    """Which model, and its options (validated against the model's own config class)."""
+
+    name: str = "fm"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Training options (see :class:`recforge.train.Trainer`).
+
+    Args:
+        epochs: Maximum number of epochs.
+        batch_size: Rows per batch.
+        lr: Learning rate.
+        optimizer: ``adam``, ``adagrad`` or ``sgd`` (sparse-aware when embeddings are sparse).
+        embedding_l2: L2 penalty on the embedding rows a batch uses.
+        dense_l2: L2 penalty (weight decay) on dense weights.
+        loss: ``auto`` (by task), ``bce``, ``mse`` or ``bpr`` (ranking).
+        negatives: Sampled negatives per positive for the ranking task.
+        metric: Validation metric for early stopping; ``auto`` is AUC for binary, RMSE for
+            regression.
+        patience: Epochs without improvement before stopping; 0 disables early stopping.
+        lr_patience: Epochs without improvement before the learning rate is reduced; 0 disables.
+        lr_factor: Factor of each learning-rate reduction.
+        seed: Random seed (data order, initialisation, dropout, negative sampling).
+        bf16: Run forward passes under bfloat16 autocast.
+        device: ``cpu``, ``cuda`` or ``auto``.
+        threads: torch intra-op threads; 0 leaves torch's default.
+        progress: Show a progress bar.
+        eval_batch_size: Rows per batch at evaluation.
+    """
+
+    epochs: int = 10
+    batch_size: int = 4096
+    lr: float = 1e-3
+    optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
+    embedding_l2: float = 0.0
+    dense_l2: float = 0.0
+    loss: Literal["auto", "bce", "mse", "bpr"] = "auto"
+    negatives: int = 1
+    metric: str = "auto"
+    patience: int = 2
+    lr_patience: int = 1
+    lr_factor: float = 0.1
+    seed: int = 2026
+    bf16: bool = False
+    device: str = "auto"
+    threads: int = 0
+    progress: bool = True
+    eval_batch_size: int = 16384
+
+
+@dataclass
+class RunConfig:
+    """A whole run: data, model, training and where outputs go."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output_dir: str = "runs/latest"
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: {value!r} does not match {tp}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(choices)}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (inner, *rest) = typing.get_args(tp) or (Any,)
+        items = [_convert(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            as_float = float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+        if not as_float.is_integer():
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return int(as_float)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {unknown}; valid keys are {sorted(known)}"
+        )
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass as plain YAML/JSON-friendly values."""
+    return dataclasses.asdict(obj)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML scalars) to a nested dict."""
+    out = yaml.safe_load(yaml.safe_dump(data)) or {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else ""
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config (or defaults), apply overrides, validate into :class:`RunConfig`."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text()
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    data = apply_overrides(data, overrides or [])
+    cfg = from_dict(RunConfig, data, where=str(path) if path else "config")
+    from recforge.models import registry
+
+    registry.make_config(cfg.model.name, cfg.model.params)  # validate the model's options
+    return cfg
+
+
+def save_run_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from recforge.io import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,90 @@
+"""Explicit registry: model name -> class, config class and paper.
+
+Each model module defines ``SPEC = ModelSpec(...)``; this file lists the modules. Adding a
+model means adding its module path to ``_MODULES``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from recforge.features import Schema
+from recforge.models.base import ModelConfig, RecModel
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Registry entry.
+
+    Args:
+        name: Registry name used in configs and on the command line.
+        model: The model class.
+        config: Its frozen config dataclass.
+        paper: Citation (authors, title, venue, year).
+        family: ``baseline``, ``ctr``, ``cf``, ``sequence`` or ``rl``.
+        pairwise: True when the model scores (user, item) pairs (usable with ``recommend``).
+    """
+
+    name: str
+    model: type[RecModel]
+    config: type[ModelConfig]
+    paper: str
+    family: str
+    pairwise: bool = False
+
+
+_MODULES: tuple[str, ...] = (
+    "recforge.models.lr",
+    "recforge.models.fm",
+    "recforge.models.mf",
+)
+
+_REGISTRY: dict[str, ModelSpec] | None = None
+
+
+def _load() -> dict[str, ModelSpec]:
+    global _REGISTRY
+    if _REGISTRY is None:
+        registry: dict[str, ModelSpec] = {}
+        for module_name in _MODULES:
+            module = importlib.import_module(module_name)
+            specs = getattr(module, "SPECS", None) or (module.SPEC,)
+            for spec in specs:
+                if spec.name in registry:
+                    raise RuntimeError(f"model name {spec.name!r} registered twice")
+                registry[spec.name] = spec
+        _REGISTRY = registry
+    return _REGISTRY
+
+
+def names(family: str | None = None) -> list[str]:
+    """Registered model names, optionally only one family."""
+    return [n for n, s in _load().items() if family is None or s.family == family]
+
+
+def get(name: str) -> ModelSpec:
+    try:
+        return _load()[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; registered: {', '.join(names())}") from None
+
+
+def make_config(name: str, params: dict[str, Any] | None = None) -> ModelConfig:
+    """Build a model's config from a dict; unknown keys are errors."""
+    from recforge.config import from_dict
+
+    return from_dict(get(name).config, params or {}, where=f"model.params ({name})")
+
+
+def build(name: str, schema: Schema, params: dict[str, Any] | ModelConfig | None = None) -> RecModel:
+    """Instantiate a registered model for a fitted schema."""
+    spec = get(name)
+    cfg = params if isinstance(params, ModelConfig) else make_config(name, params)
+    return spec.model(schema, cfg)
+
+
+def config_dict(cfg: ModelConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
