@@ -1,0 +1,138 @@
+"""The dataset catalogue: each entry knows its official source, checksums and how to prepare a
+local copy into raw tables plus a declarative schema.
+
+Entries live in per-source modules (``movielens``, ``criteo``, ``avazu``, ``libfm_sets``,
+``amazon``, ``news``, ``synthetic``) that each define ``DATASETS = (DatasetSpec(...), ...)``;
+``_MODULES`` lists them explicitly. Downloads are verified against sha256 and cached under
+:func:`recforge.io.cache_dir`; a user without internet passes ``path=`` to a local copy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from recforge.features import Schema
+from recforge.io import atomic_write, cache_dir, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedDataset:
+    """Raw (not yet encoded) tables and the schema that describes them.
+
+    ``valid``/``test`` are ``None`` when the dataset has no official split; the caller then
+    derives one (random, time or leave-last-out). ``extras`` carries protocol data such as the
+    NCF test negatives.
+    """
+
+    name: str
+    schema: Schema
+    train: pa.Table
+    valid: pa.Table | None = None
+    test: pa.Table | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One downloadable file: official URL, expected sha256 (``""`` when unpublished)."""
+
+    url: str
+    filename: str
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A catalogue entry.
+
+    Args:
+        name: Catalogue name (``movielens-1m``).
+        description: One line for ``recforge datasets``.
+        homepage: Official page.
+        files: Files to fetch into the cache.
+        prepare: ``prepare(folder, **options) -> PreparedDataset`` from a folder (or file)
+            holding the files.
+        licence: Licence summary shown to the user.
+    """
+
+    name: str
+    description: str
+    homepage: str
+    files: tuple[RemoteFile, ...]
+    prepare: Callable[..., PreparedDataset]
+    licence: str = ""
+
+
+_MODULES: tuple[str, ...] = ("recforge.data.synthetic",)
+
+_CATALOGUE: dict[str, DatasetSpec] | None = None
+
+
+def catalogue() -> dict[str, DatasetSpec]:
+    """All catalogue entries by name."""
+    global _CATALOGUE
+    if _CATALOGUE is None:
+        entries: dict[str, DatasetSpec] = {}
+        for module_name in _MODULES:
+            for spec in importlib.import_module(module_name).DATASETS:
+                if spec.name in entries:
+                    raise RuntimeError(f"dataset {spec.name!r} registered twice")
+                entries[spec.name] = spec
+        _CATALOGUE = entries
+    return _CATALOGUE
+
+
+def get_spec(name: str) -> DatasetSpec:
+    try:
+        return catalogue()[name]
+    except KeyError:
+        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(catalogue())}") from None
+
+
+def dataset_dir(name: str) -> Path:
+    return cache_dir() / "datasets" / name
+
+
+def fetch(name: str, force: bool = False) -> Path:
+    """Download a dataset's files into the cache, verifying checksums; returns the folder."""
+    spec = get_spec(name)
+    folder = dataset_dir(name)
+    for remote in spec.files:
+        target = folder / remote.filename
+        if target.exists() and not force:
+            if remote.sha256 and sha256_file(target) != remote.sha256:
+                raise RuntimeError(f"{target}: checksum mismatch; delete it or fetch with --force")
+            continue
+        log.info("downloading %s -> %s", remote.url, target)
+
+        def download(tmp: Path, url: str = remote.url) -> None:
+            with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:
+                while block := resp.read(1 << 20):
+                    out.write(block)
+
+        atomic_write(target, download)
+        if remote.sha256 and sha256_file(target) != remote.sha256:
+            target.unlink()
+            raise RuntimeError(f"{remote.url}: checksum mismatch (expected {remote.sha256})")
+    return folder
+
+
+def load(name: str, path: str | Path | None = None, **options: Any) -> PreparedDataset:
+    """Prepare a dataset from ``path`` (a local copy) or from the cache (fetching if needed)."""
+    spec = get_spec(name)
+    if path is None:
+        folder = dataset_dir(name)
+        if spec.files and not all((folder / f.filename).exists() for f in spec.files):
+            folder = fetch(name)
+        path = folder
+    return spec.prepare(Path(path), **options)
