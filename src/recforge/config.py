@@ -86,6 +86,12 @@ class TrainConfig:
         threads: torch intra-op threads; 0 leaves torch's default.
         progress: Show a progress bar.
         eval_batch_size: Rows per batch at evaluation.
+        wide_optimizer: ``ftrl`` trains the parameters a model lists under
+            ``optimizer_groups()["wide"]`` with FTRL-Proximal (Wide&Deep); ``same`` uses
+            ``optimizer`` for everything.
+        wide_lr: FTRL learning rate (alpha).
+        wide_l1: FTRL L1 strength.
+        wide_l2: FTRL L2 strength.
     """
 
     epochs: int = 10
@@ -106,6 +112,10 @@ class TrainConfig:
     threads: int = 0
     progress: bool = True
     eval_batch_size: int = 16384
+    wide_optimizer: Literal["same", "ftrl"] = "same"
+    wide_lr: float = 0.05
+    wide_l1: float = 1.0
+    wide_l2: float = 1.0
 
 
 @dataclass

@@ -1,0 +1,369 @@
+"""Fit feature encoders on the training split; transform every split identically.
+
+Vocabularies (with a min-count threshold and OOV id 0), hashing, numeric fill/transform/bucket
+boundaries and sequence truncation are all computed column-wise with pyarrow and numpy: there is
+no per-row Python. The fitted state is saved beside the schema so serving encodes raw records
+exactly as training did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recforge.data.store import EncodedData
+from recforge.features import CategoricalField, NumericField, Schema, SequenceField
+from recforge.io import atomic_write, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+_STATE_FILE = "preprocessor.json"
+_VOCAB_FILE = "vocabularies.arrow"
+
+
+def _as_strings(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
+    """Categorical values as strings (ints and strings of the same value map to one id)."""
+    if isinstance(col, pa.Array):
+        col = pa.chunked_array([col])
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
+    if pa.types.is_floating(col.type):
+        # 3.0 and "3" denote the same category; keep integral floats as integers
+        values = col.to_numpy(zero_copy_only=False)
+        finite = np.isfinite(values)
+        if np.all(np.mod(values[finite], 1) == 0):
+            as_int = pa.array(np.where(finite, values, 0).astype(np.int64), mask=~finite)
+            return pa.chunked_array([as_int.cast(pa.string())])
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        col = col.cast(pa.string())
+    return col
+
+
+def _sequence_lists(col: pa.ChunkedArray, separator: str) -> pa.ListArray:
+    """A sequence column as one list<string> array (splitting delimited strings)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, arr.type), arr)
+        arr = pc.split_pattern(arr, separator)
+    if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)):
+        raise ValueError(f"sequence column must hold lists or delimited strings, got {arr.type}")
+    arr = arr.fill_null(pa.scalar([], arr.type))
+    if isinstance(arr, pa.LargeListArray):
+        arr = arr.cast(pa.list_(arr.type.value_type))
+    values = _as_strings(arr.flatten())
+    return pa.ListArray.from_arrays(_offsets(arr), values.combine_chunks())
+
+
+def _offsets(arr: pa.ListArray) -> pa.Array:
+    lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+    offsets = np.zeros(len(arr) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.array(offsets)
+
+
+def _hash_ids(values: pa.ChunkedArray, buckets: int) -> np.ndarray:
+    """``1 + hash(value) % buckets`` computed on the distinct values only; nulls -> 0."""
+    encoded = pc.dictionary_encode(values).combine_chunks()
+    uniques = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
+    hashed = (pd.util.hash_array(uniques, categorize=False) % np.uint64(buckets)).astype(np.int64)
+    indices = encoded.indices.to_numpy(zero_copy_only=False)
+    nulls = encoded.indices.is_null().to_numpy(zero_copy_only=False)
+    out = hashed[np.where(nulls, 0, indices)] + 1 if len(uniques) else np.zeros(len(indices), np.int64)
+    out[nulls] = 0
+    return out.astype(np.int32)
+
+
+def _lookup(values: pa.ChunkedArray | pa.Array, vocab: pa.Array) -> np.ndarray:
+    """Vocabulary position + 1 for known values; 0 for unknown or null."""
+    idx = pc.index_in(values, value_set=vocab)
+    if isinstance(idx, pa.ChunkedArray):
+        idx = idx.combine_chunks()
+    return (idx.fill_null(-1).to_numpy(zero_copy_only=False) + 1).astype(np.int32)
+
+
+class Preprocessor:
+    """Fits encoders on the training table and applies them to any table.
+
+    Args:
+        schema: The declarative schema (fitted or not).
+
+    Attributes:
+        schema: The fitted schema after :meth:`fit` (vocab sizes set).
+    """
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self.vocabs: dict[str, pa.Array] = {}
+        self.numeric: dict[str, dict[str, Any]] = {}
+        self.fitted = False
+
+    # ---- fit ---------------------------------------------------------------------------
+    def fit(self, table: pa.Table) -> Preprocessor:
+        """Fit vocabularies and numeric statistics on ``table`` (the training split only)."""
+        _require_columns(table, self.schema, with_label=False)
+        schema = self.schema
+        extra_tokens: dict[str, list[pa.Array]] = {}
+        for seq in schema.sequence_fields:
+            target = seq.share_embedding_with or seq.name
+            tokens = _sequence_lists(table.column(seq.source), seq.separator).flatten()
+            extra_tokens.setdefault(target, []).append(tokens)
+        for f in schema.fields:
+            if isinstance(f, CategoricalField):
+                if f.hash_buckets:
+                    schema = schema.replace_field(
+                        dataclasses.replace(f, vocab_size=f.hash_buckets + 1)
+                    )
+                    continue
+                pieces = [_as_strings(table.column(f.source))]
+                pieces += [pa.chunked_array([t]) for t in extra_tokens.get(f.name, [])]
+                vocab = _fit_vocab(pieces, f.min_count)
+                self.vocabs[f.name] = vocab
+                schema = schema.replace_field(dataclasses.replace(f, vocab_size=len(vocab) + 1))
+            elif isinstance(f, NumericField):
+                self.numeric[f.name] = _fit_numeric(table.column(f.source), f)
+            elif isinstance(f, SequenceField) and not f.share_embedding_with:
+                vocab = _fit_vocab(
+                    [pa.chunked_array([t]) for t in extra_tokens[f.name]], f.min_count
+                )
+                self.vocabs[f.name] = vocab
+                schema = schema.replace_field(dataclasses.replace(f, vocab_size=len(vocab) + 1))
+        self.schema = schema
+        self.fitted = True
+        log.info(
+            "fitted preprocessor on %d rows: %s",
+            table.num_rows,
+            ", ".join(f"{f.name}={f.vocab_size}" for f in schema.sparse_fields),
+        )
+        return self
+
+    # ---- transform ---------------------------------------------------------------------
+    def transform(self, table: pa.Table, with_label: bool = True) -> EncodedData:
+        """Encode ``table``; unknown categories map to the OOV id 0.
+
+        Args:
+            table: Raw rows with the schema's source columns.
+            with_label: Require and encode the label column (False for serving).
+        """
+        if not self.fitted:
+            raise RuntimeError("Preprocessor.transform called before fit")
+        _require_columns(table, self.schema, with_label=with_label)
+        n = table.num_rows
+        schema = self.schema
+        sparse_cols = []
+        for f in schema.sparse_fields:
+            if isinstance(f, CategoricalField):
+                values = _as_strings(table.column(f.source))
+                if f.hash_buckets:
+                    sparse_cols.append(_hash_ids(values, f.hash_buckets))
+                else:
+                    sparse_cols.append(_lookup(values, self.vocabs[f.name]))
+            else:
+                x = _numeric_values(table.column(f.source), f)
+                edges = np.asarray(self.numeric[f.name]["edges"], dtype=np.float64)
+                sparse_cols.append((np.searchsorted(edges, x, side="right") + 1).astype(np.int32))
+        sparse = (
+            np.stack(sparse_cols, axis=1) if sparse_cols else np.zeros((n, 0), dtype=np.int32)
+        )
+        dense_cols = [
+            _apply_numeric(_numeric_values(table.column(f.source), f), f, self.numeric[f.name])
+            for f in schema.dense_fields
+        ]
+        dense = (
+            np.stack(dense_cols, axis=1).astype(np.float32)
+            if dense_cols
+            else np.zeros((n, 0), dtype=np.float32)
+        )
+        sequences, lengths = {}, {}
+        for seq in schema.sequence_fields:
+            lists = _sequence_lists(table.column(seq.source), seq.separator)
+            vocab = self.vocabs[seq.share_embedding_with or seq.name]
+            ids, lens = _pad_recent(lists, vocab, seq.max_len)
+            sequences[seq.name], lengths[seq.name] = ids, lens
+        label = np.zeros(n, dtype=np.float32)
+        if with_label:
+            label = _label_values(table.column(schema.label), schema)
+        extras: dict[str, np.ndarray] = {}
+        if schema.user_key is not None:
+            user_col = _as_strings(table.column(schema.field(schema.user_key).source))
+            # per-table user index for GAUC (unknown users keep their own group); null -> -1
+            indices = pc.dictionary_encode(user_col).combine_chunks().indices.fill_null(-1)
+            extras["group"] = indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        if schema.time_column is not None and schema.time_column in table.column_names:
+            extras["time"] = np.asarray(
+                table.column(schema.time_column).to_numpy(zero_copy_only=False)
+            )
+        return EncodedData(
+            sparse=np.ascontiguousarray(sparse),
+            dense=np.ascontiguousarray(dense),
+            label=label,
+            sequences=sequences,
+            lengths=lengths,
+            extras=extras,
+        )
+
+    def fit_transform(self, table: pa.Table) -> EncodedData:
+        return self.fit(table).transform(table)
+
+    # ---- persistence -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"schema": self.schema.to_dict(), "numeric": self.numeric, "fitted": self.fitted}
+
+    def fingerprint(self) -> str:
+        """A stable digest of the fitted state (used in cache keys)."""
+        import hashlib
+
+        h = hashlib.sha256(json.dumps(self.state_dict(), sort_keys=True).encode())
+        for name in sorted(self.vocabs):
+            h.update(name.encode())
+            # concat_arrays re-bases a sliced array, so equal vocabularies hash equally
+            for buf in pa.concat_arrays([self.vocabs[name]]).buffers():
+                if buf is not None:
+                    h.update(buf)
+        return h.hexdigest()[:16]
+
+    def save(self, folder: Path) -> None:
+        """Write ``preprocessor.json`` and the vocabularies (Arrow IPC) into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        names = sorted(self.vocabs)
+        field_col = pa.array(
+            np.repeat(np.arange(len(names), dtype=np.int32), [len(self.vocabs[k]) for k in names])
+        )
+        values = (
+            pa.concat_arrays([self.vocabs[k].cast(pa.string()) for k in names])
+            if names
+            else pa.array([], pa.string())
+        )
+        table = pa.table({"field": field_col, "value": values})
+        table = table.replace_schema_metadata({"fields": json.dumps(names)})
+
+        def write(tmp: Path) -> None:
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+                w.write_table(table)
+
+        atomic_write(folder / _VOCAB_FILE, write)
+        atomic_write_text(folder / _STATE_FILE, json.dumps(self.state_dict(), indent=1))
+
+    @classmethod
+    def load(cls, folder: Path) -> Preprocessor:
+        folder = Path(folder)
+        try:
+            state = json.loads((folder / _STATE_FILE).read_text())
+            with pa.memory_map(str(folder / _VOCAB_FILE)) as source:
+                table = pa.ipc.open_file(source).read_all()
+        except (OSError, ValueError, pa.ArrowInvalid) as exc:
+            raise RuntimeError(f"{folder}: cannot read the saved preprocessor ({exc})") from exc
+        pre = cls(Schema.from_dict(state["schema"]))
+        pre.numeric = state["numeric"]
+        pre.fitted = state["fitted"]
+        names = json.loads(table.schema.metadata[b"fields"])
+        field_ids = table.column("field").to_numpy()
+        values = table.column("value").combine_chunks()
+        bounds = np.searchsorted(field_ids, np.arange(len(names) + 1))
+        for i, name in enumerate(names):
+            pre.vocabs[name] = values.slice(bounds[i], bounds[i + 1] - bounds[i])
+        return pre
+
+
+# ---- helpers ---------------------------------------------------------------------------
+def _require_columns(table: pa.Table, schema: Schema, with_label: bool) -> None:
+    missing = [c for c in schema.source_columns(with_label=with_label) if c not in table.column_names]
+    if missing:
+        raise ValueError(
+            f"missing column(s) {missing}; the table has {table.column_names}"
+        )
+
+
+def _fit_vocab(pieces: list[pa.ChunkedArray], min_count: int) -> pa.Array:
+    """Values with count >= min_count, most frequent first (ties by value), as a string array."""
+    chunks = [c for piece in pieces for c in piece.chunks]
+    if not chunks:
+        return pa.array([], pa.string())
+    counts = pc.value_counts(pa.chunked_array(chunks, type=pa.string()).combine_chunks())
+    values = counts.field("values")
+    freq = counts.field("counts")
+    keep = pc.and_(pc.greater_equal(freq, min_count), pc.is_valid(values))
+    table = pa.table({"v": values.filter(keep), "c": freq.filter(keep)})
+    table = table.sort_by([("c", "descending"), ("v", "ascending")])
+    return table.column("v").combine_chunks()
+
+
+def _numeric_values(col: pa.ChunkedArray, f: NumericField) -> np.ndarray:
+    """float64 values with nulls/NaN filled by ``f.fill_value``."""
+    if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
+        try:
+            col = pc.cast(col, pa.float64())
+        except pa.ArrowInvalid as exc:
+            raise ValueError(f"column {f.source!r} is not numeric: {exc}") from exc
+    x = col.to_numpy(zero_copy_only=False).astype(np.float64)
+    x[~np.isfinite(x)] = f.fill_value
+    return x
+
+
+def _fit_numeric(col: pa.ChunkedArray, f: NumericField) -> dict[str, Any]:
+    x = _numeric_values(col, f)
+    if f.transform == "log":
+        x = np.log1p(np.clip(x, 0, None))
+    state: dict[str, Any] = {
+        "mean": float(x.mean()) if len(x) else 0.0,
+        "std": float(x.std()) if len(x) else 1.0,
+        "min": float(x.min()) if len(x) else 0.0,
+        "max": float(x.max()) if len(x) else 1.0,
+    }
+    if f.is_bucketed:
+        raw = _numeric_values(col, f)
+        qs = np.quantile(raw, np.linspace(0, 1, f.buckets + 1)[1:-1]) if len(raw) else []
+        state["edges"] = [float(e) for e in np.unique(qs)]
+    return state
+
+
+def _apply_numeric(x: np.ndarray, f: NumericField, state: dict[str, Any]) -> np.ndarray:
+    if f.transform == "log":
+        return np.log1p(np.clip(x, 0, None))
+    if f.transform == "standard":
+        return (x - state["mean"]) / (state["std"] or 1.0)
+    if f.transform == "minmax":
+        span = (state["max"] - state["min"]) or 1.0
+        return np.clip((x - state["min"]) / span, 0.0, 1.0)
+    return x
+
+
+def _pad_recent(lists: pa.ListArray, vocab: pa.Array, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep each list's last ``max_len`` tokens, left-aligned and 0-padded; vectorised."""
+    offsets = lists.offsets.to_numpy()
+    flat_ids = _lookup(lists.values, vocab)
+    ends = offsets[1:]
+    starts = np.maximum(offsets[:-1], ends - max_len)
+    lengths = (ends - starts).astype(np.int32)
+    pos = starts[:, None] + np.arange(max_len)[None, :]
+    valid = pos < ends[:, None]
+    if len(flat_ids):
+        ids = np.where(valid, flat_ids[np.minimum(pos, len(flat_ids) - 1)], 0).astype(np.int32)
+    else:
+        ids = np.zeros((len(lengths), max_len), dtype=np.int32)
+    return ids, lengths
+
+
+def _label_values(col: pa.ChunkedArray, schema: Schema) -> np.ndarray:
+    if col.null_count:
+        raise ValueError(f"label column {schema.label!r} has {col.null_count} missing values")
+    try:
+        y = col.to_numpy(zero_copy_only=False).astype(np.float32)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"label column {schema.label!r} is not numeric: {exc}") from exc
+    if schema.task == "binary":
+        bad = ~np.isin(y, (0.0, 1.0))
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise ValueError(
+                f"label column {schema.label!r}, row {row + 1}: {y[row]!r} is not 0 or 1"
+            )
+    return y

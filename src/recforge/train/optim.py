@@ -1,0 +1,80 @@
+"""Optimizers that respect sparse embeddings.
+
+Parameters of ``nn.Embedding(sparse=True)`` tables get sparse gradients; they go to an optimizer
+that updates only the touched rows (``SparseAdam``, sparse ``Adagrad`` or ``SGD``). Dense weights
+get the chosen optimizer with ``dense_l2`` as weight decay. Models may expose
+``optimizer_groups() -> {"wide": [...], "deep": [...]}``; with ``wide_optimizer="ftrl"`` the wide
+part is trained by FTRL-Proximal, the rest as configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from recforge.config import TrainConfig
+
+
+def embedding_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(sparse-gradient embedding weights, dense-gradient embedding weights)."""
+    sparse, dense = [], []
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            (sparse if module.sparse else dense).append(module.weight)
+    return sparse, dense
+
+
+def build_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    """One or more optimizers covering every trainable parameter exactly once."""
+    sparse_emb, dense_emb = embedding_parameters(model)
+    taken = {id(p) for p in sparse_emb + dense_emb}
+    wide: list[nn.Parameter] = []
+    groups_fn = getattr(model, "optimizer_groups", None)
+    if cfg.wide_optimizer == "ftrl" and callable(groups_fn):
+        wide = [p for p in groups_fn().get("wide", []) if p.requires_grad]
+    wide_ids = {id(p) for p in wide}
+    sparse_emb = [p for p in sparse_emb if id(p) not in wide_ids]
+    dense_emb = [p for p in dense_emb if id(p) not in wide_ids]
+    dense = [
+        p
+        for p in model.parameters()
+        if p.requires_grad and id(p) not in taken and id(p) not in wide_ids
+    ]
+    optimizers: list[torch.optim.Optimizer] = []
+    dense_groups = [
+        {"params": dense, "weight_decay": cfg.dense_l2},
+        {"params": dense_emb, "weight_decay": 0.0},  # embedding L2 acts on looked-up rows
+    ]
+    dense_groups = [g for g in dense_groups if g["params"]]
+    if cfg.optimizer == "adam":
+        if dense_groups:
+            optimizers.append(torch.optim.Adam(dense_groups, lr=cfg.lr))
+        if sparse_emb:
+            optimizers.append(torch.optim.SparseAdam(sparse_emb, lr=cfg.lr))
+    elif cfg.optimizer == "adagrad":
+        groups = dense_groups + ([{"params": sparse_emb, "weight_decay": 0.0}] if sparse_emb else [])
+        if groups:
+            optimizers.append(torch.optim.Adagrad(groups, lr=cfg.lr))
+    elif cfg.optimizer == "sgd":
+        groups = dense_groups + ([{"params": sparse_emb, "weight_decay": 0.0}] if sparse_emb else [])
+        if groups:
+            optimizers.append(torch.optim.SGD(groups, lr=cfg.lr))
+    else:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+    if wide:
+        from recforge.train.ftrl import FTRL
+
+        optimizers.append(FTRL(wide, **_ftrl_kwargs(cfg)))
+    return optimizers
+
+
+def _ftrl_kwargs(cfg: TrainConfig) -> dict[str, float]:
+    return {"lr": cfg.wide_lr, "l1": cfg.wide_l1, "l2": cfg.wide_l2}
+
+
+def scale_lr(optimizers: Iterable[torch.optim.Optimizer], factor: float) -> None:
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] *= factor

@@ -1,0 +1,357 @@
+"""The training loop, kept apart from the models.
+
+Tasks: ``binary`` (BCE with logits), ``regression`` (MSE) and ``ranking`` (pointwise BCE or BPR
+over sampled negative items). Early stopping on a validation metric restores the best weights;
+the learning rate is reduced on plateaus; every epoch writes an atomic checkpoint from which
+:meth:`Trainer.fit` can resume bit-for-bit (data order is a function of ``(seed, epoch)`` and
+the RNG states are saved).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recforge import metrics
+from recforge.config import TrainConfig
+from recforge.data.loader import BatchLoader
+from recforge.data.store import EncodedData
+from recforge.features import Batch
+from recforge.io import atomic_write, atomic_write_text
+from recforge.models.base import RecModel
+from recforge.train.optim import build_optimizers, scale_lr
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+NegativeFn = Callable[[Batch, int, torch.Generator], torch.Tensor]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (call before building a model for reproducible init)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """Fits a :class:`RecModel` on encoded data.
+
+    Args:
+        model: The model (built after :func:`seed_everything` for reproducible init).
+        cfg: Training options.
+        task: ``binary``, ``regression`` or ``ranking``; defaults to the model schema's task.
+        output_dir: Where checkpoints, ``history.json`` and ``learning_curve.png`` go; ``None``
+            keeps everything in memory.
+        negative_fn: For ranking, ``fn(batch, k, generator) -> (B, k)`` negative item ids; the
+            default samples uniformly from the item field's known ids.
+    """
+
+    def __init__(
+        self,
+        model: RecModel,
+        cfg: TrainConfig,
+        task: str | None = None,
+        output_dir: str | Path | None = None,
+        negative_fn: NegativeFn | None = None,
+    ) -> None:
+        self.model = model
+        self.cfg = cfg
+        self.task = task or model.schema.task
+        if self.task not in ("binary", "regression", "ranking"):
+            raise ValueError(f"unknown task {self.task!r}")
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.device = resolve_device(cfg.device)
+        self.model.to(self.device)
+        self.optimizers = build_optimizers(model, cfg)
+        self.negative_fn = negative_fn
+        self.history: list[dict[str, float]] = []
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_value: float | None = None
+        self.best_epoch = -1
+        self.bad_epochs = 0
+        self.plateau_epochs = 0
+        self.epoch = 0
+        self._emb_penalty: list[torch.Tensor] = []
+        if cfg.embedding_l2 > 0:
+            for module in model.modules():
+                if isinstance(module, nn.Embedding):
+                    module.register_forward_hook(self._collect_embedding_penalty)
+
+    # ---- losses --------------------------------------------------------------------------
+    def _collect_embedding_penalty(self, module: nn.Module, inputs: Any, output: torch.Tensor):
+        if module.training:
+            # L2 on the rows this batch looked up (scales with the batch, not the vocabulary)
+            self._emb_penalty.append(output.float().pow(2).sum() / max(output.shape[0], 1))
+
+    @property
+    def metric_names(self) -> list[str]:
+        return ["rmse", "mae"] if self.task == "regression" else ["auc", "logloss"]
+
+    @property
+    def monitor(self) -> str:
+        if self.cfg.metric != "auto":
+            return self.cfg.metric
+        return "rmse" if self.task == "regression" else "auc"
+
+    def _autocast(self):
+        return torch.autocast(
+            device_type=self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16
+        )
+
+    def _loss(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
+        with self._autocast():
+            logits, extra = self.model.forward_train(batch)
+        logits = logits.float()
+        if self.task == "binary":
+            loss = F.binary_cross_entropy_with_logits(logits, batch.label)
+        elif self.task == "regression":
+            loss = F.mse_loss(logits, batch.label)
+        else:
+            loss = self._ranking_loss(batch, logits, generator)
+        if extra is not None:
+            loss = loss + extra.float()
+        if self._emb_penalty:
+            loss = loss + self.cfg.embedding_l2 * torch.stack(self._emb_penalty).sum()
+        return loss
+
+    def _ranking_loss(
+        self, batch: Batch, pos_logits: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        schema = self.model.schema
+        if schema.item_key is None:
+            raise ValueError("the ranking task needs schema.item_key")
+        k = max(self.cfg.negatives, 1)
+        col = schema.sparse_index(schema.item_key)
+        if self.negative_fn is not None:
+            neg_ids = self.negative_fn(batch, k, generator).to(batch.sparse.device)
+        else:
+            n_items = schema.field(schema.item_key).vocab_size
+            neg_ids = torch.randint(1, max(n_items, 2), (len(batch), k), generator=generator)
+        repeated = batch.select(torch.arange(len(batch)).repeat(k))
+        neg_batch = repeated.with_sparse_column(col, neg_ids.T.reshape(-1).to(batch.sparse.device))
+        with self._autocast():
+            neg_logits = self.model(neg_batch).float().view(k, len(batch))
+        if self.cfg.loss == "bpr":
+            return -F.logsigmoid(pos_logits[None, :] - neg_logits).mean()
+        pos = F.binary_cross_entropy_with_logits(pos_logits, torch.ones_like(pos_logits))
+        neg = F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits))
+        return (pos + k * neg) / (1 + k)
+
+    # ---- fit -----------------------------------------------------------------------------
+    def fit(
+        self,
+        train: EncodedData,
+        valid: EncodedData | None = None,
+        resume: bool = False,
+    ) -> list[dict[str, float]]:
+        """Train for ``cfg.epochs`` epochs with early stopping; returns the metrics history."""
+        cfg = self.cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if resume:
+            self.load_checkpoint()
+        loader = BatchLoader(train, cfg.batch_size, shuffle=True, seed=cfg.seed)
+        higher = metrics.higher_is_better(self.monitor)
+        while self.epoch < cfg.epochs:
+            epoch = self.epoch
+            loader.set_epoch(epoch)
+            generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+            torch.manual_seed(cfg.seed * 7919 + epoch)  # dropout etc.: a function of the epoch
+            record = self._train_epoch(loader, generator, epoch)
+            if valid is not None and len(valid):
+                record.update({f"valid_{k}": v for k, v in self.evaluate(valid).items()})
+                value = record[f"valid_{self.monitor}"]
+                improved = self.best_value is None or (
+                    value > self.best_value if higher else value < self.best_value
+                )
+                if improved:
+                    self.best_value, self.best_epoch = value, epoch
+                    self.best_state = copy.deepcopy(self.model.state_dict())
+                    self.bad_epochs = self.plateau_epochs = 0
+                else:
+                    self.bad_epochs += 1
+                    self.plateau_epochs += 1
+                    if cfg.lr_patience and self.plateau_epochs >= cfg.lr_patience:
+                        scale_lr(self.optimizers, cfg.lr_factor)
+                        self.plateau_epochs = 0
+                        log.info("epoch %d: learning rate reduced by %g", epoch, cfg.lr_factor)
+            record["lr"] = self.optimizers[0].param_groups[0]["lr"] if self.optimizers else 0.0
+            self.history.append(record)
+            self.epoch = epoch + 1
+            log.info("epoch %d: %s", epoch, _fmt(record))
+            stop = bool(cfg.patience) and self.bad_epochs >= cfg.patience
+            if stop:
+                self.epoch = cfg.epochs  # a resumed stopped run does not train further
+            self._write_outputs()
+            if stop:
+                log.info("early stopping at epoch %d (best epoch %d)", epoch, self.best_epoch)
+                break
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return self.history
+
+    def _train_epoch(
+        self, loader: BatchLoader, generator: torch.Generator, epoch: int
+    ) -> dict[str, float]:
+        from tqdm.auto import tqdm
+
+        self.model.train()
+        total, seen, start = 0.0, 0, time.perf_counter()
+        bar = tqdm(
+            loader, desc=f"epoch {epoch}", disable=not self.cfg.progress, leave=False, unit="batch"
+        )
+        for step, batch in enumerate(bar):
+            batch = batch.to(self.device)
+            self._emb_penalty.clear()
+            for opt in self.optimizers:
+                opt.zero_grad(set_to_none=True)
+            loss = self._loss(batch, generator)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"epoch {epoch}, step {step}: loss is {loss.item()}")
+            loss.backward()
+            for opt in self.optimizers:
+                opt.step()
+            total += float(loss.detach()) * len(batch)
+            seen += len(batch)
+            if step % 20 == 0:
+                rate = seen / max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix(loss=f"{total / seen:.4f}", samples_s=f"{rate:,.0f}")
+        elapsed = time.perf_counter() - start
+        self._emb_penalty.clear()
+        return {
+            "epoch": float(epoch),
+            "train_loss": total / max(seen, 1),
+            "train_seconds": elapsed,
+            "train_samples_per_s": seen / max(elapsed, 1e-9),
+        }
+
+    # ---- inference -----------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, data: EncodedData) -> np.ndarray:
+        """Model outputs for every row (logits for binary/ranking, predictions for regression)."""
+        self.model.eval()
+        out = []
+        for batch in BatchLoader(data, self.cfg.eval_batch_size):
+            with self._autocast():
+                out.append(self.model(batch.to(self.device)).float().cpu())
+        return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+
+    def evaluate(self, data: EncodedData) -> dict[str, float]:
+        """Validation/test metrics; GAUC too when the data carries user groups."""
+        scores = self.predict(data)
+        names = list(self.metric_names)
+        groups = data.extras.get("group")
+        task = "regression" if self.task == "regression" else "binary"
+        if task == "binary" and groups is not None:
+            names.append("gauc")
+        labels = np.asarray(data.label)
+        if task == "binary" and len(np.unique(labels)) < 2:
+            names = [n for n in names if n == "logloss"]
+        return metrics.compute(names, labels, scores, groups=groups, task=task)
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "format": "recforge-checkpoint-1",
+            "model_class": type(self.model).__name__,
+            "model": self.model.state_dict(),
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "epoch": self.epoch,
+            "history": self.history,
+            "best_state": self.best_state,
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "plateau_epochs": self.plateau_epochs,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def _write_outputs(self) -> None:
+        if self.output_dir is None:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        state = self.checkpoint_state()
+        atomic_write(self.output_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+        atomic_write_text(self.output_dir / "history.json", json.dumps(self.history, indent=1))
+        plot_history(self.history, self.output_dir / "learning_curve.png")
+
+    def load_checkpoint(self, path: str | Path | None = None) -> bool:
+        """Restore model, optimizers and loop state; False when there is no checkpoint."""
+        if path is None:
+            if self.output_dir is None:
+                raise ValueError("resume needs an output_dir or a checkpoint path")
+            path = self.output_dir / CHECKPOINT
+        path = Path(path)
+        if not path.exists():
+            log.info("no checkpoint at %s; starting fresh", path)
+            return False
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as exc:  # torch raises several types for a damaged file
+            raise RuntimeError(f"{path}: corrupt checkpoint ({exc})") from exc
+        if not isinstance(state, dict) or state.get("format") != "recforge-checkpoint-1":
+            raise RuntimeError(f"{path}: not a recforge checkpoint")
+        if state["model_class"] != type(self.model).__name__:
+            raise RuntimeError(
+                f"{path}: checkpoint of {state['model_class']}, not {type(self.model).__name__}"
+            )
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise RuntimeError(f"{path}: checkpoint does not match the model ({exc})") from exc
+        for opt, opt_state in zip(self.optimizers, state["optimizers"], strict=True):
+            opt.load_state_dict(opt_state)
+        self.epoch = state["epoch"]
+        self.history = state["history"]
+        self.best_state = state["best_state"]
+        self.best_value = state["best_value"]
+        self.best_epoch = state["best_epoch"]
+        self.bad_epochs = state["bad_epochs"]
+        self.plateau_epochs = state["plateau_epochs"]
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resumed from %s at epoch %d", path, self.epoch)
+        return True
+
+
+def _fmt(record: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.5g}" for k, v in record.items() if k != "epoch")
+
+
+def plot_history(history: list[dict[str, float]], path: Path) -> None:
+    """Learning curves (training loss and validation metrics per epoch) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    keys = [k for k in history[0] if k == "train_loss" or k.startswith("valid_")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    epochs = [int(r["epoch"]) for r in history]
+    for ax, key in zip(axes[0], keys, strict=True):
+        ax.plot(epochs, [r.get(key, float("nan")) for r in history], marker="o")
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    plt.close(fig)
