@@ -40,6 +40,9 @@ _MODULES: tuple[str, ...] = (
     "recforge.models.lr",
     "recforge.models.fm",
     "recforge.models.mf",
+    "recforge.models.base_seq",
+    "recforge.models.din",
+    "recforge.models.dien",
 )
 
 _REGISTRY: dict[str, ModelSpec] | None = None

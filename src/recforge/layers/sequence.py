@@ -1,0 +1,209 @@
+"""Recurrent layers over padded behaviour sequences: GRU and DIEN's attentional GRUs.
+
+Zhou et al., "Deep Interest Evolution Network for Click-Through Rate Prediction", AAAI 2019.
+
+:class:`MaskedGRU` is a GRU with the exact parameterisation of :class:`torch.nn.GRU` (gates in
+the order reset, update, new; ``weight_ih (3H, I)``, ``weight_hh (3H, H)``)::
+
+    r_t = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
+    z_t = sigmoid(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)          # keep gate (torch convention)
+    n_t = tanh(W_in x_t + b_in + r_t * (W_hn h_{t-1} + b_hn))
+    h_t = (1 - z_t) * n_t + z_t * h_{t-1}
+
+The paper writes the same update with ``u_t = 1 - z_t`` weighting the new content. The
+attentional variants of DIEN's interest evolving layer (Sec. 4.3) take an attention score
+``a_t`` per step:
+
+* AIGRU: the input is scaled, ``x'_t = a_t * x_t``, then a plain GRU step;
+* AGRU: the attention replaces the update gate, ``h_t = (1 - a_t) h_{t-1} + a_t n_t``;
+* AUGRU: the attention scales the update gate, ``u'_t = a_t u_t``,
+  ``h_t = (1 - u'_t) h_{t-1} + u'_t n_t`` (Eq. 6-7).
+
+Recurrences are vectorised over the batch: one Python step per time position, never per
+sample. Sequences are left-aligned with true ``lengths``; at padded positions the state is
+carried unchanged and the output is zero, so padding never changes a result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+
+from recforge.features import Batch, Schema, SequenceField
+from recforge.layers.embedding import FeatureEmbedding
+
+Mode = Literal["gru", "aigru", "agru", "augru"]
+MODES: tuple[str, ...] = ("gru", "aigru", "agru", "augru")
+
+
+class MaskedGRU(nn.Module):
+    """A single-layer GRU over left-aligned padded sequences, with optional attention gating.
+
+    Args:
+        input_dim: Width of each input vector.
+        hidden_dim: Width of the hidden state.
+        mode: ``gru``, ``aigru``, ``agru`` or ``augru`` (the last three need ``attention``).
+
+    Shape:
+        x ``(B, L, I)``, lengths ``(B,)``, attention ``(B, L)`` -> outputs ``(B, L, H)`` (zero
+        on padding) and the final state ``(B, H)`` (the state after each row's last real step;
+        ``h0`` or zeros for empty rows).
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int, mode: Mode = "gru") -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"unknown GRU mode {mode!r}; choose from {MODES}")
+        self.mode = mode
+        self.hidden_dim = hidden_dim
+        self.weight_ih = nn.Parameter(torch.empty(3 * hidden_dim, input_dim))
+        self.weight_hh = nn.Parameter(torch.empty(3 * hidden_dim, hidden_dim))
+        self.bias_ih = nn.Parameter(torch.empty(3 * hidden_dim))
+        self.bias_hh = nn.Parameter(torch.empty(3 * hidden_dim))
+        bound = 1.0 / math.sqrt(hidden_dim)  # torch.nn.GRU's initialisation
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    @torch.no_grad()
+    def load_from_torch(self, gru: nn.GRU) -> None:
+        """Copy the weights of a single-layer unidirectional ``nn.GRU``."""
+        self.weight_ih.copy_(gru.weight_ih_l0)
+        self.weight_hh.copy_(gru.weight_hh_l0)
+        self.bias_ih.copy_(gru.bias_ih_l0)
+        self.bias_hh.copy_(gru.bias_hh_l0)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor,
+        attention: torch.Tensor | None = None,
+        h0: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        B, L, _ = x.shape
+        if self.mode != "gru" and attention is None:
+            raise ValueError(f"mode {self.mode!r} needs attention scores (B, L)")
+        if self.mode == "aigru":
+            x = x * attention.unsqueeze(-1)  # type: ignore[union-attr]
+        H = self.hidden_dim
+        gi_all = torch.nn.functional.linear(x, self.weight_ih, self.bias_ih)  # (B, L, 3H)
+        mask = (torch.arange(L, device=x.device)[None, :] < lengths[:, None]).to(x.dtype)
+        h = x.new_zeros(B, H) if h0 is None else h0
+        outputs = []
+        for t in range(L):
+            gh = torch.nn.functional.linear(h, self.weight_hh, self.bias_hh)  # (B, 3H)
+            gi = gi_all[:, t]
+            r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+            z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])  # keep gate
+            n = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+            if self.mode in ("gru", "aigru"):
+                keep = z
+            else:
+                a = attention[:, t : t + 1]  # type: ignore[index]
+                # AGRU: update = a_t; AUGRU: update = a_t * (1 - z_t)
+                keep = 1.0 - a if self.mode == "agru" else 1.0 - a * (1.0 - z)
+            new_h = keep * h + (1.0 - keep) * n
+            m = mask[:, t : t + 1]
+            h = m * new_h + (1.0 - m) * h  # padded steps carry the state unchanged
+            outputs.append(new_h * m)
+        out = torch.stack(outputs, dim=1) if outputs else x.new_zeros(B, 0, H)
+        return out, h
+
+
+def resolve_behaviours(
+    schema: Schema, pairs: Sequence[Sequence[str]] | None, exclude: Sequence[str] = ()
+) -> tuple[tuple[str, str], ...]:
+    """Behaviour (sequence field, candidate field) pairs, validated against the schema.
+
+    ``None`` pairs every :class:`SequenceField` with its ``share_embedding_with`` target (the
+    sequences without a target, and those named in ``exclude``, are left out). All pairs must
+    describe the same behaviours (e.g. clicked item ids and their categories), so they share
+    one length per row.
+    """
+    if pairs is None:
+        pairs = [(s.name, s.share_embedding_with) for s in schema.sequence_fields]
+        pairs = [(s, t) for s, t in pairs if t is not None and s not in exclude]
+    out = []
+    for pair in pairs:
+        if len(pair) != 2:
+            raise ValueError(f"a behaviour is [sequence_field, candidate_field], got {pair!r}")
+        seq, target = str(pair[0]), str(pair[1])
+        if not isinstance(schema.field(seq), SequenceField):
+            raise ValueError(f"behaviour {seq!r} is not a sequence field")
+        schema.sparse_index(target)  # raises when the candidate is not a sparse field
+        out.append((seq, target))
+    if not out:
+        raise ValueError(
+            "no behaviour sequences: declare a SequenceField with share_embedding_with, "
+            "or set behaviours: [[sequence_field, candidate_field], ...]"
+        )
+    return tuple(out)
+
+
+def behaviour_dim(embedding: FeatureEmbedding, pairs: tuple[tuple[str, str], ...]) -> int:
+    """Width ``Dk`` of one behaviour vector: the sum of its fields' embedding dimensions."""
+    return sum(embedding.table_of(t).dim for _, t in pairs)
+
+
+def embed_behaviours(
+    embedding: FeatureEmbedding, pairs: tuple[tuple[str, str], ...], batch: Batch
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Behaviours and candidate as concatenated field embeddings, from the same rows.
+
+    One behaviour is ``[e_item; e_cat; ...]`` over the pairs, read from the tables of the
+    candidate's fields, so behaviours and the candidate live in one space (DIN Sec. 4.3).
+
+    Shape:
+        -> keys ``(B, L, Dk)``, query ``(B, Dk)``, lengths ``(B,)`` (of the first sequence;
+        the sequences of one behaviour are aligned).
+    """
+    keys = torch.cat([embedding.sequence(batch, s) for s, _ in pairs], dim=-1)
+    query = torch.cat([embedding.field(batch, t) for _, t in pairs], dim=-1)
+    return keys, query, batch.lengths[pairs[0][0]]
+
+
+def sample_behaviours(
+    embedding: FeatureEmbedding,
+    pairs: tuple[tuple[str, str], ...],
+    shape: tuple[int, ...],
+    device: torch.device,
+) -> torch.Tensor:
+    """Embeddings ``(*shape, Dk)`` of behaviours drawn uniformly from rows 1..vocab-1.
+
+    Each field is drawn independently (the model does not know an item's category): the
+    "uniform over the item table" negatives of DIEN's auxiliary loss.
+    """
+    parts = []
+    for _, target in pairs:
+        vocab = embedding.schema.vocab_of(embedding.schema.field(target))
+        ids = torch.randint(1, max(vocab, 2), shape, device=device)
+        _, index = embedding._where[target]  # FeatureEmbedding has no public by-name lookup
+        parts.append(embedding.table_of(target).lookup(ids, index))
+    return torch.cat(parts, dim=-1)
+
+
+def kept_columns(embedding: FeatureEmbedding, skip: Sequence[str]) -> torch.Tensor | None:
+    """Columns of ``embedding.flat(batch)`` left after dropping the fields named in ``skip``.
+
+    Returns ``None`` when nothing is skipped (use ``flat`` as it is). Only sparse and dense
+    fields can be skipped; ``embedding`` must be built with ``pool_sequences=False``.
+    """
+    if not skip:
+        return None
+    schema = embedding.schema
+    names = [f.name for f in schema.sparse_fields]
+    if embedding.include_dense:
+        names += [f.name for f in schema.dense_fields]
+    unknown = set(skip) - set(names)
+    if unknown:
+        raise ValueError(f"skip_fields {sorted(unknown)} are not sparse or dense fields")
+    cols: list[int] = []
+    start = 0
+    for name, width in zip(names, embedding.output_dims, strict=False):
+        if name not in skip:
+            cols.extend(range(start, start + width))
+        start += width
+    return torch.tensor(cols, dtype=torch.long)

@@ -1,0 +1,200 @@
+"""Deep Interest Evolution Network (DIEN).
+
+Zhou, Mou, Fan, Pi, Bian, Zhou, Zhu and Gai, "Deep Interest Evolution Network for
+Click-Through Rate Prediction", AAAI 2019.
+
+Interests are latent and drift over time. The *interest extractor* GRU reads the behaviour
+embeddings ``e_t`` into hidden states ``h_t``; an auxiliary loss makes each ``h_t`` predictive
+of the next real behaviour against a sampled negative (Eq. 5):
+``L_aux = -1/N sum_i sum_t [log s(h_t, e_{t+1}) + log(1 - s(h_t, e'_{t+1}))]`` with
+``s(x, y) = sigmoid(<x, y>)``. The *interest evolving* layer runs an attentional GRU over the
+``h_t``, with attention ``a_t`` between each ``h_t`` and the candidate (a DIN-style unit with a
+softmax over the history); AUGRU scales the update gate by ``a_t`` (Eq. 6-7), AGRU and AIGRU
+are the paper's variants. Its final state joins the other features in the MLP.
+
+Negative behaviours for the auxiliary loss come from a declared negative-sequence field
+(``negative_behaviours``), or are sampled inside :meth:`DIEN.forward_train`: ``uniform`` draws
+every field uniformly from its table rows 1..vocab-1 (independently, so an item may get another
+item's category); ``in_batch`` draws whole real behaviours of the batch (popularity-weighted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn.functional import binary_cross_entropy_with_logits as bce
+
+from recforge.features import Batch, Schema
+from recforge.layers.din import ActivationUnit, FeedForward, length_mask
+from recforge.layers.embedding import FeatureEmbedding
+from recforge.layers.sequence import (
+    MaskedGRU,
+    behaviour_dim,
+    embed_behaviours,
+    kept_columns,
+    resolve_behaviours,
+    sample_behaviours,
+)
+from recforge.models.base import ModelConfig, RecModel
+from recforge.models.registry import ModelSpec
+
+
+@dataclass(frozen=True)
+class DIENConfig(ModelConfig):
+    """Options of DIEN.
+
+    Args:
+        behaviours: ``[[sequence_field, candidate_field], ...]``; ``None`` pairs every sequence
+            field (except the negative ones) with its ``share_embedding_with`` target.
+        gru_hidden: Hidden width of both GRUs; ``None`` is the behaviour width (the official
+            code: 36 = 2 x 18), which lets the auxiliary score be an inner product.
+        evolution: ``augru`` (the paper's), ``agru``, ``aigru`` or ``gru`` (no attention).
+        alpha: Weight of the auxiliary loss; 0 turns it off (the BARS configuration).
+        aux_net: ``inner`` (Eq. 5) or ``mlp`` (the official code's 100-50 sigmoid network).
+        negatives: ``uniform`` or ``in_batch`` sampling of negative behaviours.
+        negative_behaviours: Sequence fields holding the negative behaviours, one per
+            behaviour pair, aligned with the history (overrides ``negatives``).
+        attention_hidden: Hidden widths of the attention unit.
+        attention_activation: Its activation.
+        hidden: MLP widths (the official code: 200-80).
+        activation: MLP activation (``dice`` or ``prelu``).
+        dropout: Dropout in the MLP.
+        skip_fields: Sparse/dense fields left out of the MLP input.
+    """
+
+    behaviours: tuple[tuple[str, str], ...] | None = None
+    gru_hidden: int | None = None
+    evolution: Literal["augru", "agru", "aigru", "gru"] = "augru"
+    alpha: float = 1.0
+    aux_net: Literal["inner", "mlp"] = "inner"
+    negatives: Literal["uniform", "in_batch"] = "uniform"
+    negative_behaviours: tuple[str, ...] | None = None
+    attention_hidden: tuple[int, ...] = (36,)
+    attention_activation: str = "dice"
+    hidden: tuple[int, ...] = (200, 80)
+    activation: str = "dice"
+    dropout: float = 0.0
+    skip_fields: tuple[str, ...] = ()
+
+
+class DIEN(RecModel):
+    """Interest extractor GRU (+ auxiliary loss) -> attentional interest evolution -> MLP."""
+
+    config_class = DIENConfig
+
+    def __init__(self, schema: Schema, cfg: DIENConfig) -> None:
+        super().__init__(schema, cfg)
+        self.embedding = FeatureEmbedding(
+            schema, dim=cfg.embedding_dim, sparse=cfg.sparse, pool_sequences=False
+        )
+        negs = tuple(cfg.negative_behaviours or ())
+        self.behaviours = resolve_behaviours(schema, cfg.behaviours, exclude=negs)
+        if negs and len(negs) != len(self.behaviours):
+            raise ValueError("negative_behaviours needs one sequence field per behaviour pair")
+        for neg, (_, target) in zip(negs, self.behaviours, strict=False):
+            if getattr(schema.field(neg), "share_embedding_with", None) != target:
+                raise ValueError(f"negative sequence {neg!r} must share the rows of {target!r}")
+        dk = behaviour_dim(self.embedding, self.behaviours)
+        h = cfg.gru_hidden or dk
+        self.extractor = MaskedGRU(dk, h, "gru")
+        self.evolution = MaskedGRU(h, h, "gru" if cfg.evolution == "gru" else cfg.evolution)
+        self.query_proj = nn.Linear(dk, h, bias=False) if h != dk else nn.Identity()
+        self.attention = ActivationUnit(
+            h, cfg.attention_hidden, cfg.attention_activation, softmax=True
+        )
+        if cfg.aux_net == "mlp":
+            self.aux = FeedForward(h + dk, (100, 50), 1, "sigmoid")
+        else:
+            self.aux_proj = nn.Linear(h, dk, bias=False) if h != dk else nn.Identity()
+        columns = kept_columns(self.embedding, cfg.skip_fields)
+        self.register_buffer("columns", columns, persistent=False)
+        width = (len(columns) if columns is not None else self.embedding.output_dim) + h + dk
+        self.mlp = FeedForward(width, cfg.hidden, 1, cfg.activation, cfg.dropout)
+
+    def other_features(self, batch: Batch) -> torch.Tensor:
+        """User profile, candidate and context embeddings, concatenated: ``(B, W)``."""
+        flat = self.embedding.flat(batch)
+        return flat if self.columns is None else flat.index_select(1, self.columns)
+
+    def _interests(self, batch: Batch) -> dict[str, torch.Tensor]:
+        keys, query, lengths = embed_behaviours(self.embedding, self.behaviours, batch)
+        states, _ = self.extractor(keys, lengths)  # (B, L, H): interest extractor
+        att = self.attention(states, self.query_proj(query), lengths)  # (B, L), softmax
+        _, final = self.evolution(states, lengths, attention=att)  # (B, H): h'(T)
+        mask = length_mask(lengths, keys.shape[1]).to(keys.dtype)
+        history = (keys * mask.unsqueeze(-1)).sum(dim=1)  # (B, Dk) sum-pooled behaviours
+        return {
+            "keys": keys,
+            "lengths": lengths,
+            "states": states,
+            "att": att,
+            "final": final,
+            "history": history,
+        }
+
+    def attention_weights(self, batch: Batch) -> torch.Tensor:
+        """The attention ``a_t`` of each time step on the candidate: ``(B, L)``, 0 on padding."""
+        return self._interests(batch)["att"]
+
+    def _logits(self, batch: Batch, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = torch.cat([self.other_features(batch), parts["final"], parts["history"]], dim=1)
+        return self.mlp(x).squeeze(-1)  # (B,)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self._logits(batch, self._interests(batch))
+
+    def forward_train(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        parts = self._interests(batch)
+        logits = self._logits(batch, parts)
+        if self.cfg.alpha == 0:
+            return logits, None
+        return logits, self.cfg.alpha * self.auxiliary_loss(batch, parts)
+
+    def _negatives(self, batch: Batch, keys: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Negative behaviours ``(B, L-1, Dk)`` aligned with the next behaviours."""
+        B, L, _ = keys.shape
+        if self.cfg.negative_behaviours:
+            neg = torch.cat(
+                [self.embedding.sequence(batch, n) for n in self.cfg.negative_behaviours], dim=-1
+            )
+            return neg[:, 1:]
+        if self.cfg.negatives == "in_batch":
+            real = keys[length_mask(lengths, L)]  # (R, Dk) every real behaviour of the batch
+            if real.shape[0] == 0:
+                return keys[:, 1:]
+            pick = torch.randint(0, real.shape[0], (B, L - 1), device=keys.device)
+            return real[pick]
+        return sample_behaviours(self.embedding, self.behaviours, (B, L - 1), keys.device)
+
+    def auxiliary_loss(self, batch: Batch, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Eq. 5 averaged over the real (t, t+1) pairs of the batch (a scalar)."""
+        keys, lengths, states = parts["keys"], parts["lengths"], parts["states"]
+        L = keys.shape[1]
+        if L < 2:
+            return keys.new_zeros(())
+        mask = length_mask(lengths, L)[:, 1:].to(keys.dtype)  # step t+1 is a real behaviour
+        h = states[:, :-1]  # (B, L-1, H)
+        pos, neg = keys[:, 1:], self._negatives(batch, keys, lengths)
+        if self.cfg.aux_net == "mlp":
+            s_pos = self.aux(torch.cat([h, pos], dim=-1)).squeeze(-1)
+            s_neg = self.aux(torch.cat([h, neg], dim=-1)).squeeze(-1)
+        else:
+            hp = self.aux_proj(h)
+            s_pos, s_neg = (hp * pos).sum(-1), (hp * neg).sum(-1)  # <h_t, e_{t+1}>
+        loss = bce(s_pos, torch.ones_like(s_pos), reduction="none") + bce(
+            s_neg, torch.zeros_like(s_neg), reduction="none"
+        )
+        return (loss * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+SPEC = ModelSpec(
+    name="dien",
+    model=DIEN,
+    config=DIENConfig,
+    paper="Zhou et al., Deep Interest Evolution Network for Click-Through Rate Prediction, "
+    "AAAI 2019",
+    family="sequence",
+)
