@@ -9,6 +9,7 @@ Entries live in per-source modules (``movielens``, ``criteo``, ``avazu``, ``libf
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import urllib.request
@@ -44,11 +45,15 @@ class PreparedDataset:
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One downloadable file: official URL, expected sha256 (``""`` when unpublished)."""
+    """One downloadable file: official URL, expected sha256 (``""`` when unpublished).
+
+    ``md5`` is checked when the publisher gives only an md5 (GroupLens ``*.zip.md5``).
+    """
 
     url: str
     filename: str
     sha256: str = ""
+    md5: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,7 @@ def fetch(name: str, force: bool = False) -> Path:
     for remote in spec.files:
         target = folder / remote.filename
         if target.exists() and not force:
-            if remote.sha256 and sha256_file(target) != remote.sha256:
+            if not _checksum_ok(target, remote):
                 raise RuntimeError(f"{target}: checksum mismatch; delete it or fetch with --force")
             continue
         log.info("downloading %s -> %s", remote.url, target)
@@ -121,10 +126,24 @@ def fetch(name: str, force: bool = False) -> Path:
                     out.write(block)
 
         atomic_write(target, download)
-        if remote.sha256 and sha256_file(target) != remote.sha256:
+        if not _checksum_ok(target, remote):
             target.unlink()
-            raise RuntimeError(f"{remote.url}: checksum mismatch (expected {remote.sha256})")
+            expected = remote.sha256 or f"md5 {remote.md5}"
+            raise RuntimeError(f"{remote.url}: checksum mismatch (expected {expected})")
     return folder
+
+
+def _checksum_ok(path: Path, remote: RemoteFile) -> bool:
+    """sha256 when known, else md5 when known; a file without published sums passes."""
+    if remote.sha256:
+        return sha256_file(path) == remote.sha256
+    if remote.md5:
+        digest = hashlib.md5(usedforsecurity=False)
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+        return digest.hexdigest() == remote.md5
+    return True
 
 
 def load(name: str, path: str | Path | None = None, **options: Any) -> PreparedDataset:
