@@ -328,15 +328,24 @@ class Batch:
         return dataclasses.replace(self, sparse=sparse)
 
 
-def random_batch(schema: Schema, batch_size: int, generator: torch.Generator | None = None) -> Batch:
+def random_batch(
+    schema: Schema, batch_size: int, generator: torch.Generator | None = None
+) -> Batch:
     """A batch of valid random ids, numerics and sequences for a fitted schema (tests, demos)."""
     if not schema.is_fitted:
         raise ValueError("random_batch needs a fitted schema (vocab sizes set)")
     g = generator
-    sparse = torch.stack(
-        [torch.randint(0, f.vocab_size, (batch_size,), generator=g) for f in schema.sparse_fields],
-        dim=1,
-    ) if schema.sparse_fields else torch.zeros(batch_size, 0, dtype=torch.long)
+    sparse = (
+        torch.stack(
+            [
+                torch.randint(0, f.vocab_size, (batch_size,), generator=g)
+                for f in schema.sparse_fields
+            ],
+            dim=1,
+        )
+        if schema.sparse_fields
+        else torch.zeros(batch_size, 0, dtype=torch.long)
+    )
     dense = torch.randn(batch_size, len(schema.dense_fields), generator=g)
     sequences, lengths = {}, {}
     for s in schema.sequence_fields:

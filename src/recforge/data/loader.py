@@ -70,7 +70,10 @@ class BatchLoader:
             return {k: v.index_select(0, idx) for k, v in self._tensors.items()}
         if not isinstance(index, slice):
             index = np.sort(index)
-        return {k: torch.from_numpy(np.ascontiguousarray(v[index])) for k, v in self.data.arrays().items()}
+        return {
+            k: torch.from_numpy(np.ascontiguousarray(v[index]))
+            for k, v in self.data.arrays().items()
+        }
 
     def __iter__(self) -> Iterator[Batch]:
         order = self._order()

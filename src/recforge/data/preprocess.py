@@ -76,7 +76,11 @@ def _hash_ids(values: pa.ChunkedArray, buckets: int) -> np.ndarray:
     hashed = (pd.util.hash_array(uniques, categorize=False) % np.uint64(buckets)).astype(np.int64)
     indices = encoded.indices.to_numpy(zero_copy_only=False)
     nulls = encoded.indices.is_null().to_numpy(zero_copy_only=False)
-    out = hashed[np.where(nulls, 0, indices)] + 1 if len(uniques) else np.zeros(len(indices), np.int64)
+    out = (
+        hashed[np.where(nulls, 0, indices)] + 1
+        if len(uniques)
+        else np.zeros(len(indices), np.int64)
+    )
     out[nulls] = 0
     return out.astype(np.int32)
 
@@ -169,9 +173,7 @@ class Preprocessor:
                 x = _numeric_values(table.column(f.source), f)
                 edges = np.asarray(self.numeric[f.name]["edges"], dtype=np.float64)
                 sparse_cols.append((np.searchsorted(edges, x, side="right") + 1).astype(np.int32))
-        sparse = (
-            np.stack(sparse_cols, axis=1) if sparse_cols else np.zeros((n, 0), dtype=np.int32)
-        )
+        sparse = np.stack(sparse_cols, axis=1) if sparse_cols else np.zeros((n, 0), dtype=np.int32)
         dense_cols = [
             _apply_numeric(_numeric_values(table.column(f.source), f), f, self.numeric[f.name])
             for f in schema.dense_fields
@@ -275,11 +277,11 @@ class Preprocessor:
 
 # ---- helpers ---------------------------------------------------------------------------
 def _require_columns(table: pa.Table, schema: Schema, with_label: bool) -> None:
-    missing = [c for c in schema.source_columns(with_label=with_label) if c not in table.column_names]
+    missing = [
+        c for c in schema.source_columns(with_label=with_label) if c not in table.column_names
+    ]
     if missing:
-        raise ValueError(
-            f"missing column(s) {missing}; the table has {table.column_names}"
-        )
+        raise ValueError(f"missing column(s) {missing}; the table has {table.column_names}")
 
 
 def _fit_vocab(pieces: list[pa.ChunkedArray], min_count: int) -> pa.Array:
@@ -336,7 +338,9 @@ def _apply_numeric(x: np.ndarray, f: NumericField, state: dict[str, Any]) -> np.
     return x
 
 
-def _pad_recent(lists: pa.ListArray, vocab: pa.Array, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+def _pad_recent(
+    lists: pa.ListArray, vocab: pa.Array, max_len: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Keep each list's last ``max_len`` tokens, left-aligned and 0-padded; vectorised."""
     offsets = lists.offsets.to_numpy()
     flat_ids = _lookup(lists.values, vocab)

@@ -119,9 +119,7 @@ class FeatureEmbedding(nn.Module):
             group = [f for f in owners if dim_of(f) == d]
             if group:
                 key = str(d)
-                self.tables[key] = FusedEmbedding(
-                    [f.vocab_size for f in group], d, sparse=sparse
-                )
+                self.tables[key] = FusedEmbedding([f.vocab_size for f in group], d, sparse=sparse)
                 for i, f in enumerate(group):
                     self._where[f.name] = (key, i)
         for s in schema.sequence_fields:
@@ -139,7 +137,11 @@ class FeatureEmbedding(nn.Module):
         self.output_dims = tuple(
             [dim_of(f) for f in schema.sparse_fields]
             + ([dim_of(f) for f in schema.dense_fields] if include_dense else [])
-            + ([self.table_of(s.name).dim for s in schema.sequence_fields] if pool_sequences else [])
+            + (
+                [self.table_of(s.name).dim for s in schema.sequence_fields]
+                if pool_sequences
+                else []
+            )
         )
         # sparse columns grouped per table, in field order, so each table is gathered once
         self._sparse_groups: list[tuple[str, list[int]]] = []
@@ -179,7 +181,9 @@ class FeatureEmbedding(nn.Module):
             out.extend(self._dense_vectors(batch))
         if self.pool_sequences:
             for s in self.schema.sequence_fields:
-                out.append(masked_mean(self.sequence(batch, s.name), batch.lengths[s.name])[:, None])
+                out.append(
+                    masked_mean(self.sequence(batch, s.name), batch.lengths[s.name])[:, None]
+                )
         return out
 
     def _dense_vectors(self, batch: Batch) -> list[torch.Tensor]:
@@ -207,7 +211,7 @@ class FeatureEmbedding(nn.Module):
 
     def sparse_only(self, batch: Batch) -> torch.Tensor:
         """Embeddings of the sparse fields only: ``(B, Fs, D)`` (requires one dimension)."""
-        (key, _), = self._sparse_groups
+        ((key, _),) = self._sparse_groups
         return self.tables[key](batch.sparse)
 
     def sequence(self, batch: Batch, name: str) -> torch.Tensor:
@@ -249,4 +253,3 @@ class LinearPart(nn.Module):
         if self.bias is not None:
             out = out + self.bias
         return out
-

@@ -54,11 +54,15 @@ def build_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Opt
         if sparse_emb:
             optimizers.append(torch.optim.SparseAdam(sparse_emb, lr=cfg.lr))
     elif cfg.optimizer == "adagrad":
-        groups = dense_groups + ([{"params": sparse_emb, "weight_decay": 0.0}] if sparse_emb else [])
+        groups = dense_groups + (
+            [{"params": sparse_emb, "weight_decay": 0.0}] if sparse_emb else []
+        )
         if groups:
             optimizers.append(torch.optim.Adagrad(groups, lr=cfg.lr))
     elif cfg.optimizer == "sgd":
-        groups = dense_groups + ([{"params": sparse_emb, "weight_decay": 0.0}] if sparse_emb else [])
+        groups = dense_groups + (
+            [{"params": sparse_emb, "weight_decay": 0.0}] if sparse_emb else []
+        )
         if groups:
             optimizers.append(torch.optim.SGD(groups, lr=cfg.lr))
     else:
