@@ -1,0 +1,100 @@
+"""GRU and DIEN's attentional GRUs against torch.nn.GRU, closed forms and masking."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recforge.layers.sequence import MaskedGRU
+
+
+def _pair(mode: str = "gru") -> tuple[MaskedGRU, torch.nn.GRU]:
+    torch.manual_seed(0)
+    ref = torch.nn.GRU(5, 7, batch_first=True)
+    ours = MaskedGRU(5, 7, mode)  # type: ignore[arg-type]
+    ours.load_from_torch(ref)
+    return ours, ref
+
+
+def test_gru_matches_torch_on_unpadded_input() -> None:
+    ours, ref = _pair()
+    x = torch.randn(4, 9, 5)
+    out, last = ours(x, torch.full((4,), 9))
+    ref_out, ref_last = ref(x)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(last, ref_last[0])
+
+
+def test_gru_with_padding_matches_torch_on_each_true_prefix() -> None:
+    ours, ref = _pair()
+    x = torch.randn(3, 6, 5)
+    lengths = torch.tensor([6, 3, 1])
+    out, last = ours(x, lengths)
+    for b, n in enumerate(lengths.tolist()):
+        ref_out, ref_last = ref(x[b : b + 1, :n])
+        torch.testing.assert_close(out[b, :n], ref_out[0])
+        torch.testing.assert_close(last[b], ref_last[0, 0])
+        assert torch.all(out[b, n:] == 0)
+
+
+def test_appending_padding_changes_nothing() -> None:
+    ours, _ = _pair("augru")
+    x, att = torch.randn(2, 4, 5), torch.rand(2, 4)
+    lengths = torch.tensor([4, 2])
+    out, last = ours(x, lengths, attention=att)
+    x2 = torch.cat([x, 9 * torch.randn(2, 3, 5)], dim=1)
+    att2 = torch.cat([att, torch.rand(2, 3)], dim=1)
+    out2, last2 = ours(x2, lengths, attention=att2)
+    torch.testing.assert_close(out, out2[:, :4])
+    torch.testing.assert_close(last, last2)
+
+
+def test_augru_with_attention_one_equals_gru() -> None:
+    ours, ref = _pair("augru")
+    x = torch.randn(3, 5, 5)
+    out, last = ours(x, torch.full((3,), 5), attention=torch.ones(3, 5))
+    ref_out, ref_last = ref(x)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(last, ref_last[0])
+
+
+@pytest.mark.parametrize("mode", ["augru", "agru"])
+def test_attention_zero_keeps_previous_state(mode: str) -> None:
+    ours, _ = _pair(mode)
+    x = torch.randn(2, 4, 5)
+    h0 = torch.randn(2, 7)
+    out, last = ours(x, torch.full((2,), 4), attention=torch.zeros(2, 4), h0=h0)
+    for t in range(4):
+        torch.testing.assert_close(out[:, t], h0)
+    torch.testing.assert_close(last, h0)
+
+
+def test_agru_and_aigru_follow_their_equations() -> None:
+    torch.manual_seed(1)
+    x, att = torch.randn(2, 3, 5), torch.rand(2, 3)
+    lengths = torch.full((2,), 3)
+    plain, _ = _pair("gru")
+    agru, _ = _pair("agru")
+    aigru, _ = _pair("aigru")
+    # AIGRU = GRU on attention-scaled inputs
+    torch.testing.assert_close(
+        aigru(x, lengths, attention=att)[0], plain(x * att.unsqueeze(-1), lengths)[0]
+    )
+    # AGRU: h_t = (1 - a_t) h_{t-1} + a_t n_t, with n_t the GRU candidate state
+    H = 7
+    h = torch.zeros(2, H)
+    out, _ = agru(x, lengths, attention=att)
+    for t in range(3):
+        gi = x[:, t] @ agru.weight_ih.T + agru.bias_ih
+        gh = h @ agru.weight_hh.T + agru.bias_hh
+        r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+        n = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+        h = (1 - att[:, t : t + 1]) * h + att[:, t : t + 1] * n
+        torch.testing.assert_close(out[:, t], h)
+
+
+def test_attention_modes_require_attention() -> None:
+    with pytest.raises(ValueError):
+        MaskedGRU(3, 4, "augru")(torch.randn(1, 2, 3), torch.tensor([2]))
+    with pytest.raises(ValueError):
+        MaskedGRU(3, 4, "lstm")  # type: ignore[arg-type]
