@@ -223,6 +223,7 @@ def read_table(
     header: bool = True,
     column_names: Sequence[str] | None = None,
     encoding: str = "utf8",
+    quoting: bool = True,
 ) -> pa.Table:
     """Read a CSV, TSV, Parquet or libfm/libsvm file into a :class:`pyarrow.Table`.
 
@@ -240,6 +241,7 @@ def read_table(
         column_names: Names for the columns of a file without header (with ``header=True``
             they replace the header's names).
         encoding: Text encoding (MovieLens ``movies.dat`` is ``latin-1``).
+        quoting: Whether ``"`` quotes fields (off for files with bare quotes in titles).
 
     Returns:
         The table. libfm files give ``label`` (float64), ``f0..f{n-1}`` (feature index as a
@@ -265,7 +267,7 @@ def read_table(
         names = list(column_names) if column_names else None
         types = _column_types(schema)
         if len(sep) == 1:
-            table = _read_csv(path, sep, header, names, columns, types, encoding)
+            table = _read_csv(path, sep, header, names, columns, types, encoding, quoting=quoting)
         else:
             table = _read_split_lines(path, sep, header, names, types, encoding)
     else:
@@ -283,9 +285,21 @@ def read_table(
         check_present(table, columns, path)
         table = table.select(list(columns))
     if schema is not None:
-        check_columns(table, schema, path, require_label=schema.label in table.column_names)
-        table = check_numeric(table, schema, path)
-        validate_labels(table, schema, path)
+        table = check_table(table, schema, path, require_label=schema.label in table.column_names)
+    return table
+
+
+def check_table(
+    table: pa.Table, schema: Schema, path: str | Path | None = None, require_label: bool = True
+) -> pa.Table:
+    """:func:`check_columns`, then :func:`check_numeric`, then :func:`validate_labels`.
+
+    Returns:
+        The table with numeric columns (and the label) as float64.
+    """
+    check_columns(table, schema, path, require_label=require_label)
+    table = check_numeric(table, schema, path)
+    validate_labels(table, schema, path)
     return table
 
 
@@ -312,6 +326,7 @@ def _read_csv(
     encoding: str,
     use_threads: bool = True,
     invalid_row_handler: Any = None,
+    quoting: bool = True,
 ) -> pa.Table:
     read = pacsv.ReadOptions(
         use_threads=use_threads,
@@ -320,7 +335,9 @@ def _read_csv(
         skip_rows=1 if (header and names) else 0,
         autogenerate_column_names=not header and not names,
     )
-    parse = pacsv.ParseOptions(delimiter=sep, invalid_row_handler=invalid_row_handler)
+    parse = pacsv.ParseOptions(
+        delimiter=sep, quote_char='"' if quoting else False, invalid_row_handler=invalid_row_handler
+    )
     convert = pacsv.ConvertOptions(column_types=types)
     try:
         with open_stream(path) as fh:
@@ -332,7 +349,7 @@ def _read_csv(
         if "Empty CSV file" in text:
             raise DataError(path, "file is empty", line=1) from None
         if "CSV parse error" in text and invalid_row_handler is None:
-            _locate_parse_error(path, sep, header, names, encoding)
+            _locate_parse_error(path, sep, header, names, encoding, quoting)
         match = re.search(r"In CSV column #(\d+): CSV conversion error", text)
         if match and types:
             # Re-read the offending column as text so the bad value can be located.
@@ -340,7 +357,7 @@ def _read_csv(
             header_names = names or _header_names(path, sep, header, encoding)
             bad = header_names[int(match.group(1))]
             relaxed[bad] = pa.string()
-            table = _read_csv(path, sep, header, names, columns, relaxed, encoding)
+            table = _read_csv(path, sep, header, names, columns, relaxed, encoding, quoting=quoting)
             table = table.replace_schema_metadata(
                 {_META_SOURCE: str(path).encode(), _META_HEADER: b"1" if header else b"0"}
             )
@@ -356,7 +373,7 @@ def _header_names(path: Path, sep: str, header: bool, encoding: str) -> list[str
 
 
 def _locate_parse_error(
-    path: Path, sep: str, header: bool, names: list[str] | None, encoding: str
+    path: Path, sep: str, header: bool, names: list[str] | None, encoding: str, quoting: bool
 ) -> None:
     """Re-read serially (error path only) to get the bad row's record number; raise there."""
     seen: list[Any] = []
@@ -366,7 +383,7 @@ def _locate_parse_error(
         return "error"
 
     with contextlib.suppress(pa.ArrowInvalid, DataError):
-        _read_csv(path, sep, header, names, None, {}, encoding, False, handler)
+        _read_csv(path, sep, header, names, None, {}, encoding, False, handler, quoting)
     if not seen:
         return
     row = seen[0]
