@@ -78,7 +78,7 @@ class DatasetSpec:
     licence: str = ""
 
 
-_MODULES: tuple[str, ...] = ("recforge.data.synthetic",)
+_MODULES: tuple[str, ...] = ("recforge.data.synthetic", "recforge.data.amazon")
 
 _CATALOGUE: dict[str, DatasetSpec] | None = None
 
