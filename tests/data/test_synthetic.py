@@ -8,6 +8,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from scipy.sparse import hstack
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import OneHotEncoder
@@ -138,7 +139,6 @@ def test_oracle_beats_linear_model_beats_constant(medium):
     )
     split = 32_000
     enc = OneHotEncoder(handle_unknown="ignore").fit(x_cat[:split])
-    from scipy.sparse import hstack
 
     def features(rows: slice):
         return hstack([enc.transform(x_cat[rows]), x_num[rows]]).tocsr()
