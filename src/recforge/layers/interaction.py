@@ -1,4 +1,9 @@
-"""Feature-interaction layers: factorization machine and friends."""
+"""Feature-interaction layers: factorization machine, bi-interaction pooling, pairwise products.
+
+All layers take stacked field embeddings ``v`` of shape ``(B, F, D)`` (see
+:class:`recforge.layers.FeatureEmbedding`) and are vectorised over pairs: none loops in Python
+over examples or field pairs.
+"""
 
 from __future__ import annotations
 
@@ -19,3 +24,67 @@ class FMInteraction(nn.Module):
         square_of_sum = v.sum(dim=1).pow(2)  # (B, D)
         sum_of_square = v.pow(2).sum(dim=1)  # (B, D)
         return 0.5 * (square_of_sum - sum_of_square).sum(dim=1)
+
+
+class BiInteraction(nn.Module):
+    """Bi-interaction pooling of NFM (He & Chua, "Neural Factorization Machines for Sparse
+    Predictive Analytics", SIGIR 2017), Eq. (4).
+
+    ``f_BI(V_x) = sum_{i<j} x_i v_i ⊙ x_j v_j = 1/2 [(sum_i x_i v_i)^2 - sum_i (x_i v_i)^2]``,
+    computed in O(kn); unlike :class:`FMInteraction` the ``D`` factors are not summed, so the
+    result is a vector per example. The input vectors already carry ``x_i`` (1 for one-hot
+    fields, the value for numerics; see :class:`FeatureEmbedding`).
+
+    Shape:
+        ``(B, F, D)`` -> ``(B, D)``.
+    """
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        square_of_sum = v.sum(dim=1).pow(2)  # (B, D)
+        sum_of_square = v.pow(2).sum(dim=1)  # (B, D)
+        return 0.5 * (square_of_sum - sum_of_square)
+
+
+def pair_indices(num_fields: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column indices of all pairs ``i < j`` in row-major order.
+
+    Returns:
+        ``(rows, cols)``, each ``(P,)`` int64 with ``P = F (F - 1) / 2``.
+    """
+    rows, cols = torch.triu_indices(num_fields, num_fields, offset=1)
+    return rows, cols
+
+
+class PairwiseProducts(nn.Module):
+    """Element-wise products ``v_i ⊙ v_j`` of every field pair ``i < j``.
+
+    The pair-wise interaction layer of AFM (Xiao et al., IJCAI 2017), Eq. (2). The pair order is
+    row-major over ``i < j`` (``(0, 1), (0, 2), ..., (1, 2), ...``) and is kept in the
+    registered buffers ``rows`` / ``cols`` so callers can name the pairs.
+
+    Args:
+        num_fields: Number of fields ``F``.
+
+    Shape:
+        ``(B, F, D)`` -> ``(B, P, D)`` with ``P = F (F - 1) / 2``.
+    """
+
+    def __init__(self, num_fields: int) -> None:
+        super().__init__()
+        if num_fields < 2:
+            raise ValueError(f"pairwise products need at least 2 fields, got {num_fields}")
+        rows, cols = pair_indices(num_fields)
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
+        self.num_fields = num_fields
+
+    @property
+    def num_pairs(self) -> int:
+        return int(self.rows.numel())
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """The ``(i, j)`` field indices of each output pair, in output order."""
+        return list(zip(self.rows.tolist(), self.cols.tolist(), strict=True))
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return v[:, self.rows] * v[:, self.cols]  # (B, P, D)

@@ -1,0 +1,76 @@
+"""DeepFM: a factorization machine and a deep network over one shared embedding layer.
+
+Guo, Tang, Ye, Li & He, "DeepFM: A Factorization-Machine based Neural Network for CTR
+Prediction", IJCAI 2017. The FM component models first-order and pairwise interactions, the deep
+component (an MLP over the concatenated field embeddings) higher-order ones; both read the SAME
+embedding vectors (no pre-training, unlike FNN), and their outputs are summed into one logit:
+``y = sigmoid(y_FM + y_DNN)`` with
+``y_FM = <w, x> + sum_{i<j} <V_i, V_j> x_i x_j`` (Eq. 2) and ``y_DNN = MLP(a^(0))``,
+``a^(0) = [e_1, ..., e_m]`` (Eqs. 3-5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from recforge.features import Batch, Schema
+from recforge.layers import MLP, FeatureEmbedding, FMInteraction, LinearPart
+from recforge.models.base import ModelConfig, RecModel
+from recforge.models.registry import ModelSpec
+
+
+@dataclass(frozen=True)
+class DeepFMConfig(ModelConfig):
+    """Args:
+    hidden: Widths of the deep component's hidden layers (the paper uses 400-400-400).
+    activation: Hidden activation (the paper found ReLU best).
+    dropout: Dropout after each hidden layer (the paper uses 0.5 on Criteo).
+    batch_norm: Batch normalisation in each hidden layer.
+    """
+
+    hidden: tuple[int, ...] = (400, 400, 400)
+    activation: str = "relu"
+    dropout: float = 0.0
+    batch_norm: bool = False
+
+
+class DeepFM(RecModel):
+    """``logit = y_FM + y_DNN`` over one shared :class:`FeatureEmbedding`."""
+
+    config_class = DeepFMConfig
+
+    def __init__(self, schema: Schema, cfg: DeepFMConfig) -> None:
+        super().__init__(schema, cfg)
+        self.embedding = FeatureEmbedding(schema, dim=cfg.embedding_dim, sparse=cfg.sparse)
+        self.linear = LinearPart(schema, sparse=cfg.sparse)
+        self.fm = FMInteraction()
+        self.dnn = MLP(
+            self.embedding.output_dim,
+            cfg.hidden,
+            output_dim=1,
+            activation=cfg.activation,
+            dropout=cfg.dropout,
+            batch_norm=cfg.batch_norm,
+        )
+
+    def fm_logit(self, batch: Batch, v: torch.Tensor | None = None) -> torch.Tensor:
+        """The FM component ``<w, x> + sum_{i<j} <v_i, v_j>`` ``(B,)``."""
+        v = self.embedding(batch) if v is None else v  # (B, F, D)
+        return self.linear(batch) + self.fm(v)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        v = self.embedding(batch)  # (B, F, D), shared by both components
+        y_dnn = self.dnn(v.flatten(1)).squeeze(-1)  # (B,)
+        return self.fm_logit(batch, v) + y_dnn  # (B,)
+
+
+SPEC = ModelSpec(
+    name="deepfm",
+    model=DeepFM,
+    config=DeepFMConfig,
+    paper="Guo, Tang, Ye, Li & He, DeepFM: A Factorization-Machine based Neural Network for "
+    "CTR Prediction, IJCAI 2017",
+    family="ctr",
+)
