@@ -119,7 +119,10 @@ def open_stream(path: str | Path) -> BinaryIO:
     """A binary stream of the decompressed bytes of ``path``."""
     codec = compression_of(path)
     if codec == "xz":
-        return lzma.open(path, "rb")  # type: ignore[return-value]
+        # Arrow has no xz codec. Decompress into memory so that Arrow's reader threads never
+        # call back into Python (a Python file object there can abort at interpreter exit).
+        with lzma.open(path, "rb") as fh:
+            return pa.BufferReader(fh.read())  # type: ignore[return-value]
     if codec is None:
         return pa.OSFile(str(path), "rb")  # type: ignore[return-value]
     return pa.input_stream(str(path), compression=codec)  # type: ignore[return-value]
