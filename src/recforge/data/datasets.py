@@ -78,7 +78,14 @@ class DatasetSpec:
     licence: str = ""
 
 
-_MODULES: tuple[str, ...] = ("recforge.data.synthetic", "recforge.data.amazon")
+_MODULES: tuple[str, ...] = (
+    "recforge.data.synthetic",
+    "recforge.data.amazon",
+    "recforge.data.movielens",
+    "recforge.data.criteo",
+    "recforge.data.avazu",
+    "recforge.data.libfm_sets",
+)
 
 _CATALOGUE: dict[str, DatasetSpec] | None = None
 
