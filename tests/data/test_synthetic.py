@@ -159,6 +159,7 @@ def test_oracle_beats_linear_model_beats_constant(medium):
         "factor",
         "segment_category",
         "device_hour",
+        "triple",
         "site_bias",
         "numeric",
         "interest",

@@ -18,8 +18,10 @@ hour ``h``, site ``s``)::
             + factor_scale * <P_u, Q_i> / sqrt(rank)   # low-rank user x item term (MF/NCF)
             + S[segment_u, category_i]             # planted pairwise interaction (not linear)
             + H[d, h]                              # planted pairwise interaction (not linear)
+            + T[d, h // 6, category_i]             # planted 3-way interaction (beyond FM)
             + c_s                                  # site bias (Zipf-distributed sites)
-            + price_weight * z(log price_n) + age_weight * z(log age_u)   # numeric effects
+            + price_weight * z(log price_n) + price_curve * (z(log price_n)^2 - 1)
+            + age_weight * z(log age_u)            # numeric effects (price is non-monotone)
             + interest_boost * 1[category_i in I_u(t)]                    # interest term
     label_n ~ Bernoulli(sigmoid(logit_n))
 
@@ -84,7 +86,9 @@ class ClickLogKnobs:
         segment_category_std: Std of the segment x category interaction table.
         device_hour_std: Std of the device x hour interaction table.
         site_bias_std: Std of the site bias.
+        triple_std: Std of the device x day-part x category interaction table.
         price_weight: Weight of standardised log price.
+        price_curve: Weight of the squared standardised log price (a non-monotone effect).
         age_weight: Weight of standardised log account age.
         missing_rate: Share of nulls in each numeric column.
         span_days: Length of the timeline in days.
@@ -110,7 +114,9 @@ class ClickLogKnobs:
     segment_category_std: float = 0.7
     device_hour_std: float = 0.5
     site_bias_std: float = 0.2
+    triple_std: float = 0.5
     price_weight: float = -0.35
+    price_curve: float = -0.2
     age_weight: float = 0.25
     missing_rate: float = 0.07
     span_days: float = 30.0
@@ -291,7 +297,8 @@ def make_click_log(
         (``list<string>``), ``ts`` (int64 seconds) and ``label`` (int8 0/1); with
         ``return_truth`` a third element, a dict of numpy arrays: per row ``logit``, ``prob``,
         each component (``user_bias``, ``item_bias``, ``factor``, ``segment_category``,
-        ``device_hour``, ``site_bias``, ``numeric``, ``interest``), ``interest_match``,
+        ``device_hour``, ``triple``, ``site_bias``, ``numeric``, ``interest``),
+        ``interest_match``,
         ``after_drift``, ``user_index``, ``item_index``; per user ``drifted``, ``change_ts``,
         ``interests_before``, ``interests_after`` ``(n_users, n_interests)``; per item
         ``item_category``; and ``intercept`` (0-d).
@@ -358,6 +365,7 @@ def make_click_log(
     price = item_price[item] * rng.lognormal(0.0, 0.15, n)  # per-impression price noise
 
     # Hidden logit.
+    z_price = _zscore(np.log(price))
     interest_match = (current == cat[:, None]).any(axis=1)
     parts = {
         "user_bias": user_bias[user],
@@ -368,7 +376,9 @@ def make_click_log(
         ],
         "device_hour": rng.normal(0.0, k.device_hour_std, (k.n_devices, 24))[device, hour],
         "site_bias": rng.normal(0.0, k.site_bias_std, k.n_sites)[site],
-        "numeric": k.price_weight * _zscore(np.log(price))
+        "triple": rng.normal(0.0, k.triple_std, (k.n_devices, 4, C))[device, hour // 6, cat],
+        "numeric": k.price_weight * z_price
+        + k.price_curve * (z_price**2 - 1.0)
         + k.age_weight * _zscore(np.log(age))[user],
         "interest": k.interest_boost * interest_match,
     }
