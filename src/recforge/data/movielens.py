@@ -61,6 +61,11 @@ def _as_string(table: pa.Table, names: tuple[str, ...] | list[str]) -> pa.Table:
     return table
 
 
+def _text_schema(names: tuple[str, ...]) -> Schema:
+    """Read these columns as text (zip codes keep their leading zeros)."""
+    return Schema(fields=tuple(CategoricalField(n) for n in names), label="", task="regression")
+
+
 def _join(left: pa.Table, right: pa.Table, key: str, columns: list[str]) -> pa.Table:
     """Append ``right[columns]`` to ``left`` by ``key``, keeping ``left``'s row order."""
     index = pc.index_in(left[key], value_set=right[key].combine_chunks())
@@ -142,6 +147,7 @@ def prepare_100k(
         table = read_table(
             users, fmt="csv", delimiter="|", header=False,
             column_names=["user_id", "age", "gender", "occupation", "zip"],
+            schema=_text_schema(("user_id", *_USER_SIDE)),
         )  # fmt: skip
         table = _as_string(table, ["user_id", *_USER_SIDE])
         ratings, user_side = _join(ratings, table, "user_id", list(_USER_SIDE)), True
@@ -203,6 +209,7 @@ def prepare_1m(
         table = read_table(
             users, fmt="csv", delimiter="::", header=False,
             column_names=["user_id", "gender", "age", "occupation", "zip"],
+            schema=_text_schema(("user_id", *_USER_SIDE)),
         )  # fmt: skip
         table = _as_string(table, ["user_id", *_USER_SIDE])
         ratings, user_side = _join(ratings, table, "user_id", list(_USER_SIDE)), True
