@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-_COMMAND_MODULES: tuple[str, ...] = ("recforge.commands.core",)
+_COMMAND_MODULES: tuple[str, ...] = ("recforge.commands.core", "recforge.commands.compare")
 
 
 def build_parser() -> argparse.ArgumentParser:
