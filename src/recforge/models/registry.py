@@ -48,6 +48,7 @@ _MODULES: tuple[str, ...] = (
     "recforge.models.base_seq",
     "recforge.models.din",
     "recforge.models.dien",
+    "recforge.models.drn",
 )
 
 _REGISTRY: dict[str, ModelSpec] | None = None
