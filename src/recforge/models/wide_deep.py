@@ -1,0 +1,196 @@
+"""Wide & Deep.
+
+Cheng, Koc, Harmsen, Shaked, Chandra, Aradhye, Anderson, Corrado, Chai, Ispir, Anil, Haque,
+Hong, Jain, Liu & Shah, "Wide & Deep Learning for Recommender Systems", DLRS 2016. A generalised
+linear model over raw sparse features and *cross-product transformations*
+``phi_k(x) = prod_i x_i^{c_ki}`` (``AND(a=x, b=y)`` for one-hot fields) is trained jointly with
+an MLP over dense embeddings:
+
+    P(Y = 1 | x) = sigma(w_wide^T [x, phi(x)] + w_deep^T a^(lf) + b)
+
+Crosses are declared in the config, e.g. ``crosses: ["user_segment&item_category"]`` or a list
+of field-name lists. Each cross is one extra one-hot field whose id is computed in the model
+from the fields' local ids (:func:`cross_ids`); its weights sit in a dimension-1 table of the
+wide part. The paper trains the wide part with FTRL (L1) and the deep part with AdaGrad; the
+:meth:`WideDeep.optimizer_groups` hook lets a trainer give each part its own optimizer
+(:class:`recforge.train.ftrl.FTRL` for ``"wide"``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from recforge.features import Batch, Schema
+from recforge.layers import MLP, FeatureEmbedding, FusedEmbedding, LinearPart
+from recforge.models.base import ModelConfig, RecModel
+from recforge.models.registry import ModelSpec
+
+HASH_PRIME = 2_147_483_647  # 2^31 - 1
+HASH_MULTIPLIER = 48_271  # the MINSTD multiplier; x -> A x mod P is a bijection of [1, P)
+HASH_OFFSET = 12_345
+
+
+def cross_ids(ids: torch.Tensor, vocab_sizes: tuple[int, ...], buckets: int) -> torch.Tensor:
+    """Ids of the cross-product feature ``AND(f_1 = a_1, ..., f_k = a_k)``.
+
+    With local ids ``a_i`` (0 = OOV) and vocabularies ``V_i``:
+
+    * any ``a_i = 0``: id 0 (the cross's own OOV row);
+    * exact, when ``prod_i (V_i - 1) <= buckets``: ``1 + mixed_radix(a_1 - 1, ..., a_k - 1)`` with
+      radices ``V_i - 1`` -- two rows share an id iff they share every value;
+    * hashed otherwise: ``key = horner(a_1, ..., a_k)`` with ``key <- (key * V_i + a_i) mod P``,
+      then ``1 + ((A * key + C) mod P) mod buckets`` with ``P = 2^31 - 1``, ``A = 48271``,
+      ``C = 12345``. Equal value tuples always share an id; distinct tuples collide with
+      probability about ``1 / buckets``.
+
+    Args:
+        ids: ``(B, k)`` local ids of the crossed fields.
+        vocab_sizes: ``V_i`` of each field (including row 0).
+        buckets: Maximum number of non-OOV cross ids.
+
+    Returns:
+        ``(B,)`` int64 ids in ``[0, cross_rows(vocab_sizes, buckets))``.
+    """
+    ids = ids.long()
+    if _is_exact(vocab_sizes, buckets):
+        key = torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)
+        for i, v in enumerate(vocab_sizes):
+            key = key * (v - 1) + (ids[:, i] - 1).clamp(min=0)
+        out = key + 1
+    else:
+        key = torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)
+        for i, v in enumerate(vocab_sizes):
+            key = (key * v + ids[:, i]) % HASH_PRIME  # key, v < 2^31: no int64 overflow
+        out = 1 + ((key * HASH_MULTIPLIER + HASH_OFFSET) % HASH_PRIME) % buckets
+    return torch.where((ids == 0).any(dim=1), torch.zeros_like(out), out)
+
+
+def _is_exact(vocab_sizes: tuple[int, ...], buckets: int) -> bool:
+    return math.prod(v - 1 for v in vocab_sizes) <= buckets
+
+
+def cross_rows(vocab_sizes: tuple[int, ...], buckets: int) -> int:
+    """Rows of a cross's weight table, including its OOV row 0."""
+    if _is_exact(vocab_sizes, buckets):
+        return 1 + math.prod(v - 1 for v in vocab_sizes)
+    return 1 + buckets
+
+
+def parse_crosses(crosses: tuple[str | tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
+    """Normalise ``"a&b"`` strings and name lists into tuples of field names."""
+    out = []
+    for c in crosses:
+        names = tuple(n.strip() for n in c.split("&")) if isinstance(c, str) else tuple(c)
+        if len(names) < 2 or len(set(names)) != len(names) or not all(names):
+            raise ValueError(f"a cross needs two or more distinct fields, got {c!r}")
+        out.append(names)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class WideDeepConfig(ModelConfig):
+    """Args:
+    hidden: Widths of the deep MLP (the paper uses 1024, 512, 256).
+    crosses: Cross-product transformations, each ``"a&b"`` or a list of sparse field names.
+    cross_buckets: Cap on the ids of one cross; beyond it, ids are hashed (see
+        :func:`cross_ids`).
+    activation: Hidden activation.
+    dropout: Dropout after each hidden layer.
+    batch_norm: Batch normalisation in each hidden layer.
+    """
+
+    hidden: tuple[int, ...] = (1024, 512, 256)
+    crosses: tuple[str | tuple[str, ...], ...] = ()
+    cross_buckets: int = 1_000_000
+    activation: str = "relu"
+    dropout: float = 0.0
+    batch_norm: bool = False
+
+
+class WideDeep(RecModel):
+    """``logit = wide(x, phi(x)) + deep(embeddings, numerics)``."""
+
+    config_class = WideDeepConfig
+
+    def __init__(self, schema: Schema, cfg: WideDeepConfig) -> None:
+        super().__init__(schema, cfg)
+        if cfg.cross_buckets < 1:
+            raise ValueError("cross_buckets must be >= 1")
+        self.crosses = parse_crosses(cfg.crosses)
+        cols, sizes = [], []
+        for names in self.crosses:
+            fields = [schema.field(n) for n in names]  # KeyError names an unknown field
+            cols.append([schema.sparse_index(n) for n in names])
+            sizes.append(tuple(f.vocab_size for f in fields))  # type: ignore[union-attr]
+        self._cross_cols = cols  # sparse columns of each cross
+        self._cross_sizes = sizes
+        # wide part: raw sparse one-hots (+ numerics) and the cross products phi(x)
+        self.linear = LinearPart(schema, sparse=cfg.sparse)
+        self.cross_weights = (
+            FusedEmbedding(
+                [cross_rows(s, cfg.cross_buckets) for s in sizes], 1, sparse=cfg.sparse, init_std=0
+            )
+            if sizes
+            else None
+        )
+        # deep part: embeddings and numerics concatenated into a^(0)
+        self.embedding = FeatureEmbedding(
+            schema, dim=cfg.embedding_dim, sparse=cfg.sparse, include_dense=False
+        )
+        self.deep = MLP(
+            self.embedding.output_dim + len(schema.dense_fields),
+            cfg.hidden,
+            output_dim=1,
+            activation=cfg.activation,
+            dropout=cfg.dropout,
+            batch_norm=cfg.batch_norm,
+        )
+
+    def cross_features(self, batch: Batch) -> torch.Tensor:
+        """Ids of every declared cross, ``(B, n_crosses)`` int64 (0 = a crossed field is OOV)."""
+        if not self._cross_cols:
+            return torch.zeros(len(batch), 0, dtype=torch.long, device=batch.sparse.device)
+        return torch.stack(
+            [
+                cross_ids(batch.sparse[:, c], s, self.cfg.cross_buckets)
+                for c, s in zip(self._cross_cols, self._cross_sizes, strict=True)
+            ],
+            dim=1,
+        )
+
+    def wide_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the wide (linear) part: raw-feature and cross-product weights, bias."""
+        params = list(self.linear.parameters())
+        if self.cross_weights is not None:
+            params += list(self.cross_weights.parameters())
+        return params
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters per part for per-part optimizers: ``{"wide": [...], "deep": [...]}``.
+
+        The paper optimises ``"wide"`` with FTRL-Proximal + L1 and ``"deep"`` with AdaGrad. The
+        two lists partition :meth:`parameters`.
+        """
+        wide = self.wide_parameters()
+        wide_ids = {id(p) for p in wide}
+        return {"wide": wide, "deep": [p for p in self.parameters() if id(p) not in wide_ids]}
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        wide = self.linear(batch)  # (B,): w0 + sum_i w_i x_i
+        if self.cross_weights is not None:
+            wide = wide + self.cross_weights(self.cross_features(batch)).sum(dim=(1, 2))
+        a0 = torch.cat([self.embedding.flat(batch), batch.dense], dim=1)  # (B, sum dims + Fd)
+        return wide + self.deep(a0).squeeze(-1)  # (B,)
+
+
+SPEC = ModelSpec(
+    name="wide_deep",
+    model=WideDeep,
+    config=WideDeepConfig,
+    paper="Cheng et al., Wide & Deep Learning for Recommender Systems, DLRS 2016",
+    family="ctr",
+)

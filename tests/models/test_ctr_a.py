@@ -1,0 +1,270 @@
+"""Deep Crossing, PNN (IPNN/OPNN/PNN*), DCN, DCN-V2 and Wide&Deep: contract, learning, crosses."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from recforge.config import from_dict
+from recforge.features import Batch, CategoricalField, NumericField, Schema, random_batch
+from recforge.models import registry
+from recforge.models.base import RecModel
+from recforge.models.lr import LogisticRegression, LRConfig
+from recforge.models.wide_deep import (
+    HASH_MULTIPLIER,
+    HASH_OFFSET,
+    HASH_PRIME,
+    WideDeep,
+    WideDeepConfig,
+    cross_ids,
+    cross_rows,
+)
+from recforge.train.ftrl import FTRL
+
+SCHEMA = Schema(
+    fields=(
+        CategoricalField("user", group="user", vocab_size=7),
+        CategoricalField("item", group="item", vocab_size=9),
+        CategoricalField("segment", group="user", vocab_size=4),
+        CategoricalField("category", group="item", vocab_size=5),
+        NumericField("price"),
+        NumericField("age", group="user"),
+    ),
+    embedding_dim=4,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread() -> Iterator[None]:
+    """Tiny models: one intra-op thread avoids oversubscription on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# (registry name, params): every option of every model is exercised at least once
+CASES: list[tuple[str, dict[str, Any]]] = [
+    ("deep_crossing", {"residual_hidden": (8, 8)}),
+    ("deep_crossing", {"residual_hidden": (8,), "embedding_relu": False, "dropout": 0.1}),
+    ("ipnn", {"hidden": (16, 8)}),
+    ("ipnn", {"hidden": (16, 8), "inner_rank": 2, "batch_norm": True}),
+    ("opnn", {"hidden": (16,)}),
+    ("opnn", {"hidden": (16,), "outer_mode": "pairwise"}),
+    ("pnn_star", {"hidden": (16, 8), "dropout": 0.1}),
+    ("pnn_star", {"hidden": (16,), "inner_rank": 1}),
+    ("dcn", {"cross_layers": 2, "hidden": (16,)}),
+    ("dcn", {"cross_layers": 2, "hidden": ()}),
+    ("dcn_v2", {"cross_layers": 2, "hidden": (16,)}),
+    ("dcn_v2", {"cross_layers": 2, "hidden": (16,), "rank": 3, "structure": "stacked"}),
+    ("wide_deep", {"hidden": (16,), "crosses": ("segment&category", ("user", "item", "segment"))}),
+    ("wide_deep", {"hidden": (16,), "crosses": ("user&item",), "cross_buckets": 10}),
+]
+IDS = [f"{name}-{i}" for i, (name, _) in enumerate(CASES)]
+
+
+def _batch(schema: Schema = SCHEMA, n: int = 64, seed: int = 0) -> Batch:
+    return random_batch(schema, n, generator=torch.Generator().manual_seed(seed))
+
+
+def _build(name: str, params: dict[str, Any], schema: Schema = SCHEMA) -> RecModel:
+    torch.manual_seed(0)
+    return registry.build(name, schema, params)
+
+
+@pytest.mark.parametrize(("name", "params"), CASES, ids=IDS)
+def test_logits_shape_and_gradients(name: str, params: dict[str, Any]) -> None:
+    model = _build(name, params)
+    batch = _batch()
+    logits = model(batch)
+    assert logits.shape == (64,) and torch.isfinite(logits).all()
+    nn.functional.binary_cross_entropy_with_logits(logits, batch.label).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{name}: no gradient for {pname}"
+        assert p.grad.abs().sum() > 0, f"{name}: zero gradient for {pname}"
+
+
+@pytest.mark.parametrize(("name", "params"), CASES, ids=IDS)
+def test_adam_steps_lower_loss_on_one_batch(name: str, params: dict[str, Any]) -> None:
+    model = _build(name, params)
+    batch = _batch()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = nn.functional.binary_cross_entropy_with_logits(model(batch), batch.label)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    with torch.no_grad():
+        final = float(nn.functional.binary_cross_entropy_with_logits(model(batch), batch.label))
+    assert final < losses[0] - 0.05
+
+
+def test_registry_names_and_config_from_yaml_lists() -> None:
+    for name in ("deep_crossing", "ipnn", "opnn", "pnn_star", "dcn", "dcn_v2", "wide_deep"):
+        assert registry.get(name).family == "ctr"
+    assert registry.make_config("opnn").product == "outer"  # type: ignore[attr-defined]
+    assert registry.make_config("pnn_star").product == "both"  # type: ignore[attr-defined]
+    cfg = from_dict(WideDeepConfig, {"crosses": ["segment&category", ["user", "item"]]})
+    assert cfg.crosses == ("segment&category", ("user", "item"))
+    assert WideDeep(SCHEMA, cfg).crosses == (("segment", "category"), ("user", "item"))
+
+
+# ---- Wide & Deep cross products ------------------------------------------------------------
+
+
+def test_exact_cross_is_and_of_values() -> None:
+    sizes = (4, 5)  # known ids 1..3 and 1..4
+    pairs = torch.tensor(list(itertools.product(range(4), range(5))))  # every combination
+    ids = cross_ids(pairs, sizes, buckets=100)
+    assert int(ids.max()) < cross_rows(sizes, 100) == 1 + 3 * 4
+    for (r, (a, b)), (s, (c, d)) in itertools.product(enumerate(pairs.tolist()), repeat=2):
+        if min(a, b, c, d) == 0:
+            continue
+        # AND(a=x, b=y): two rows share the cross id iff they share both values
+        assert (ids[r] == ids[s]) == (a == c and b == d)
+    oov = (pairs == 0).any(dim=1)
+    assert (ids[oov] == 0).all() and (ids[~oov] > 0).all()
+
+
+def test_hashed_cross_matches_documented_hash() -> None:
+    sizes, buckets = (50, 40, 30), 97
+    g = torch.Generator().manual_seed(0)
+    ids = torch.stack([torch.randint(0, v, (500,), generator=g) for v in sizes], dim=1)
+    out = cross_ids(ids, sizes, buckets)
+    assert cross_rows(sizes, buckets) == 98
+    for row, got in zip(ids.tolist(), out.tolist(), strict=True):
+        if 0 in row:
+            assert got == 0
+            continue
+        key = 0
+        for v, a in zip(sizes, row, strict=True):
+            key = (key * v + a) % HASH_PRIME
+        assert got == 1 + ((key * HASH_MULTIPLIER + HASH_OFFSET) % HASH_PRIME) % buckets
+    # equal value tuples share an id; hashed ids spread over the buckets
+    assert torch.equal(cross_ids(ids[:10], sizes, buckets), out[:10])
+    assert len(set(out.tolist())) > 60
+
+
+def test_wide_part_sums_cross_weights_of_the_row() -> None:
+    cfg = WideDeepConfig(hidden=(4,), crosses=("segment&category",))
+    model = WideDeep(SCHEMA, cfg)
+    batch = _batch(n=32)
+    with torch.no_grad():
+        model.cross_weights.weight.copy_(torch.arange(model.cross_weights.weight.shape[0])[:, None])
+    seg, cat = batch.sparse[:, 2], batch.sparse[:, 3]
+    expected = torch.where((seg > 0) & (cat > 0), 1 + (seg - 1) * 4 + (cat - 1), 0)
+    assert torch.equal(model.cross_features(batch)[:, 0], expected)
+    with torch.no_grad():
+        base = model(batch) - expected.float()
+        model.cross_weights.weight.zero_()
+        torch.testing.assert_close(model(batch), base)
+
+
+def test_optimizer_groups_partition_and_ftrl_on_wide() -> None:
+    model = WideDeep(SCHEMA, WideDeepConfig(hidden=(8,), crosses=("user&item",)))
+    groups = model.optimizer_groups()
+    wide_ids, deep_ids = {id(p) for p in groups["wide"]}, {id(p) for p in groups["deep"]}
+    assert not wide_ids & deep_ids
+    assert wide_ids | deep_ids == {id(p) for p in model.parameters()}
+    assert id(model.cross_weights.weight) in wide_ids and id(model.linear.bias) in wide_ids
+    batch = _batch(n=128)
+    ftrl = FTRL(groups["wide"], lr=0.1, l1=0.01)
+    adagrad = torch.optim.Adagrad(groups["deep"], lr=0.05)
+    first = None
+    for _ in range(20):
+        ftrl.zero_grad()
+        adagrad.zero_grad()
+        loss = nn.functional.binary_cross_entropy_with_logits(model(batch), batch.label)
+        loss.backward()
+        ftrl.step()
+        adagrad.step()
+        first = float(loss) if first is None else first
+    assert float(loss) < first - 0.05
+
+
+def test_unknown_cross_field_is_an_error() -> None:
+    with pytest.raises(KeyError):
+        WideDeep(SCHEMA, WideDeepConfig(crosses=("segment&nope",)))
+    with pytest.raises(ValueError):
+        WideDeep(SCHEMA, WideDeepConfig(crosses=("segment",)))
+
+
+# ---- learning: planted pairwise interaction that LR cannot represent ------------------------
+
+PAIR_SCHEMA = Schema(
+    fields=(
+        CategoricalField("a", vocab_size=9),
+        CategoricalField("b", vocab_size=9),
+        CategoricalField("noise", vocab_size=6),
+        NumericField("x"),
+    ),
+    embedding_dim=8,
+)
+
+
+def _planted(n: int, seed: int) -> Batch:
+    """Labels from ``sigmoid(4 s_a s_b)`` with random signs per value: an XOR-like pair."""
+    batch = random_batch(PAIR_SCHEMA, n, generator=torch.Generator().manual_seed(seed))
+    signs = torch.tensor([1.0, 1, -1, 1, -1, -1, 1, -1, 1])
+    signs_b = torch.tensor([1.0, -1, 1, 1, -1, 1, -1, -1, 1])
+    logit = 4.0 * signs[batch.sparse[:, 0]] * signs_b[batch.sparse[:, 1]]
+    g = torch.Generator().manual_seed(seed + 1)
+    batch.label = (torch.rand(n, generator=g) < torch.sigmoid(logit)).float()
+    return batch
+
+
+def _fit_auc(model: nn.Module, steps: int = 150) -> float:
+    train, test = _planted(4096, 0), _planted(2048, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(2)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(train), (512,), generator=g)
+        part = train.select(idx)
+        opt.zero_grad()
+        nn.functional.binary_cross_entropy_with_logits(model(part), part.label).backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        return float(roc_auc_score(test.label.numpy(), model(test).numpy()))
+
+
+LEARNERS: list[tuple[str, dict[str, Any]]] = [
+    ("deep_crossing", {"residual_hidden": (32, 32)}),
+    ("ipnn", {"hidden": (32, 16)}),
+    ("ipnn", {"hidden": (32, 16), "inner_rank": 2}),
+    ("opnn", {"hidden": (32, 16)}),
+    ("pnn_star", {"hidden": (32, 16)}),
+    ("dcn", {"cross_layers": 2, "hidden": (32, 16)}),
+    ("dcn_v2", {"cross_layers": 2, "hidden": (32, 16)}),
+    ("wide_deep", {"hidden": (32, 16), "crosses": ("a&b",)}),
+]
+
+
+def test_lr_cannot_fit_planted_pair() -> None:
+    torch.manual_seed(0)
+    assert _fit_auc(LogisticRegression(PAIR_SCHEMA, LRConfig())) < 0.65
+
+
+@pytest.mark.parametrize(
+    ("name", "params"), LEARNERS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(LEARNERS)]
+)
+def test_beats_lr_on_planted_pairwise_interaction(name: str, params: dict[str, Any]) -> None:
+    auc = _fit_auc(_build(name, params, PAIR_SCHEMA))
+    assert auc > 0.9, f"{name} reached test AUC {auc:.3f}"
+
+
+def test_linear_wide_deep_needs_the_declared_cross() -> None:
+    # hidden=() makes the deep part linear in the embeddings: only phi(x) can model the pair
+    without = _fit_auc(_build("wide_deep", {"hidden": ()}, PAIR_SCHEMA))
+    with_cross = _fit_auc(_build("wide_deep", {"hidden": (), "crosses": ("a&b",)}, PAIR_SCHEMA))
+    assert without < 0.65 < 0.9 < with_cross
