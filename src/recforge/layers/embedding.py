@@ -127,7 +127,7 @@ class FeatureEmbedding(nn.Module):
                 self._where[s.name] = self._where[s.share_embedding_with]
         self.dense_weight = nn.ParameterDict()
         for d in dims:
-            n = sum(1 for f in schema.dense_fields if dim_of(f) == d)
+            n = sum(1 for f in schema.dense_fields if dim_of(f) == d) if include_dense else 0
             if n:
                 self.dense_weight[str(d)] = nn.Parameter(torch.randn(n, d) * 1e-2)
 
