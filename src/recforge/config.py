@@ -37,7 +37,8 @@ class DataConfig:
         split: ``random``, ``time`` or ``leave_last`` (per user) when splits are derived.
         valid_ratio: Share of rows for validation when derived.
         test_ratio: Share of rows for test when derived.
-        rows: Number of rows for the synthetic generator.
+        options: Keyword options of the dataset's ``prepare`` (e.g. ``rows`` and ``seed`` for
+            ``synthetic``, ``implicit`` for MovieLens).
         cache_dir: Where encoded arrays are cached; ``None`` uses the user cache directory.
     """
 
@@ -50,7 +51,7 @@ class DataConfig:
     split: Literal["random", "time", "leave_last"] = "random"
     valid_ratio: float = 0.1
     test_ratio: float = 0.1
-    rows: int = 100_000
+    options: dict[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None
 
 

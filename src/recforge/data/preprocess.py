@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recforge.data.readers import check_columns, check_numeric, validate_labels
 from recforge.data.store import EncodedData
 from recforge.features import CategoricalField, NumericField, Schema, SequenceField
 from recforge.io import atomic_write, atomic_write_text
@@ -112,7 +113,8 @@ class Preprocessor:
     # ---- fit ---------------------------------------------------------------------------
     def fit(self, table: pa.Table) -> Preprocessor:
         """Fit vocabularies and numeric statistics on ``table`` (the training split only)."""
-        _require_columns(table, self.schema, with_label=False)
+        check_columns(table, self.schema, require_label=False)
+        table = check_numeric(table, self.schema)
         schema = self.schema
         extra_tokens: dict[str, list[pa.Array]] = {}
         for seq in schema.sequence_fields:
@@ -158,7 +160,10 @@ class Preprocessor:
         """
         if not self.fitted:
             raise RuntimeError("Preprocessor.transform called before fit")
-        _require_columns(table, self.schema, with_label=with_label)
+        check_columns(table, self.schema, require_label=with_label)
+        table = check_numeric(table, self.schema)
+        if with_label:
+            validate_labels(table, self.schema)
         n = table.num_rows
         schema = self.schema
         sparse_cols = []
@@ -191,7 +196,7 @@ class Preprocessor:
             sequences[seq.name], lengths[seq.name] = ids, lens
         label = np.zeros(n, dtype=np.float32)
         if with_label:
-            label = _label_values(table.column(schema.label), schema)
+            label = table.column(schema.label).to_numpy(zero_copy_only=False).astype(np.float32)
         extras: dict[str, np.ndarray] = {}
         if schema.user_key is not None:
             user_col = _as_strings(table.column(schema.field(schema.user_key).source))
@@ -276,14 +281,6 @@ class Preprocessor:
 
 
 # ---- helpers ---------------------------------------------------------------------------
-def _require_columns(table: pa.Table, schema: Schema, with_label: bool) -> None:
-    missing = [
-        c for c in schema.source_columns(with_label=with_label) if c not in table.column_names
-    ]
-    if missing:
-        raise ValueError(f"missing column(s) {missing}; the table has {table.column_names}")
-
-
 def _fit_vocab(pieces: list[pa.ChunkedArray], min_count: int) -> pa.Array:
     """Values with count >= min_count, most frequent first (ties by value), as a string array."""
     chunks = [c for piece in pieces for c in piece.chunks]
@@ -354,20 +351,3 @@ def _pad_recent(
     else:
         ids = np.zeros((len(lengths), max_len), dtype=np.int32)
     return ids, lengths
-
-
-def _label_values(col: pa.ChunkedArray, schema: Schema) -> np.ndarray:
-    if col.null_count:
-        raise ValueError(f"label column {schema.label!r} has {col.null_count} missing values")
-    try:
-        y = col.to_numpy(zero_copy_only=False).astype(np.float32)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"label column {schema.label!r} is not numeric: {exc}") from exc
-    if schema.task == "binary":
-        bad = ~np.isin(y, (0.0, 1.0))
-        if bad.any():
-            row = int(np.argmax(bad))
-            raise ValueError(
-                f"label column {schema.label!r}, row {row + 1}: {y[row]!r} is not 0 or 1"
-            )
-    return y

@@ -1,0 +1,184 @@
+"""Core subcommands: models, train, evaluate, predict, datasets, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from recforge.io import atomic_write
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list registered models with their papers")
+    p.add_argument("--family", help="only one family (baseline, ctr, cf, sequence, rl)")
+    p.set_defaults(handler=cmd_models)
+
+    p = sub.add_parser("train", help="train a model from a YAML config and/or overrides")
+    p.add_argument("-c", "--config", help="YAML run config")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4")
+    p.add_argument("--resume", action="store_true", help="resume from output_dir's checkpoint")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the data cache")
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a saved bundle on a labelled file")
+    p.add_argument("bundle", help="bundle folder (output_dir/bundle)")
+    p.add_argument("data", help="CSV/TSV/Parquet/libfm file with the label column")
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="score raw rows (CSV/Parquet) with a saved bundle")
+    p.add_argument("bundle", help="bundle folder")
+    p.add_argument("data", help="input file (no label needed)")
+    p.add_argument("-o", "--output", help="output CSV (default: stdout)")
+    p.add_argument("--keep", nargs="*", default=[], help="input columns to copy to the output")
+    p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser("datasets", help="list, fetch or prepare catalogue datasets")
+    p.add_argument("action", choices=["list", "fetch", "prepare"], nargs="?", default="list")
+    p.add_argument("name", nargs="?", help="dataset name")
+    p.add_argument("--path", help="local copy for prepare")
+    p.add_argument("--force", action="store_true", help="re-download even when cached")
+    p.set_defaults(handler=cmd_datasets)
+
+    p = sub.add_parser("demo", help="train the models on an embedded synthetic log (no files)")
+    p.add_argument("--rows", type=int, default=60_000, help="synthetic rows")
+    p.add_argument("--models", nargs="*", help="model names (default: all CTR/sequence models)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", help="folder for bundles and the leaderboard")
+    p.set_defaults(handler=cmd_demo)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from recforge.models import registry
+
+    for name in registry.names(args.family):
+        spec = registry.get(name)
+        print(f"{name:<14} {spec.family:<9} {spec.paper}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from recforge.config import load_run_config
+    from recforge.run import train_from_config
+
+    cfg = load_run_config(args.config, args.overrides)
+    result = train_from_config(cfg, resume=args.resume, use_cache=not args.no_cache)
+    print(
+        json.dumps(
+            {
+                "model": result.model,
+                "test": result.test_metrics,
+                "train_seconds": round(result.train_seconds, 2),
+                "output_dir": str(cfg.output_dir),
+            },
+            indent=1,
+        )
+    )
+    return 0
+
+
+def _read(path: str, bundle) -> pa.Table:  # noqa: ANN001
+    from recforge.data.readers import read_table
+
+    return read_table(path, schema=bundle.preprocessor.schema)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from recforge import metrics
+    from recforge.serve.bundle import load_bundle
+
+    bundle = load_bundle(args.bundle)
+    table = _read(args.data, bundle)
+    encoded = bundle.preprocessor.transform(table, with_label=True)
+    scores = bundle.predict_encoded(encoded)
+    labels = np.asarray(encoded.label)
+    if bundle.task == "regression":
+        out = metrics.compute(["rmse", "mae"], labels, scores, task="regression")
+    else:
+        logits = np.log(np.clip(scores, 1e-12, 1)) - np.log(np.clip(1 - scores, 1e-12, 1))
+        names = ["auc", "logloss"] + (["gauc"] if "group" in encoded.extras else [])
+        out = metrics.compute(names, labels, logits, groups=encoded.extras.get("group"))
+    print(json.dumps({"rows": len(labels), **out}, indent=1))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from recforge.serve.bundle import load_bundle
+
+    bundle = load_bundle(args.bundle)
+    table = _read(args.data, bundle)
+    start = time.perf_counter()
+    scores = bundle.predict_table(table)
+    elapsed = time.perf_counter() - start
+    columns = {c: table.column(c) for c in args.keep}
+    columns["score"] = pa.array(scores.astype(np.float64))
+    out = pa.table(columns)
+    if args.output:
+        atomic_write(Path(args.output), lambda tmp: pacsv.write_csv(out, tmp))
+        print(
+            f"wrote {len(scores)} scores to {args.output} ({len(scores) / elapsed:,.0f} rows/s)",
+            file=sys.stderr,
+        )
+    else:
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(out, sink)
+        sys.stdout.write(sink.getvalue().to_pybytes().decode())
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from recforge.data import datasets
+
+    if args.action == "list":
+        for name, spec in datasets.catalogue().items():
+            cached = "cached" if (datasets.dataset_dir(name)).exists() else ""
+            print(f"{name:<22} {spec.description} {cached}".rstrip())
+        return 0
+    if not args.name:
+        raise ValueError(f"datasets {args.action} needs a dataset name")
+    if args.action == "fetch":
+        folder = datasets.fetch(args.name, force=args.force)
+        print(f"{args.name}: files in {folder}")
+        return 0
+    prepared = datasets.load(args.name, path=args.path)
+    splits = {k: getattr(prepared, k) for k in ("train", "valid", "test")}
+    sizes = {k: (None if v is None else v.num_rows) for k, v in splits.items()}
+    print(
+        json.dumps(
+            {
+                "dataset": args.name,
+                "rows": sizes,
+                "fields": [f.name for f in prepared.schema.fields],
+                "task": prepared.schema.task,
+            },
+            indent=1,
+        )
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from recforge.run import demo, leaderboard
+
+    start = time.perf_counter()
+    output = Path(args.output) if args.output else None
+    results = demo(
+        rows=args.rows, models=args.models, epochs=args.epochs, seed=args.seed, output_dir=output
+    )
+    table = leaderboard(results)
+    print(
+        f"recforge demo: {args.rows:,} synthetic rows, {len(results)} models, "
+        f"{time.perf_counter() - start:.0f} s\n"
+    )
+    print(table)
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "leaderboard.md").write_text(table + "\n")
+    return 0

@@ -1,0 +1,146 @@
+"""High-level entry points used by the CLI and by users: train from a config, run the demo.
+
+These functions compose the library (data pipeline, registry, Trainer, bundle); they hold no
+model or training logic of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from recforge.config import RunConfig, TrainConfig, save_run_config
+from recforge.data.pipeline import EncodedRun, encode_run
+from recforge.data.preprocess import Preprocessor
+from recforge.io import atomic_write_text
+from recforge.models import registry
+from recforge.serve.bundle import save_bundle
+from recforge.train import Trainer, seed_everything
+
+log = logging.getLogger(__name__)
+
+DEMO_FAMILIES = ("baseline", "ctr", "sequence")
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced."""
+
+    model: str
+    test_metrics: dict[str, float]
+    history: list[dict[str, float]]
+    train_seconds: float
+    parameters: int
+    output_dir: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def count_parameters(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def train_model(
+    model_name: str,
+    params: dict[str, Any],
+    run: EncodedRun,
+    train_cfg: TrainConfig,
+    output_dir: Path | None = None,
+    resume: bool = False,
+) -> tuple[TrainResult, Trainer]:
+    """Build ``model_name`` for the run's schema, train it, evaluate on the test split."""
+    seed_everything(train_cfg.seed)
+    model = registry.build(model_name, run.schema, params)
+    trainer = Trainer(model, train_cfg, output_dir=output_dir)
+    start = time.perf_counter()
+    history = trainer.fit(run.train, run.valid, resume=resume)
+    seconds = time.perf_counter() - start
+    test = trainer.evaluate(run.test) if len(run.test) else {}
+    result = TrainResult(
+        model=model_name,
+        test_metrics=test,
+        history=history,
+        train_seconds=seconds,
+        parameters=count_parameters(model),
+        output_dir=output_dir,
+    )
+    return result, trainer
+
+
+def train_from_config(cfg: RunConfig, resume: bool = False, use_cache: bool = True) -> TrainResult:
+    """The ``recforge train`` job: data -> model -> trainer -> test metrics -> bundle."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_run_config(cfg, out / "config.yaml")
+    run = encode_run(cfg.data, seed=cfg.train.seed, use_cache=use_cache)
+    result, trainer = train_model(
+        cfg.model.name, cfg.model.params, run, cfg.train, output_dir=out, resume=resume
+    )
+    save_bundle(out / "bundle", cfg.model.name, trainer.model, run.preprocessor, cfg)
+    summary = {
+        "model": result.model,
+        "test": result.test_metrics,
+        "train_seconds": result.train_seconds,
+        "parameters": result.parameters,
+        "best_epoch": trainer.best_epoch,
+    }
+    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=1))
+    return result
+
+
+def demo(
+    rows: int = 60_000,
+    models: list[str] | None = None,
+    epochs: int = 3,
+    seed: int = 0,
+    output_dir: Path | None = None,
+    progress: bool = False,
+) -> list[TrainResult]:
+    """Train the registered models on the embedded synthetic click log; return results.
+
+    No network and no files are needed: the log comes from
+    :func:`recforge.data.synthetic.make_click_log` (Zipf ids, heavy-tailed numerics with missing
+    values, behaviour sequences, planted interactions and interest drift).
+    """
+    from recforge.data.split import split_table
+    from recforge.data.synthetic import make_click_log
+
+    table, schema = make_click_log(rows=rows, seed=seed)
+    train_t, valid_t, test_t = split_table(
+        table, "time", ratios=(0.8, 0.1, 0.1), time_column=schema.time_column or "ts"
+    )
+    pre = Preprocessor(schema).fit(train_t)
+    run = EncodedRun(pre, pre.transform(train_t), pre.transform(valid_t), pre.transform(test_t))
+    names = models or [n for n in registry.names() if registry.get(n).family in DEMO_FAMILIES]
+    train_cfg = TrainConfig(
+        epochs=epochs, batch_size=1024, lr=2e-3, patience=1, seed=seed, progress=progress
+    )
+    results = []
+    for name in names:
+        log.info("demo: training %s", name)
+        sub = output_dir / name if output_dir else None
+        result, trainer = train_model(name, {}, run, replace(train_cfg), output_dir=sub)
+        if sub is not None:
+            save_bundle(sub / "bundle", name, trainer.model, pre)
+        results.append(result)
+    return results
+
+
+def leaderboard(results: list[TrainResult], metric: str = "auc") -> str:
+    """A markdown table of results sorted by ``metric`` (descending)."""
+    rows = sorted(results, key=lambda r: -r.test_metrics.get(metric, float("-inf")))
+    lines = [
+        "| rank | model | AUC | logloss | GAUC | train s | params |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for i, r in enumerate(rows, 1):
+        m = r.test_metrics
+        lines.append(
+            f"| {i} | {r.model} | {m.get('auc', float('nan')):.4f} | "
+            f"{m.get('logloss', float('nan')):.4f} | {m.get('gauc', float('nan')):.4f} | "
+            f"{r.train_seconds:.1f} | {r.parameters:,} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny fitted schema that exercises every field kind."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recforge.features import (
+    CategoricalField,
+    NumericField,
+    Schema,
+    SequenceField,
+    random_batch,
+)
+
+
+def make_tiny_schema(embedding_dim: int = 8) -> Schema:
+    """A fitted schema with user/item/context fields, numerics and two shared sequences."""
+    return Schema(
+        fields=(
+            CategoricalField("user_id", group="user", vocab_size=30),
+            CategoricalField("user_segment", group="user", vocab_size=5),
+            CategoricalField("item_id", group="item", vocab_size=40),
+            CategoricalField("item_category", group="item", vocab_size=7),
+            CategoricalField("device", group="context", vocab_size=4),
+            NumericField("price", group="item"),
+            NumericField("age", group="user"),
+            NumericField("hour", group="context", buckets=4),
+            SequenceField("hist_item_ids", max_len=6, share_embedding_with="item_id"),
+            SequenceField("hist_cats", max_len=6, share_embedding_with="item_category"),
+        ),
+        label="label",
+        user_key="user_id",
+        item_key="item_id",
+        embedding_dim=embedding_dim,
+    )
+
+
+@pytest.fixture
+def tiny_schema() -> Schema:
+    return make_tiny_schema()
+
+
+@pytest.fixture
+def tiny_batch(tiny_schema: Schema):
+    return random_batch(tiny_schema, 32, torch.Generator().manual_seed(0))
