@@ -85,6 +85,7 @@ _MODULES: tuple[str, ...] = (
     "recforge.data.criteo",
     "recforge.data.avazu",
     "recforge.data.libfm_sets",
+    "recforge.data.news",
 )
 
 _CATALOGUE: dict[str, DatasetSpec] | None = None
