@@ -131,7 +131,7 @@ def test_din_attention_is_zero_on_padding() -> None:
     model = registry.build("din", _schema(), {"softmax": True}).eval()
     batch, _ = _planted(32, seed=3)
     weights = model.attention_weights(batch)
-    mask = torch.arange(MAX_LEN)[None, :] < batch.lengths["hist_item_ids"][:, None]
+    mask = torch.arange(weights.shape[1])[None, :] < batch.lengths["hist_item_ids"][:, None]
     assert torch.all(weights[~mask] == 0)
     torch.testing.assert_close(weights.sum(1), torch.ones(32))
 
@@ -175,7 +175,8 @@ def test_dien_aux_loss_with_declared_negative_sequences() -> None:
     loss = model.auxiliary_loss(twin, parts)
     h, pos = parts["states"][:, :-1], parts["keys"][:, 1:]
     s = (h * pos).sum(-1)
-    mask = (torch.arange(MAX_LEN - 1)[None] + 1 < twin.lengths["hist_item_ids"][:, None]).float()
+    steps = torch.arange(parts["keys"].shape[1] - 1)[None] + 1
+    mask = (steps < twin.lengths["hist_item_ids"][:, None]).float()
     expected = ((torch.nn.functional.softplus(-s) + torch.nn.functional.softplus(s)) * mask).sum()
     torch.testing.assert_close(loss, expected / mask.sum().clamp(min=1))
 

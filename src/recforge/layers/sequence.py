@@ -92,21 +92,25 @@ class MaskedGRU(nn.Module):
         gi_all = torch.nn.functional.linear(x, self.weight_ih, self.bias_ih)  # (B, L, 3H)
         mask = (torch.arange(L, device=x.device)[None, :] < lengths[:, None]).to(x.dtype)
         h = x.new_zeros(B, H) if h0 is None else h0
+        # unbind once: indexing [:, t] in the loop would make backward build L full-size grads
+        gi_steps = gi_all.unbind(1)
+        mask_steps = mask.unsqueeze(-1).unbind(1)
+        att_steps = attention.unsqueeze(-1).unbind(1) if attention is not None else None
         outputs = []
         for t in range(L):
             gh = torch.nn.functional.linear(h, self.weight_hh, self.bias_hh)  # (B, 3H)
-            gi = gi_all[:, t]
+            gi = gi_steps[t]
             r = torch.sigmoid(gi[:, :H] + gh[:, :H])
             z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])  # keep gate
             n = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
             if self.mode in ("gru", "aigru"):
                 keep = z
             else:
-                a = attention[:, t : t + 1]  # type: ignore[index]
+                a = att_steps[t]  # type: ignore[index]
                 # AGRU: update = a_t; AUGRU: update = a_t * (1 - z_t)
                 keep = 1.0 - a if self.mode == "agru" else 1.0 - a * (1.0 - z)
             new_h = keep * h + (1.0 - keep) * n
-            m = mask[:, t : t + 1]
+            m = mask_steps[t]
             h = m * new_h + (1.0 - m) * h  # padded steps carry the state unchanged
             outputs.append(new_h * m)
         out = torch.stack(outputs, dim=1) if outputs else x.new_zeros(B, 0, H)
@@ -157,12 +161,16 @@ def embed_behaviours(
     candidate's fields, so behaviours and the candidate live in one space (DIN Sec. 4.3).
 
     Shape:
-        -> keys ``(B, L, Dk)``, query ``(B, Dk)``, lengths ``(B,)`` (of the first sequence;
-        the sequences of one behaviour are aligned).
+        -> keys ``(B, L', Dk)`` with ``L' = max(lengths)`` (at least 1), query ``(B, Dk)``,
+        lengths ``(B,)`` (of the first sequence; the sequences of one behaviour are aligned).
     """
-    keys = torch.cat([embedding.sequence(batch, s) for s, _ in pairs], dim=-1)
+    lengths = batch.lengths[pairs[0][0]]
+    # sequences are left-aligned: positions past the longest row are padding everywhere, so
+    # cutting them is exact and saves the recurrences their steps
+    width = max(int(lengths.max()), 1) if len(lengths) else 1
+    keys = torch.cat([embedding.sequence(batch, s)[:, :width] for s, _ in pairs], dim=-1)
     query = torch.cat([embedding.field(batch, t) for _, t in pairs], dim=-1)
-    return keys, query, batch.lengths[pairs[0][0]]
+    return keys, query, lengths
 
 
 def sample_behaviours(

@@ -160,7 +160,7 @@ class DIEN(RecModel):
             neg = torch.cat(
                 [self.embedding.sequence(batch, n) for n in self.cfg.negative_behaviours], dim=-1
             )
-            return neg[:, 1:]
+            return neg[:, 1 : keys.shape[1]]  # aligned with the (trimmed) history
         if self.cfg.negatives == "in_batch":
             real = keys[length_mask(lengths, L)]  # (R, Dk) every real behaviour of the batch
             if real.shape[0] == 0:
