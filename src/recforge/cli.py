@@ -11,7 +11,13 @@ import importlib
 import logging
 import sys
 
-_COMMAND_MODULES: tuple[str, ...] = ("recforge.commands.core", "recforge.commands.compare")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "recforge.commands.core",
+    "recforge.commands.compare",
+    "recforge.commands.recommend",
+    "recforge.commands.online",
+    "recforge.commands.explain",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
