@@ -67,9 +67,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--out", default=str(RESULTS / "seq_amazon_beauty.json"))
+    parser.add_argument(
+        "--throughput", action="store_true", help="only time training steps at history length 100"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
+    if args.throughput:
+        throughput(args)
+        return
 
     start = time.perf_counter()
     data = prepare_beauty(Path(args.path), max_len=100, seed=0)
@@ -127,6 +133,61 @@ def main() -> None:
             print(json.dumps(runs[-1]))
             write(out_path, runs, args)
     print(table(runs))
+
+
+def throughput(args: argparse.Namespace, steps: int = 5) -> None:
+    """Training samples/s (forward, backward, Adam step) with every history of length 100."""
+    from recforge.data.amazon import amazon_schema
+    from recforge.features import random_batch
+
+    schema = amazon_schema(100)
+    sizes = {"user_id": 22364, "item_id": 12102, "item_category": 196}  # Beauty's vocabularies
+    for name, size in sizes.items():
+        schema = schema.replace_field(replace_vocab(schema.field(name), size))
+    batch = random_batch(schema, args.batch_size, torch.Generator().manual_seed(0))
+    for seq in ("hist_item_ids", "hist_cats"):
+        batch.lengths[seq] = torch.full((args.batch_size,), 100)
+        batch.sequences[seq] = batch.sequences[seq].clamp(min=1)
+    rows = []
+    for label, (name, params) in VARIANTS.items():
+        seed_everything(0)
+        model = registry.build(name, schema, {**COMMON, **params}).train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        times = []
+        for _ in range(steps + 1):
+            t0 = time.perf_counter()
+            logits, extra = model.forward_train(batch)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.label)
+            if extra is not None:
+                loss = loss + extra
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t0)
+        rate = args.batch_size / float(np.median(times[1:]))  # first step warms up
+        rows.append({"variant": label, "samples_per_s": rate})
+        print(
+            f"{label}: {rate:,.0f} samples/s (batch {args.batch_size}, L=100, "
+            f"{torch.get_num_threads()} thread(s))"
+        )
+    out = RESULTS / "seq_throughput_l100.json"
+    out.write_text(
+        json.dumps(
+            {
+                "batch_size": args.batch_size,
+                "threads": args.threads,
+                "history_length": 100,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
+
+
+def replace_vocab(field: Any, size: int) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(field, vocab_size=size)
 
 
 def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
