@@ -239,7 +239,9 @@ def _histories(
 
 
 # ---- the click log -----------------------------------------------------------------------
-def click_log_schema(max_history: int = 20, price_fill: float = 20.0, age_fill: float = 60.0):
+def click_log_schema(
+    max_history: int = 20, price_fill: float = 20.0, age_fill: float = 60.0
+) -> Schema:
     """The declarative schema of :func:`make_click_log`'s table."""
     return Schema(
         fields=(
@@ -297,11 +299,12 @@ def make_click_log(
         (``list<string>``), ``ts`` (int64 seconds) and ``label`` (int8 0/1); with
         ``return_truth`` a third element, a dict of numpy arrays: per row ``logit``, ``prob``,
         each component (``user_bias``, ``item_bias``, ``factor``, ``segment_category``,
-        ``device_hour``, ``triple``, ``site_bias``, ``numeric``, ``interest``),
-        ``interest_match``,
-        ``after_drift``, ``user_index``, ``item_index``; per user ``drifted``, ``change_ts``,
-        ``interests_before``, ``interests_after`` ``(n_users, n_interests)``; per item
-        ``item_category``; and ``intercept`` (0-d).
+        ``device_hour``, ``triple``, ``site_bias``, ``numeric``, ``interest``; they sum with
+        ``intercept`` to ``logit``), ``interest_match``, ``after_drift``, ``user_index``,
+        ``item_index``; per user ``drifted``, ``change_ts``, ``interests_before``,
+        ``interests_after`` ``(n_users, n_interests)`` category codes; per item
+        ``item_category``; and ``intercept`` (0-d). Category code ``c`` is the string ``c{c}``
+        zero-padded, as in the table.
     """
     try:
         k = ClickLogKnobs(**knobs)
@@ -544,14 +547,18 @@ def write_click_log(table: pa.Table, path: str | Path) -> Path:
     return path
 
 
-def _time_split(table: pa.Table, fractions: tuple[float, float] = (0.8, 0.9)):
+def _time_split(
+    table: pa.Table, fractions: tuple[float, float] = (0.8, 0.9)
+) -> tuple[pa.Table, pa.Table, pa.Table]:
     """Chronological split of a table already ordered by time."""
     n = table.num_rows
     a, b = (int(round(f * n)) for f in fractions)
     return table.slice(0, a), table.slice(a, b - a), table.slice(b)
 
 
-def prepare(path: Path | None = None, rows: int = 100_000, seed: int = 0, **options: Any):
+def prepare(
+    path: Path | None = None, rows: int = 100_000, seed: int = 0, **options: Any
+) -> PreparedDataset:
     """Catalogue hook: generate the log (``path`` is ignored) and split it 80/10/10 by time.
 
     Args:
