@@ -53,6 +53,9 @@ _MODULES: tuple[str, ...] = (
     "recforge.models.din",
     "recforge.models.dien",
     "recforge.models.drn",
+    "recforge.models.autorec",
+    "recforge.models.ncf",
+    "recforge.models.popularity",
 )
 
 _REGISTRY: dict[str, ModelSpec] | None = None
@@ -92,7 +95,9 @@ def make_config(name: str, params: dict[str, Any] | None = None) -> ModelConfig:
     return from_dict(get(name).config, params or {}, where=f"model.params ({name})")
 
 
-def build(name: str, schema: Schema, params: dict[str, Any] | ModelConfig | None = None) -> RecModel:
+def build(
+    name: str, schema: Schema, params: dict[str, Any] | ModelConfig | None = None
+) -> RecModel:
     """Instantiate a registered model for a fitted schema."""
     spec = get(name)
     cfg = params if isinstance(params, ModelConfig) else make_config(name, params)

@@ -1,0 +1,198 @@
+"""AutoRec: an autoencoder over the rows of the rating matrix.
+
+Sedhain, Menon, Sanner & Xie, "AutoRec: Autoencoders Meet Collaborative Filtering", WWW 2015
+(companion). Item-based AutoRec (I-AutoRec) takes each item's partially observed rating vector
+over all users ``r_i in R^m`` and reconstructs it,
+
+    h(r; theta) = f(W g(V r + mu) + b)        (paper eq. 2)
+
+with a sigmoid hidden layer ``g`` and an identity output ``f`` (the best pair in the paper's
+ablation). Training minimises the error on *observed* entries only plus weight decay,
+
+    min_theta  sum_i ||r_i - h(r_i)||_O^2 + lambda/2 (||W||_F^2 + ||V||_F^2)   (paper eq. 3)
+
+User-based AutoRec (U-AutoRec) does the same over user vectors. The prediction for user ``u``
+and item ``i`` is entry ``u`` of ``h(r_i)`` (I-AutoRec), clipped to the rating range.
+
+The model keeps the training rating matrix as registered buffers (CSR arrays), set once with
+:meth:`AutoRec.set_ratings`, so ``forward(batch)`` scores any ``(user, item)`` pairs as the
+:class:`~recforge.models.base.RecModel` contract asks. Training uses :meth:`AutoRec.reconstruct`
+on densified row batches (see :mod:`recforge.cf.autorec_train`).
+
+In eval mode, predictions are clipped to ``[min_rating, max_rating]`` and the fallback below
+applies; in training mode (and before :meth:`AutoRec.set_ratings`) ``forward`` returns the raw
+reconstruction entry so that gradients flow.
+
+Fallback: a pair whose encoded row (the item for I-AutoRec) or decoded column (the user) has no
+training rating, or carries the OOV id 0, is predicted as ``fallback_rating`` (``None``: the
+training mean). The paper's protocol predicts the default rating 3 for such pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from recforge.cf.matrix import InteractionMatrix
+from recforge.features import Batch, Schema
+from recforge.layers.mlp import activation
+from recforge.models.base import ModelConfig, RecModel
+from recforge.models.registry import ModelSpec
+
+_MATRIX_BUFFERS = ("ratings_indptr", "ratings_indices", "ratings_values")
+
+
+@dataclass(frozen=True)
+class AutoRecConfig(ModelConfig):
+    """Args:
+    hidden: Hidden units ``k`` (the paper uses 500).
+    item_based: True for I-AutoRec (encode item vectors over users), False for U-AutoRec.
+    hidden_activation: ``g``; the paper's best is ``sigmoid``.
+    output_activation: ``f``; the paper's best is ``identity``.
+    l2_lambda: ``lambda`` of the weight-decay term ``lambda/2 (||W||^2 + ||V||^2)``.
+    min_rating: Lower end of the rating range (predictions are clipped).
+    max_rating: Upper end of the rating range.
+    fallback_rating: Prediction for pairs with an unseen user or item; ``None`` uses the
+        training mean.
+    """
+
+    hidden: int = 500
+    item_based: bool = True
+    hidden_activation: str = "sigmoid"
+    output_activation: str = "identity"
+    l2_lambda: float = 1.0
+    min_rating: float = 1.0
+    max_rating: float = 5.0
+    fallback_rating: float | None = None
+
+
+class AutoRec(RecModel):
+    """I-AutoRec / U-AutoRec with the training rating matrix stored as CSR buffers."""
+
+    config_class = AutoRecConfig
+
+    def __init__(self, schema: Schema, cfg: AutoRecConfig) -> None:
+        super().__init__(schema, cfg)
+        if schema.user_key is None or schema.item_key is None:
+            raise ValueError("AutoRec needs schema.user_key and schema.item_key")
+        self.user_col = schema.sparse_index(schema.user_key)
+        self.item_col = schema.sparse_index(schema.item_key)
+        n_users = schema.field(schema.user_key).vocab_size
+        n_items = schema.field(schema.item_key).vocab_size
+        # rows are the encoded vectors, columns their entries
+        self.n_rows, self.n_cols = (n_items, n_users) if cfg.item_based else (n_users, n_items)
+        self.encoder = nn.Linear(self.n_cols, cfg.hidden)  # V, mu
+        self.decoder = nn.Linear(cfg.hidden, self.n_cols)  # W, b
+        self.g = activation(cfg.hidden_activation)
+        self.f = activation(cfg.output_activation)
+        self.register_buffer("ratings_indptr", torch.zeros(self.n_rows + 1, dtype=torch.long))
+        self.register_buffer("ratings_indices", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("ratings_values", torch.zeros(0))
+        self.register_buffer("mean_rating", torch.tensor((cfg.min_rating + cfg.max_rating) / 2))
+        self._matrix: InteractionMatrix | None = None
+
+    # ---- the stored training matrix ----------------------------------------------------
+    def set_ratings(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> None:
+        """Store the training ratings (local ids) that the model encodes at prediction time."""
+        rows, cols = (items, users) if self.cfg.item_based else (users, items)
+        m = InteractionMatrix.from_coo(rows, cols, ratings, shape=(self.n_rows, self.n_cols))
+        device = self.encoder.weight.device
+        self.ratings_indptr = torch.from_numpy(m.indptr).to(device)
+        self.ratings_indices = torch.from_numpy(m.indices).to(device)
+        self.ratings_values = torch.from_numpy(m.values).to(device)
+        self.mean_rating = torch.tensor(float(m.values.mean()) if m.nnz else 3.0, device=device)
+        self._matrix = m
+
+    @property
+    def matrix(self) -> InteractionMatrix:
+        """The training matrix in the model's orientation (items x users for I-AutoRec)."""
+        if self._matrix is None:
+            self._matrix = InteractionMatrix(
+                indptr=self.ratings_indptr.cpu().numpy(),
+                indices=self.ratings_indices.cpu().numpy(),
+                values=self.ratings_values.cpu().numpy(),
+                shape=(self.n_rows, self.n_cols),
+            )
+        return self._matrix
+
+    def interactions(self) -> InteractionMatrix:
+        """User x item matrix of the training ratings (``recommend`` uses it as seen items)."""
+        return self.matrix.transpose() if self.cfg.item_based else self.matrix
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # the matrix buffers are sized by the data: adopt the incoming shapes before copying
+        for name in _MATRIX_BUFFERS:
+            if prefix + name in state_dict:
+                incoming = state_dict[prefix + name]
+                setattr(self, name, torch.empty_like(incoming, device=self.ratings_indptr.device))
+        self._matrix = None
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    # ---- the autoencoder ---------------------------------------------------------------
+    def reconstruct(self, r: torch.Tensor) -> torch.Tensor:
+        """``h(r) = f(W g(V r + mu) + b)``.
+
+        Shape:
+            ``(B, n_cols)`` partially observed rows (zeros where unobserved) -> ``(B, n_cols)``.
+        """
+        return self.f(self.decoder(self.g(self.encoder(r))))
+
+    def regularization(self) -> torch.Tensor:
+        """``lambda/2 (||W||_F^2 + ||V||_F^2)`` (biases are not penalised)."""
+        w, v = self.decoder.weight, self.encoder.weight
+        return 0.5 * self.cfg.l2_lambda * (w.square().sum() + v.square().sum())
+
+    def dense_rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Densified training rows and their observation masks, on the model's device."""
+        values, mask = self.matrix.dense_rows(rows)
+        device = self.encoder.weight.device
+        return values.to(device), mask.to(device)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        users = batch.sparse[:, self.user_col]
+        items = batch.sparse[:, self.item_col]
+        rows, cols = (items, users) if self.cfg.item_based else (users, items)
+        unique, inverse = torch.unique(rows, return_inverse=True)
+        r, _ = self.dense_rows(unique)  # (U, n_cols): each distinct row encoded once
+        hidden = self.g(self.encoder(r))  # (U, k)
+        # entry `col` of the reconstruction only: W[col] . h + b[col]
+        w = self.decoder.weight[cols]  # (B, k)
+        pred = self.f((w * hidden[inverse]).sum(-1) + self.decoder.bias[cols])  # (B,)
+        if self.training or self.ratings_values.numel() == 0:
+            # raw reconstruction: lets a pointwise loss flow before/while fitting
+            return pred
+        pred = pred.clamp(self.cfg.min_rating, self.cfg.max_rating)
+        counts_rows = self.ratings_indptr[1:] - self.ratings_indptr[:-1]
+        seen_cols = torch.zeros(self.n_cols, dtype=torch.bool, device=pred.device)
+        seen_cols[self.ratings_indices] = True
+        known = (counts_rows[rows] > 0) & seen_cols[cols] & (rows > 0) & (cols > 0)
+        fallback = (
+            self.mean_rating if self.cfg.fallback_rating is None else self.cfg.fallback_rating
+        )
+        return torch.where(known, pred, torch.as_tensor(fallback, dtype=pred.dtype))
+
+
+def masked_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``sum ||r - h(r)||_O^2``: squared error summed over observed entries only.
+
+    Unobserved entries contribute neither to the value nor to the gradient.
+
+    Shape:
+        all ``(B, n_cols)`` -> scalar.
+    """
+    return ((pred - target) * mask).square().sum()
+
+
+SPEC = ModelSpec(
+    name="autorec",
+    model=AutoRec,
+    config=AutoRecConfig,
+    paper="Sedhain, Menon, Sanner & Xie, AutoRec: Autoencoders Meet Collaborative Filtering, "
+    "WWW 2015",
+    family="cf",
+    pairwise=True,
+)

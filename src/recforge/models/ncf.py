@@ -1,0 +1,197 @@
+"""Neural collaborative filtering: GMF, MLP and NeuMF.
+
+He, Liao, Zhang, Nie, Hu & Chua, "Neural Collaborative Filtering", WWW 2017. Three models over
+the user and item ids, trained on implicit feedback with sampled negatives (pointwise log
+loss, paper eq. 7):
+
+* GMF (eq. 9): ``y = sigma(h^T (p_u * q_i))``, a generalised matrix factorisation.
+* MLP (eq. 10): ``z_1 = [p_u; q_i]``, ``z_l = ReLU(W_l z_{l-1} + b_l)``, ``y = sigma(h^T z_L)``,
+  a tower that halves its width at every layer and ends at ``factors`` ("predictive factors").
+* NeuMF (eq. 11-12): GMF and MLP with *separate* embeddings, their last layers concatenated,
+  ``y = sigma(h^T [p^G_u * q^G_i; z_L])``. With pretraining, the GMF and MLP parts are
+  initialised from trained models and ``h <- [alpha h^GMF; (1 - alpha) h^MLP]`` (alpha = 0.5).
+
+Forward returns logits (the sigmoid belongs to the loss). Embeddings are initialised from
+N(0, 0.01), tower layers with Glorot-uniform, as in the paper's code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from recforge.features import Batch, Schema
+from recforge.layers import MLP, FusedEmbedding
+from recforge.models.base import ModelConfig, RecModel
+from recforge.models.registry import ModelSpec
+
+_PAPER = "He, Liao, Zhang, Nie, Hu & Chua, Neural Collaborative Filtering, WWW 2017"
+
+
+def _id_columns(schema: Schema) -> tuple[int, int, list[int]]:
+    if schema.user_key is None or schema.item_key is None:
+        raise ValueError("NeuralCF models need schema.user_key and schema.item_key")
+    sizes = [schema.field(schema.user_key).vocab_size, schema.field(schema.item_key).vocab_size]
+    return schema.sparse_index(schema.user_key), schema.sparse_index(schema.item_key), sizes
+
+
+class GMFArch(nn.Module):
+    """``p_u * q_i``: the element-wise product of user and item embeddings ``(B, factors)``."""
+
+    def __init__(self, sizes: list[int], factors: int, sparse: bool = False) -> None:
+        super().__init__()
+        self.embedding = FusedEmbedding(sizes, factors, sparse=sparse, init_std=0.01)
+        self.output_dim = factors
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        pq = self.embedding(ids)  # (B, 2, f)
+        return pq[:, 0] * pq[:, 1]  # (B, f)
+
+
+class MLPArch(nn.Module):
+    """``z_L`` of the tower over ``[p_u; q_i]``: widths ``f 2^L -> f 2^(L-1) -> ... -> f``."""
+
+    def __init__(
+        self, sizes: list[int], factors: int, num_layers: int, dropout: float, sparse: bool = False
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError("the NCF MLP tower needs at least one layer")
+        dim = factors * 2 ** (num_layers - 1)  # each side; the concatenation is f 2^L wide
+        self.embedding = FusedEmbedding(sizes, dim, sparse=sparse, init_std=0.01)
+        hidden = [factors * 2 ** (num_layers - 1 - layer) for layer in range(num_layers)]
+        self.tower = MLP(2 * dim, hidden, activation="relu", dropout=dropout)
+        for module in self.tower.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        self.output_dim = factors
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        z = self.embedding(ids).flatten(1)  # (B, 2 dim) = [p_u; q_i]
+        return self.tower(z)  # (B, f)
+
+
+def _prediction_layer(width: int) -> nn.Linear:
+    layer = nn.Linear(width, 1)
+    nn.init.kaiming_uniform_(layer.weight, a=1, nonlinearity="sigmoid")
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+@dataclass(frozen=True)
+class GMFConfig(ModelConfig):
+    """Args:
+    factors: Predictive factors (the embedding size); ``embedding_dim`` is not used.
+    """
+
+    factors: int = 8
+
+
+@dataclass(frozen=True)
+class NCFMLPConfig(ModelConfig):
+    """Args:
+    factors: Predictive factors (width of the last tower layer).
+    num_layers: Tower layers; each side embeds into ``factors * 2^(num_layers-1)``.
+    dropout: Dropout after each tower layer.
+    """
+
+    factors: int = 8
+    num_layers: int = 3
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class NeuMFConfig(ModelConfig):
+    """Args:
+    factors: Predictive factors of each part (GMF embedding size, MLP last layer).
+    num_layers: MLP tower layers.
+    dropout: Dropout after each tower layer.
+    alpha: Trade-off between the pretrained GMF and MLP output weights.
+    """
+
+    factors: int = 8
+    num_layers: int = 3
+    dropout: float = 0.0
+    alpha: float = 0.5
+
+
+class _PairModel(RecModel):
+    def _ids(self, batch: Batch) -> torch.Tensor:
+        return batch.sparse[:, [self.user_col, self.item_col]]  # (B, 2)
+
+
+class GMF(_PairModel):
+    """Generalised matrix factorisation, eq. 9."""
+
+    config_class = GMFConfig
+
+    def __init__(self, schema: Schema, cfg: GMFConfig) -> None:
+        super().__init__(schema, cfg)
+        self.user_col, self.item_col, sizes = _id_columns(schema)
+        self.gmf = GMFArch(sizes, cfg.factors, sparse=cfg.sparse)
+        self.predict = _prediction_layer(cfg.factors)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.predict(self.gmf(self._ids(batch))).squeeze(-1)  # (B,)
+
+
+class NCFMLP(_PairModel):
+    """The NCF multi-layer perceptron, eq. 10."""
+
+    config_class = NCFMLPConfig
+
+    def __init__(self, schema: Schema, cfg: NCFMLPConfig) -> None:
+        super().__init__(schema, cfg)
+        self.user_col, self.item_col, sizes = _id_columns(schema)
+        self.mlp = MLPArch(sizes, cfg.factors, cfg.num_layers, cfg.dropout, sparse=cfg.sparse)
+        self.predict = _prediction_layer(cfg.factors)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.predict(self.mlp(self._ids(batch))).squeeze(-1)  # (B,)
+
+
+class NeuMF(_PairModel):
+    """Fusion of GMF and MLP with separate embeddings, eq. 11-12."""
+
+    config_class = NeuMFConfig
+
+    def __init__(self, schema: Schema, cfg: NeuMFConfig) -> None:
+        super().__init__(schema, cfg)
+        self.user_col, self.item_col, sizes = _id_columns(schema)
+        self.gmf = GMFArch(sizes, cfg.factors, sparse=cfg.sparse)
+        self.mlp = MLPArch(sizes, cfg.factors, cfg.num_layers, cfg.dropout, sparse=cfg.sparse)
+        self.predict = _prediction_layer(2 * cfg.factors)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        ids = self._ids(batch)
+        phi = torch.cat([self.gmf(ids), self.mlp(ids)], dim=-1)  # (B, 2f) = [phi^GMF; phi^MLP]
+        return self.predict(phi).squeeze(-1)  # (B,)
+
+    @torch.no_grad()
+    def load_pretrained(self, gmf: GMF, mlp: NCFMLP, alpha: float | None = None) -> None:
+        """Initialise from trained GMF and MLP models (paper section 3.4.1).
+
+        Embeddings and tower weights are copied; the output layer becomes
+        ``h = [alpha h^GMF; (1 - alpha) h^MLP]`` and ``b = alpha b^GMF + (1 - alpha) b^MLP``, so
+        the initial logit is ``alpha * GMF logit + (1 - alpha) * MLP logit``.
+        """
+        a = self.cfg.alpha if alpha is None else alpha
+        self.gmf.load_state_dict(gmf.gmf.state_dict())
+        self.mlp.load_state_dict(mlp.mlp.state_dict())
+        weight = torch.cat([a * gmf.predict.weight, (1 - a) * mlp.predict.weight], dim=1)
+        self.predict.weight.copy_(weight)
+        self.predict.bias.copy_(a * gmf.predict.bias + (1 - a) * mlp.predict.bias)
+
+
+SPECS = (
+    ModelSpec(name="gmf", model=GMF, config=GMFConfig, paper=_PAPER, family="cf", pairwise=True),
+    ModelSpec(
+        name="ncf_mlp", model=NCFMLP, config=NCFMLPConfig, paper=_PAPER, family="cf", pairwise=True
+    ),
+    ModelSpec(
+        name="neumf", model=NeuMF, config=NeuMFConfig, paper=_PAPER, family="cf", pairwise=True
+    ),
+)
