@@ -6,14 +6,14 @@ evaluation of He et al., "Neural Collaborative Filtering", WWW 2017 (each test i
 among 99 items the user never interacted with).
 
 Method: exact uniform sampling from the complement, with no rejection rounds. The (user, item)
-positives are encoded as sorted int64 keys ``user * n_items + item``. For user ``u`` with sorted
-positives ``p_0 < p_1 < ...`` in ``[1, n_items)``, ``gap_j = p_j - 1 - j`` counts the
-non-positive items below ``p_j``; the ``r``-th non-positive item (0-based) is then
-``r + 1 + #{j : gap_j <= r}``. The keys ``user * n_items + gap_j`` are globally sorted, so
-that count is one ``np.searchsorted`` over the whole batch. A draw of ``r`` uniform in
-``[0, m_u)`` (``m_u`` = the user's non-positive count) is therefore a uniform negative, in
-O(log P) per sample whatever the user's activity; heavy users need no resampling and no
-fallback path.
+positives are sorted by the int64 key ``user * n_items + item`` (a CSR layout: each user's
+items are one sorted segment). For user ``u`` with positives ``p_0 < p_1 < ...`` in
+``[1, n_items)``, ``gap_j = p_j - 1 - j`` counts the non-positive items below ``p_j``; the
+``r``-th non-positive item (0-based) is then ``r + 1 + #{j : gap_j <= r}``, and that count is
+a binary search inside the user's segment, run in lock-step for the whole batch. A draw of
+``r`` uniform in ``[0, m_u)`` (``m_u`` = the user's non-positive count) is therefore a uniform
+negative, in O(log P_u) per sample whatever the user's activity: heavy users need no
+resampling and there is no fallback path.
 """
 
 from __future__ import annotations
@@ -27,6 +27,38 @@ log = logging.getLogger(__name__)
 __all__ = ["NegativeSampler"]
 
 _KEY_LIMIT = 2**62
+
+
+def _count_le(
+    arr: np.ndarray, start: np.ndarray, count: np.ndarray, values: np.ndarray
+) -> np.ndarray:
+    """Per query, how many of ``arr[start : start + count]`` (sorted) are ``<= value``.
+
+    A binary search run in lock-step over all queries, bounded to each query's own segment:
+    ``bit_length(max count)`` vectorised steps, touching only the queried users' rows (a
+    global ``np.searchsorted`` over all positives misses the cache at almost every step).
+
+    Args:
+        arr: ``(P,)`` values, sorted within each segment.
+        start: Segment starts, broadcastable to ``values``.
+        count: Segment lengths, broadcastable to ``values``.
+        values: Query values.
+
+    Returns:
+        int64 array of ``values``'s shape.
+    """
+    start, count, values = np.broadcast_arrays(start, count, values)
+    lo = np.zeros(values.shape, dtype=np.int64)
+    hi = count.astype(np.int64, copy=True)
+    steps = int(hi.max()).bit_length() if hi.size else 0
+    last = max(arr.size - 1, 0)
+    for _ in range(steps):
+        mid = (lo + hi) >> 1
+        active = lo < hi
+        go = (arr[np.minimum(start + mid, last)] <= values) & active
+        lo = np.where(go, mid + 1, lo)
+        hi = np.where(active & ~go, mid, hi)
+    return lo
 
 
 class NegativeSampler:
@@ -61,36 +93,41 @@ class NegativeSampler:
         self.n_items = int(n_items)
         self._rng = np.random.default_rng(seed)
         keep = items > 0
-        keys = np.unique(users[keep] * self.n_items + items[keep])  # (P',) sorted
+        keys = np.sort(users[keep] * self.n_items + items[keep])
+        if keys.size:  # dedupe (np.unique is much slower than sort + mask here)
+            fresh = np.ones(keys.size, dtype=bool)
+            np.not_equal(keys[1:], keys[:-1], out=fresh[1:])
+            keys = keys[fresh]
         key_user = keys // self.n_items
-        pos = np.arange(keys.size, dtype=np.int64)
-        new_user = np.ones(keys.size, dtype=bool)
-        new_user[1:] = key_user[1:] != key_user[:-1]
-        seg_start = np.maximum.accumulate(np.where(new_user, pos, 0))
-        rank_in_user = pos - seg_start  # j
-        gap = keys % self.n_items - 1 - rank_in_user  # non-positives below p_j
-        self._keys = keys
-        self._gap_keys = key_user * self.n_items + gap  # sorted: gap is nondecreasing per user
+        per_user = np.bincount(key_user, minlength=max_user + 1)  # (U,)
+        # user_start[u] .. user_start[u + 1]: user u's positives; the padding entries give
+        # users above max_user an empty segment
+        user_start = np.zeros(max_user + 3, dtype=np.int64)
+        np.cumsum(per_user, out=user_start[1 : max_user + 2])
+        user_start[-1] = keys.size
+        rank_in_user = np.arange(keys.size, dtype=np.int64) - user_start[key_user]  # j
+        self._items = keys % self.n_items  # (P,) sorted within each user
+        self._gaps = self._items - 1 - rank_in_user  # non-positives below p_j, nondecreasing
+        self._user_start = user_start
+        self._max_user = max_user
         log.debug("NegativeSampler: %d positives over %d items", keys.size, n_items)
 
     @property
     def num_positives(self) -> int:
         """Distinct (user, item) positives held (item 0 excluded)."""
-        return int(self._keys.size)
+        return int(self._items.size)
 
     def _users(self, users: np.ndarray) -> np.ndarray:
         u = np.asarray(users, dtype=np.int64).reshape(-1)
         if u.size and u.min() < 0:
             raise ValueError("user ids must be non-negative")
-        if u.size and (int(u.max()) + 2) * self.n_items >= _KEY_LIMIT:
-            raise ValueError("user id * n_items overflows the int64 key space")
         return u
 
     def _segment(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Start of each user's positives in the key arrays and their count, ``(B,)`` each."""
-        lo = np.searchsorted(self._keys, users * self.n_items)
-        hi = np.searchsorted(self._keys, (users + 1) * self.n_items)
-        return lo, hi - lo
+        """Start of each user's positives and their count, ``(B,)`` each."""
+        u = np.minimum(users, self._max_user + 1)
+        start = self._user_start[u]
+        return start, self._user_start[u + 1] - start
 
     def num_negatives(self, users: np.ndarray) -> np.ndarray:
         """``(B,)`` count of items in ``[1, n_items)`` each user has not interacted with."""
@@ -110,28 +147,32 @@ class NegativeSampler:
         """
         u = self._users(users)
         it = np.asarray(items, dtype=np.int64)
-        q = u.reshape((-1,) + (1,) * (it.ndim - 1)) * self.n_items + it
-        if self._keys.size == 0:
-            return np.zeros(q.shape, dtype=bool)
-        idx = np.minimum(np.searchsorted(self._keys, q), self._keys.size - 1)
-        return self._keys[idx] == q
+        start, count = self._segment(u)
+        shape = (-1,) + (1,) * max(it.ndim - 1, 0)
+        start, count = start.reshape(shape), count.reshape(shape)
+        if self._items.size == 0:
+            return np.zeros(np.broadcast_shapes(start.shape, it.shape), dtype=bool)
+        below = _count_le(self._items, start, count, it)
+        found = self._items[np.minimum(start + below - 1, self._items.size - 1)] == it
+        return (below > 0) & found
 
-    def _rank_to_item(self, users: np.ndarray, ranks: np.ndarray, start: np.ndarray) -> np.ndarray:
+    def _rank_to_item(self, start: np.ndarray, count: np.ndarray, ranks: np.ndarray) -> np.ndarray:
         """Map 0-based ranks among each user's non-positives to item ids.
 
         Args:
-            users: ``(B,)`` user ids.
+            start: ``(B,)`` start of each user's positives.
+            count: ``(B,)`` number of each user's positives.
             ranks: ``(B, K)`` ranks in ``[0, m_u)``.
-            start: ``(B,)`` start of each user's positives in the key arrays.
 
         Returns:
             ``(B, K)`` int64 item ids.
         """
-        base = (users * self.n_items)[:, None]  # (B, 1)
-        below = np.searchsorted(self._gap_keys, base + ranks, side="right") - start[:, None]
-        return ranks + 1 + below
+        # item = r + 1 + #{j : gap_j <= r}
+        return ranks + 1 + _count_le(self._gaps, start[:, None], count[:, None], ranks)
 
-    def _prepare(self, users: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _prepare(
+        self, users: np.ndarray, need: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         u = self._users(users)
         start, count = self._segment(u)
         m = (self.n_items - 1) - count  # (B,)
@@ -142,7 +183,7 @@ class NegativeSampler:
                 f"user {bad} has {int(m[np.argmax(short)])} non-positive items, "
                 f"fewer than the {need} negatives requested"
             )
-        return u, start, m
+        return u, start, count, m
 
     def sample(
         self, users: np.ndarray, k: int = 1, rng: np.random.Generator | None = None
@@ -159,10 +200,10 @@ class NegativeSampler:
         """
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
-        u, start, m = self._prepare(users, 1 if k else 0)
+        u, start, count, m = self._prepare(users, 1 if k else 0)
         gen = self._rng if rng is None else rng
         ranks = gen.integers(0, np.maximum(m, 1)[:, None], size=(u.size, k), dtype=np.int64)
-        return self._rank_to_item(u, ranks, start)
+        return self._rank_to_item(start, count, ranks)
 
     def sample_fixed_candidates(
         self, users: np.ndarray, n: int = 99, rng: np.random.Generator | None = None
@@ -184,7 +225,7 @@ class NegativeSampler:
         """
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        u, start, m = self._prepare(users, n)
+        u, start, count, m = self._prepare(users, n)
         gen = self._rng if rng is None else rng
         chosen = np.empty((u.size, n), dtype=np.int64)
         # Floyd: for j = m-n .. m-1, draw t in [0, j]; keep t unless already chosen, else j.
@@ -194,4 +235,4 @@ class NegativeSampler:
             dup = (chosen[:, :step] == t[:, None]).any(axis=1)
             chosen[:, step] = np.where(dup, j, t)
         chosen.sort(axis=1)
-        return self._rank_to_item(u, chosen, start)
+        return self._rank_to_item(start, count, chosen)
