@@ -269,7 +269,8 @@ def test_compute_regression_and_direction() -> None:
     out = M.compute(["rmse", "mae"], [1.0, 3.0], [2.0, 3.0], task="regression")
     assert out == {"rmse": pytest.approx(np.sqrt(0.5)), "mae": pytest.approx(0.5)}
     with pytest.raises(ValueError, match="task"):
-        M.compute(["auc"], [0, 1], [0, 1], task="ranking")
+        M.compute(["auc"], [0, 1], [0, 1], task="listwise")
+    assert M.compute(["auc"], [0, 1], [0.3, 0.2], task="ranking") == {"auc": 0.0}
     assert M.higher_is_better("auc") and M.higher_is_better("ndcg@10")
     assert M.higher_is_better("GAUC") and M.higher_is_better("hr@5")
     assert not M.higher_is_better("logloss") and not M.higher_is_better("rmse")

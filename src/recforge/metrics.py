@@ -489,7 +489,8 @@ def compute(
             the sigmoid; ``auc``/``gauc`` are rank based and use them as they are), predictions
             when ``task="regression"``.
         groups: ``(N,)`` group keys (user ids), required by ``gauc``.
-        task: ``"binary"`` or ``"regression"``.
+        task: ``"binary"``, ``"regression"`` or ``"ranking"`` (point-wise ranking over sampled
+            negatives: 0/1 labels and logits, so the same metrics as ``"binary"``).
 
     Returns:
         ``{name: value}`` in the order of ``names``.
@@ -498,9 +499,9 @@ def compute(
         ValueError: for an unknown name, a name that does not fit the task, or ``gauc``
             without groups.
     """
-    if task not in ("binary", "regression"):
-        raise ValueError(f"task must be 'binary' or 'regression', got {task!r}")
-    allowed = _BINARY if task == "binary" else _REGRESSION
+    if task not in ("binary", "regression", "ranking"):
+        raise ValueError(f"task must be 'binary', 'regression' or 'ranking', got {task!r}")
+    allowed = _REGRESSION if task == "regression" else _BINARY
     out: dict[str, float] = {}
     probs: np.ndarray | None = None
     for name in names:
