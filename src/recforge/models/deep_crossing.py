@@ -3,8 +3,11 @@
 Shan, Hoens, Jiao, Wang, Yu & Mao, "Deep Crossing: Web-Scale Modeling without Manually Crafted
 Combinatorial Features", KDD 2016. Four layers, no hand-made cross features:
 
-* embedding, one per categorical field: ``X_j^O = max(0, W_j X_j^I + b_j)`` (a lookup of the
-  field's row plus a bias, through ReLU; ``embedding_relu=False`` drops the ReLU and bias);
+* embedding, one per categorical field: the paper's ``X_j^O = max(0, W_j X_j^I + b_j)`` is a
+  lookup of the field's row plus a bias, through ReLU (``embedding_relu=True``). It is off by
+  default: a lookup row gets no gradient in coordinates where it is negative, so about half of
+  every row's coordinates die; on the synthetic planted-interaction log (tests/models/
+  test_ctr_a.py) it cost 0.10 test AUC (0.715 vs 0.812);
 * stacking: ``X^0 = [X_1^O, ..., X_K^O, x_dense]`` -- numeric features go to the stack as they
   are, without an embedding;
 * residual units ``X^{l+1} = ReLU(X^l + W_2 ReLU(W_1 X^l + b_1) + b_2)``, which keep the width
@@ -32,12 +35,13 @@ class DeepCrossingConfig(ModelConfig):
     residual_hidden: Inner width of each residual unit (one entry per unit). The paper's
         five-unit stack uses 512, 512, 256, 128, 64.
     dropout: Dropout on each unit's inner activation.
-    embedding_relu: The paper's ``max(0, W_j x + b_j)`` embedding; ``False`` uses plain lookups.
+    embedding_relu: The paper's ``max(0, W_j x + b_j)`` embedding (see the module docstring);
+        ``False`` (default) uses plain lookups.
     """
 
     residual_hidden: tuple[int, ...] = (512, 512, 256, 128, 64)
     dropout: float = 0.0
-    embedding_relu: bool = True
+    embedding_relu: bool = False
 
 
 class DeepCrossing(RecModel):
