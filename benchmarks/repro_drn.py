@@ -22,17 +22,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: tiny matrices, shared CPUs
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
-from recforge.commands.online import plot_histories
-from recforge.online.agent import AgentConfig
-from recforge.online.loop import run_policy
-from recforge.online.simulator import SimConfig
+from recforge.commands.online import plot_histories  # noqa: E402
+from recforge.online.agent import AgentConfig  # noqa: E402
+from recforge.online.loop import run_policy  # noqa: E402
+from recforge.online.simulator import SimConfig  # noqa: E402
 
 T975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 8: 2.365, 10: 2.262}
 POLICIES = ("drn", "greedy", "egreedy", "linucb", "static", "random")
@@ -65,6 +67,10 @@ def main() -> int:
         action="store_true",
         help="calibrate the simulator on shared Globo + MIND logs",
     )
+    parser.add_argument("--major-every", type=int, default=10, help="T2")
+    parser.add_argument("--minor-every", type=int, default=2, help="T1")
+    parser.add_argument("--major-updates", type=int, default=10)
+    parser.add_argument("--alpha", type=float, default=0.1, help="DBGD explore coefficient")
     parser.add_argument("--tag", default="drn_repro")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -83,7 +89,12 @@ def main() -> int:
         )
         base = calibration.apply(base)
         print("calibration:", calibration)
-    agent = AgentConfig(major_updates=10)
+    agent = AgentConfig(
+        major_updates=args.major_updates,
+        major_every=args.major_every,
+        minor_every=args.minor_every,
+        alpha=args.alpha,
+    )
     t0 = time.time()
     rows: dict[str, dict[str, list[float]]] = {p: {} for p in policies}
     curves: dict[str, dict[str, list[np.ndarray]]] = {p: {} for p in policies}

@@ -1,6 +1,7 @@
 import numpy as np
 
 from recforge.online.agent import AgentConfig, DRNAgent
+from recforge.online.features import FeatureBuilder
 from recforge.online.loop import list_metrics, run_policy
 from recforge.online.simulator import SimConfig
 
@@ -28,7 +29,10 @@ def test_drn_online_run_improves_ctr_over_first_window() -> None:
 
 def test_dbgd_agent_updates_and_interleaves() -> None:
     sim = SimConfig(n_users=200, rate=0.1, seed=1)
-    agent = DRNAgent(26 - 1, 16, AgentConfig(minor_every=1, major_every=1000, seed=1))
+    feats = FeatureBuilder(sim.n_users, sim.n_topics)
+    agent = DRNAgent(
+        feats.state_dim, feats.action_dim, AgentConfig(minor_every=1, major_every=1000, seed=1)
+    )
     hist = run_policy("drn", sim, steps=12, log_steps=0, policy=agent)
     assert len(hist.step) == 12
     assert agent.dbgd.trials == 12

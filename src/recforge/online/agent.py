@@ -128,7 +128,8 @@ class DRNAgent(Policy):
 
     def rank(self, state: np.ndarray, action: np.ndarray, length: int) -> np.ndarray:
         b, c = action.shape[:2]
-        greedy = top_k(self.scores(state, action), length)
+        q = self.scores(state, action)  # (B, C)
+        greedy = top_k(q, length)
         self._team = None
         if self.cfg.explore == "egreedy":
             # each position independently takes a random unshown candidate with prob epsilon
@@ -138,15 +139,14 @@ class DRNAgent(Policy):
         if self.cfg.explore == "dbgd":
             if self.explore_net is None:
                 self.explore_net = self.dbgd.propose(self.q)
-            full = self.scores(state, action)
-            other = self.scores(state, action, self.explore_net)
+            q_explore = self.scores(state, action, self.explore_net)
             if self.cfg.interleaving == "probabilistic":
-                rank_a = np.argsort(-full, axis=1, kind="stable")
-                rank_b = np.argsort(-other, axis=1, kind="stable")
+                rank_a = np.argsort(-q, axis=1, kind="stable")
+                rank_b = np.argsort(-q_explore, axis=1, kind="stable")
                 merged, self._team = probabilistic_interleave(rank_a, rank_b, length, self.rng)
             else:
                 merged, self._team = team_draft_interleave(
-                    greedy, top_k(other, length), length, self.rng
+                    greedy, top_k(q_explore, length), length, self.rng
                 )
             return merged
         return greedy
@@ -169,7 +169,11 @@ class DRNAgent(Policy):
             # team A is the current network, team B the explore network
             self._credit += credit(self._team, step.clicks).sum(axis=0)
             self._team = None
-        if cfg.explore == "dbgd" and self._steps % cfg.minor_every == 0 and self.explore_net:
+        if (
+            cfg.explore == "dbgd"
+            and self._steps % cfg.minor_every == 0
+            and self.explore_net is not None
+        ):
             self.minor_update()
         if self._steps % cfg.major_every == 0:
             self.major_update(cfg.major_updates)
