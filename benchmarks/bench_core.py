@@ -276,7 +276,7 @@ def main() -> None:
 
     in_dim = (len(pre.schema.sparse_fields) + len(pre.schema.dense_fields)) * args.embedding_dim
     report["mlp_alone"] = {
-        p: mlp_alone(in_dim, args.batch_size, p == "bf16", steps=30)
+        p: mlp_alone(in_dim, args.batch_size, p == "bf16", steps=10)
         for p in args.precisions.split(",")
     }
     for p, v in report["mlp_alone"].items():
