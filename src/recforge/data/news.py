@@ -275,19 +275,32 @@ def calibrate_mind(impressions: pa.Table) -> dict[str, float]:
     return {"ctr": float(pc.mean(impressions["label"]).as_py())}
 
 
-def fit_bias(cfg: SimConfig, ctr: float, users: int = 256) -> float:
-    """Base click logit for which random lists in the simulator have click rate ``ctr``."""
-    lo, hi = -10.0, 4.0
-    env = NewsSimulator(cfg.replace(seed=cfg.seed))
-    pick = np.random.default_rng(cfg.seed).integers(0, cfg.n_users, users)
-    items = np.broadcast_to(env.request.candidates, (users, cfg.n_candidates))
-    exam = env.examination().mean()
-    for _ in range(40):  # bisection: the click rate is increasing in the bias
+def fit_bias(cfg: SimConfig, ctr: float, samples: int = 50_000) -> float:
+    """Base click logit for which uniformly random lists in the simulator click at ``ctr``.
+
+    Monte Carlo over the simulator's own draws: users' initial interests, uniform topics,
+    qualities ``N(0, quality_std)``, ages uniform over the lifetime, uniform hours and list
+    positions; the bias is then found by bisection (the click rate increases with it).
+    """
+    rng = np.random.default_rng(cfg.seed)
+    env = NewsSimulator(cfg)
+    users = rng.integers(0, cfg.n_users, samples)
+    topics = rng.integers(0, cfg.n_topics, samples)
+    rel = env.interests[users, topics] * cfg.n_topics
+    fresh = np.exp(-rng.integers(0, cfg.lifetime, samples) / cfg.freshness_tau)
+    hour = np.sin(2 * np.pi * rng.integers(0, 24, samples) / 24)
+    rest = (
+        cfg.a_int * rel
+        + cfg.a_q * rng.normal(0, cfg.quality_std, samples)
+        + cfg.a_f * fresh
+        + cfg.a_h * hour
+    )
+    exam = env.examination()[rng.integers(0, cfg.list_len, samples)]
+    lo, hi = -15.0, 5.0
+    for _ in range(50):
         mid = (lo + hi) / 2
-        env.cfg = cfg.replace(bias=mid)
-        rate = float(env.attractiveness(pick, items).mean() * exam)
+        rate = float(np.mean(exam / (1.0 + np.exp(-(mid + rest)))))
         lo, hi = (mid, hi) if rate < ctr else (lo, mid)
-    env.cfg = cfg
     return (lo + hi) / 2
 
 

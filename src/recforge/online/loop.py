@@ -32,7 +32,18 @@ from recforge.online.simulator import NewsSimulator, Request, SimConfig
 log = logging.getLogger(__name__)
 
 METRICS = ("ctr", "precision@5", "ndcg@5", "activeness")
-POLICIES = ("drn", "greedy", "egreedy", "linucb", "static", "random")
+POLICIES = (
+    "drn",
+    "drn-probabilistic",
+    "drn-no-activeness",
+    "drn-myopic",
+    "greedy",
+    "drn-major",
+    "egreedy",
+    "linucb",
+    "static",
+    "random",
+)
 
 
 @dataclass
@@ -76,8 +87,12 @@ def list_metrics(clicks: np.ndarray, k: int = 5) -> dict[str, float]:
 def make_policy(
     name: str, state_dim: int, action_dim: int, seed: int, agent: AgentConfig | None = None
 ) -> Policy:
-    """Build a named policy: drn, drn-probabilistic, greedy (= drn-major), egreedy, linucb,
-    static, random."""
+    """Build a named policy (one of :data:`POLICIES`).
+
+    ``drn`` is the full agent; ``drn-probabilistic`` interleaves probabilistically;
+    ``drn-no-activeness`` sets ``beta = 0``; ``drn-myopic`` sets ``gamma = 0``; ``greedy`` (alias
+    ``drn-major``) is DRN without minor updates/exploration; ``egreedy`` explores at random.
+    """
     base = agent or AgentConfig()
     import dataclasses
 
@@ -90,6 +105,10 @@ def make_policy(
         return DRNAgent(
             state_dim, action_dim, agent_with(explore="dbgd", interleaving="probabilistic"), name
         )
+    if name == "drn-no-activeness":
+        return DRNAgent(state_dim, action_dim, agent_with(explore="dbgd", beta=0.0), name)
+    if name == "drn-myopic":
+        return DRNAgent(state_dim, action_dim, agent_with(explore="dbgd", gamma=0.0), name)
     if name in ("greedy", "drn-major"):
         return DRNAgent(state_dim, action_dim, agent_with(explore="none"), name)
     if name == "egreedy":

@@ -167,8 +167,8 @@ class StaticCTRPolicy(Policy):
         state_dim: int,
         action_dim: int,
         model: str | None = None,
-        epochs: int = 3,
-        lr: float = 1e-3,
+        epochs: int = 5,
+        lr: float = 1e-2,
         seed: int = 0,
     ) -> None:
         from recforge.models import registry
