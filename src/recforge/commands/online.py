@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--policies",
         default="drn,greedy,egreedy,linucb,static",
-        help="comma list of drn, drn-probabilistic, greedy, egreedy, linucb, static, random",
+        help="comma list of policies: drn, drn-probabilistic, drn-no-activeness, "
+        "drn-myopic, greedy (= drn-major), egreedy, linucb, static, random",
     )
     p.add_argument("--steps", type=int, default=300, help="online steps (hours)")
     p.add_argument("--log-steps", type=int, default=50, help="random logging steps to pretrain")
