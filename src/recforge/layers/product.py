@@ -42,13 +42,14 @@ class InnerProduct(nn.Module):
     def __init__(self, num_fields: int) -> None:
         super().__init__()
         rows, cols = pair_indices(num_fields)
-        self.register_buffer("rows", rows, persistent=False)
-        self.register_buffer("cols", cols, persistent=False)
+        self.register_buffer("flat_index", rows * num_fields + cols, persistent=False)
         self.num_pairs = int(rows.numel())
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        # one gather per side, then a batched dot product: (B, P, M) . (B, P, M) -> (B, P)
-        return (f[:, self.rows] * f[:, self.cols]).sum(dim=-1)
+        # all inner products with one batched matmul, then the strict upper triangle:
+        # (B, N, M) @ (B, M, N) -> (B, N, N) -> (B, N*N)[:, i*N + j] for i < j
+        gram = torch.bmm(f, f.transpose(1, 2))
+        return gram.flatten(1)[:, self.flat_index]
 
 
 class LowRankInnerProduct(nn.Module):
