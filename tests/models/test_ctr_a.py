@@ -366,3 +366,33 @@ def test_trainer_optimizers_put_wide_part_under_ftrl() -> None:
     assert in_ftrl == {id(p) for p in model.optimizer_groups()["wide"]}
     covered = [id(p) for o in optimizers for g in o.param_groups for p in g["params"]]
     assert sorted(covered) == sorted(id(p) for p in model.parameters())  # each exactly once
+
+
+@pytest.mark.parametrize(
+    "name", ["deep_crossing", "ipnn", "opnn", "pnn_star", "dcn", "dcn_v2", "wide_deep"]
+)
+def test_sparse_embeddings_train_with_sparse_optimizers(name: str) -> None:
+    from recforge.config import TrainConfig
+    from recforge.train.optim import build_optimizers
+
+    params: dict[str, Any] = {"sparse": True, "hidden": (16,)}
+    if name == "deep_crossing":
+        params = {"sparse": True, "residual_hidden": (16,)}
+    if name == "wide_deep":
+        params["crosses"] = ("user&item",)
+    model = _build(name, params)
+    wide = "ftrl" if name == "wide_deep" else "same"
+    optimizers = build_optimizers(model, TrainConfig(lr=1e-2, wide_optimizer=wide, wide_lr=1.0))
+    batch = _batch()
+    losses = []
+    for _ in range(20):
+        for opt in optimizers:
+            opt.zero_grad()
+        loss = nn.functional.binary_cross_entropy_with_logits(model(batch), batch.label)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+        losses.append(float(loss.detach()))
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert any(g.is_sparse for g in grads)
+    assert losses[-1] < losses[0] - 0.05
