@@ -157,8 +157,13 @@ class ActivationUnit(nn.Module):
     def forward(
         self, keys: torch.Tensor, query: torch.Tensor, lengths: torch.Tensor
     ) -> torch.Tensor:
-        mask = length_mask(lengths, keys.shape[1])  # (B, L)
-        scores = self.mlp(self.features(keys, query), mask).squeeze(-1)  # (B, L)
+        B, L, _ = keys.shape
+        mask = length_mask(lengths, L)  # (B, L)
+        # score the real behaviours only (padding costs nothing and cannot leak in)
+        rows = torch.arange(B, device=keys.device)[:, None].expand(B, L)[mask]  # (R,)
+        real = self.features(keys[mask][:, None], query[rows])[:, 0]  # (R, 4D)
+        real_scores = self.mlp(real).squeeze(-1)  # (R,)
+        scores = real_scores.new_zeros(B, L).masked_scatter(mask, real_scores)
         if self.softmax:
             # a finite fill keeps rows without any behaviour free of NaN (their weights are 0)
             scores = scores.masked_fill(~mask, -1e9)

@@ -89,32 +89,45 @@ class MaskedGRU(nn.Module):
         if self.mode == "aigru":
             x = x * attention.unsqueeze(-1)  # type: ignore[union-attr]
         H = self.hidden_dim
+        # rows sorted by length (longest first): at step t only the first n_t rows are still
+        # inside their sequence, so each step computes on exactly the real positions
+        order = torch.argsort(lengths, descending=True, stable=True)
+        inverse = torch.argsort(order)
+        x, lengths = x[order], lengths[order]
         gi_all = torch.nn.functional.linear(x, self.weight_ih, self.bias_ih)  # (B, L, 3H)
-        mask = (torch.arange(L, device=x.device)[None, :] < lengths[:, None]).to(x.dtype)
-        h = x.new_zeros(B, H) if h0 is None else h0
+        active = (lengths[None, :] > torch.arange(L, device=x.device)[:, None]).sum(1)
+        active_counts = active.tolist()  # one host sync per call, not per step
+        h = x.new_zeros(B, H) if h0 is None else h0[order]
+        att_steps = None
+        if attention is not None and self.mode in ("agru", "augru"):
+            att_steps = attention[order].unsqueeze(-1).unbind(1)
         # unbind once: indexing [:, t] in the loop would make backward build L full-size grads
         gi_steps = gi_all.unbind(1)
-        mask_steps = mask.unsqueeze(-1).unbind(1)
-        att_steps = attention.unsqueeze(-1).unbind(1) if attention is not None else None
         outputs = []
         for t in range(L):
-            gh = torch.nn.functional.linear(h, self.weight_hh, self.bias_hh)  # (B, 3H)
-            gi = gi_steps[t]
+            n = active_counts[t]
+            if n == 0:
+                break
+            h_prev = h[:n]
+            gh = torch.nn.functional.linear(h_prev, self.weight_hh, self.bias_hh)  # (n, 3H)
+            gi = gi_steps[t][:n]
             r = torch.sigmoid(gi[:, :H] + gh[:, :H])
             z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])  # keep gate
-            n = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
-            if self.mode in ("gru", "aigru"):
+            cand = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+            if att_steps is None:
                 keep = z
             else:
-                a = att_steps[t]  # type: ignore[index]
+                a = att_steps[t][:n]
                 # AGRU: update = a_t; AUGRU: update = a_t * (1 - z_t)
                 keep = 1.0 - a if self.mode == "agru" else 1.0 - a * (1.0 - z)
-            new_h = keep * h + (1.0 - keep) * n
-            m = mask_steps[t]
-            h = m * new_h + (1.0 - m) * h  # padded steps carry the state unchanged
-            outputs.append(new_h * m)
+            new_h = keep * h_prev + (1.0 - keep) * cand
+            # finished rows (n: onwards) carry their state unchanged; padded outputs are 0
+            h = torch.cat([new_h, h[n:]], dim=0) if n < B else new_h
+            outputs.append(torch.nn.functional.pad(new_h, (0, 0, 0, B - n)))
         out = torch.stack(outputs, dim=1) if outputs else x.new_zeros(B, 0, H)
-        return out, h
+        if out.shape[1] < L:
+            out = torch.nn.functional.pad(out, (0, 0, 0, L - out.shape[1]))
+        return out[inverse], h[inverse]
 
 
 def resolve_behaviours(
