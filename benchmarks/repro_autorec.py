@@ -72,7 +72,7 @@ def run_seed(data, seed: int, args: argparse.Namespace) -> dict[str, float]:
         l2_lambda=args.l2,
         fallback_rating=3.0,
     )
-    model = AutoRec(schema, cfg)
+    model = AutoRec(schema, cfg).to(args.device)
     model.set_ratings(users[fit], items[fit], ratings[fit])
     train_cfg = AutoRecTrainConfig(
         epochs=args.epochs,
@@ -116,6 +116,7 @@ def main() -> int:
     p.add_argument("--eval-every", type=int, default=2)
     p.add_argument("--valid-share", type=float, default=0.05)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--output", default="benchmarks/results")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

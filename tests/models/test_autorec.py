@@ -171,3 +171,25 @@ def test_recovers_planted_preferences_far_better_than_popularity() -> None:
     ours = full_ranking(model, test_u, test_i, seen, ks=(5,))
     base = full_ranking(pop, test_u, test_i, seen, ks=(5,))
     assert ours["hr@5"] > 0.8 and ours["hr@5"] > base["hr@5"] + 0.4, (ours, base)
+
+
+def test_observed_objective_equals_the_dense_masked_objective() -> None:
+    from recforge.cf.autorec_train import _objective
+
+    full = _low_rank_ratings(12, 9)
+    rng = np.random.default_rng(3)
+    uu, ii = np.nonzero(rng.random(full.shape) < 0.4)
+    for item_based in (True, False):
+        torch.manual_seed(0)
+        model = AutoRec(_schema(12, 9), AutoRecConfig(hidden=5, item_based=item_based))
+        model.set_ratings(uu + 1, ii + 1, full[uu, ii])
+        rows = torch.tensor([1, 3, 4, 7])
+        grads = []
+        for dense in (True, False):
+            model.zero_grad()
+            loss = _objective(model, rows, 9, dense=dense)
+            loss.backward()
+            grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+        torch.testing.assert_close(grads[0][0], grads[1][0])
+        for a, b in zip(grads[0][1], grads[1][1], strict=True):
+            torch.testing.assert_close(a, b)
