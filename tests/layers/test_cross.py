@@ -76,3 +76,17 @@ def test_residual_unit_equals_formula() -> None:
         expected = torch.relu(x[r] + W2 @ torch.relu(W1 @ x[r] + b1) + b2)
         torch.testing.assert_close(unit(x)[r].detach(), expected)
     assert unit(x).shape == x.shape
+
+
+def test_residual_unit_batch_norm_normalises_the_sum() -> None:
+    x, _ = _inputs()
+    unit = ResidualUnit(6, hidden=5, batch_norm=True)
+    _randomise(unit)
+    unit.train()
+    W1, b1 = unit.inner.weight.detach(), unit.inner.bias.detach()
+    W2, b2 = unit.outer.weight.detach(), unit.outer.bias.detach()
+    s = x + torch.relu(x @ W1.T + b1) @ W2.T + b2
+    bn = unit.norm
+    normed = (s - s.mean(0)) / torch.sqrt(s.var(0, unbiased=False) + bn.eps)
+    expected = torch.relu(normed * bn.weight.detach() + bn.bias.detach())
+    torch.testing.assert_close(unit(x).detach(), expected)

@@ -53,7 +53,8 @@ def _single_thread() -> Iterator[None]:
 # (registry name, params): every option of every model is exercised at least once
 CASES: list[tuple[str, dict[str, Any]]] = [
     ("deep_crossing", {"residual_hidden": (8, 8)}),
-    ("deep_crossing", {"residual_hidden": (8,), "embedding_relu": False, "dropout": 0.1}),
+    ("deep_crossing", {"residual_hidden": (8,), "embedding_relu": True, "dropout": 0.1}),
+    ("deep_crossing", {"residual_hidden": (8, 8), "batch_norm": True}),
     ("ipnn", {"hidden": (16, 8)}),
     ("ipnn", {"hidden": (16, 8), "inner_rank": 2, "batch_norm": True}),
     ("opnn", {"hidden": (16,)}),

@@ -19,17 +19,22 @@ class ResidualUnit(nn.Module):
         dim: Input (and output) width.
         hidden: Width of the inner layer.
         dropout: Dropout applied to the inner activation (0 disables it).
+        batch_norm: Batch-normalise ``x + W2 h + b2`` before the final ReLU (not in the paper;
+            the FuxiCTR/BARS residual block's option for deeper stacks).
 
     Shape:
         ``(B, dim)`` -> ``(B, dim)``.
     """
 
-    def __init__(self, dim: int, hidden: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, hidden: int, dropout: float = 0.0, batch_norm: bool = False
+    ) -> None:
         super().__init__()
         self.inner = nn.Linear(dim, hidden)  # W1, b1
         self.outer = nn.Linear(hidden, dim)  # W2, b2
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.norm = nn.BatchNorm1d(dim) if batch_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.dropout(torch.relu(self.inner(x)))
-        return torch.relu(x + self.outer(h))
+        return torch.relu(self.norm(x + self.outer(h)))

@@ -36,12 +36,15 @@ class DeepCrossingConfig(ModelConfig):
         deeper five-unit stacks are configurable; without normalisation they showed loss spikes
         with Adam at lr 1e-2 in our tests, hence three units by default.
     dropout: Dropout on each unit's inner activation.
+    batch_norm: Batch normalisation inside each unit (not in the paper; see
+        :class:`~recforge.layers.residual.ResidualUnit`).
     embedding_relu: The paper's ``max(0, W_j x + b_j)`` embedding (see the module docstring);
         ``False`` (default) uses plain lookups.
     """
 
     residual_hidden: tuple[int, ...] = (256, 256, 256)
     dropout: float = 0.0
+    batch_norm: bool = False
     embedding_relu: bool = False
 
 
@@ -63,7 +66,10 @@ class DeepCrossing(RecModel):
             nn.Parameter(torch.zeros(self.embedding.output_dim)) if cfg.embedding_relu else None
         )
         self.residual = nn.Sequential(
-            *(ResidualUnit(width, h, dropout=cfg.dropout) for h in cfg.residual_hidden)
+            *(
+                ResidualUnit(width, h, dropout=cfg.dropout, batch_norm=cfg.batch_norm)
+                for h in cfg.residual_hidden
+            )
         )
         self.score = nn.Linear(width, 1)
 
