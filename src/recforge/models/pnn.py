@@ -7,7 +7,8 @@ signal ``z = (f_1, ..., f_N)`` and a quadratic signal ``p = {g(f_i, f_j)}``:
     l_z^n = W_z^n . z,   l_p^n = W_p^n . p,   l_1 = ReLU(l_z + l_p + b_1)
     l_2 = ReLU(W_2 l_1 + b_2),  ...,  y_hat = sigma(W_3 l_2 + b_3)
 
-IPNN takes ``g`` = inner product, OPNN the outer product ``f_i f_j^T`` (by default with the
+IPNN takes ``g`` = inner product (pairs ``i < j``: ``p`` is symmetric and its diagonal
+``||f_i||^2`` is no interaction), OPNN the outer product ``f_i f_j^T`` (by default with the
 paper's sum-pooling superposition ``p = f_S f_S^T``, ``f_S = sum_i f_i``), PNN* both (``p`` is the
 concatenation of the two). Because ``l_z + l_p`` is linear in ``(z, p)``, the product layer is the
 first layer of an MLP over ``[z, p]``; with ``inner_rank > 0`` IPNN instead uses the paper's
