@@ -115,7 +115,7 @@ def parse_model_params(items: Sequence[str], models: Sequence[str]) -> dict[str,
     return out
 
 
-def _train_one(
+def train_one(
     name: str,
     params: dict[str, Any],
     run: Any,
@@ -187,7 +187,7 @@ def compare_models(
         log.info("compare: training %s", name)
         sub = output_dir / name if output_dir else None
         try:
-            result, trainer = _train_one(
+            result, trainer = train_one(
                 name,
                 params.get(name, {}),
                 run,
