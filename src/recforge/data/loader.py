@@ -46,7 +46,9 @@ class BatchLoader:
         arrays = data.arrays()
         self._mmap = any(isinstance(a, np.memmap) for a in arrays.values())
         self._tensors = (
-            None if self._mmap else {k: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()}
+            None
+            if self._mmap
+            else {k: torch.from_numpy(_writable(np.asarray(v))) for k, v in arrays.items()}
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -83,6 +85,11 @@ class BatchLoader:
             end = min(start + self.batch_size, n)
             index = slice(start, end) if order is None else order[start:end]
             yield to_batch(self._gather(index))
+
+
+def _writable(a: np.ndarray) -> np.ndarray:
+    # torch wants writable memory; arrays handed over zero-copy by pyarrow are read-only
+    return a if a.flags.writeable else a.copy()
 
 
 def to_batch(arrays: dict[str, torch.Tensor]) -> Batch:

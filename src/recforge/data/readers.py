@@ -17,6 +17,7 @@ physical lines; for other tables they report 1-based rows.
 from __future__ import annotations
 
 import contextlib
+import csv
 import logging
 import lzma
 import re
@@ -359,6 +360,8 @@ def _read_csv(
             relaxed = dict(types)
             header_names = names or _header_names(path, sep, header, encoding)
             bad = header_names[int(match.group(1))]
+            if relaxed.get(bad) == pa.string():
+                raise DataError(path, text) from None  # cannot narrow it down further
             relaxed[bad] = pa.string()
             table = _read_csv(path, sep, header, names, columns, relaxed, encoding, quoting=quoting)
             table = table.replace_schema_metadata(
@@ -371,7 +374,7 @@ def _read_csv(
 def _header_names(path: Path, sep: str, header: bool, encoding: str) -> list[str]:
     with open_stream(path) as fh:
         first = fh.read(1 << 16).split(b"\n", 1)[0].decode(encoding).rstrip("\r")
-    fields = first.split(sep)
+    fields = next(csv.reader([first], delimiter=sep))  # header names may be quoted
     return fields if header else [f"f{i}" for i in range(len(fields))]
 
 

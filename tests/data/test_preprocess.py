@@ -1,0 +1,133 @@
+"""Preprocessor: fit on train only, identical transforms, OOV, hashing, numerics, sequences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from recforge.data.preprocess import Preprocessor
+from recforge.data.readers import DataError
+from recforge.features import CategoricalField, NumericField, Schema, SequenceField
+
+
+def _schema(**kw) -> Schema:
+    return Schema(
+        fields=(
+            CategoricalField("user", group="user"),
+            CategoricalField("item", group="item", min_count=2),
+            CategoricalField("site", hash_buckets=16),
+            NumericField("price", fill_value=-1.0, transform="standard"),
+            NumericField("price_bucket", column="price", buckets=3),
+            NumericField("clicks", transform="log"),
+            SequenceField("hist", max_len=3, share_embedding_with="item"),
+        ),
+        label="y",
+        user_key="user",
+        item_key="item",
+        **kw,
+    )
+
+
+TRAIN = pa.table(
+    {
+        "user": ["a", "b", "a", "c", "b", "a"],
+        "item": [1, 2, 1, 3, 2, 1],
+        "site": ["x", "y", "z", "x", "x", "q"],
+        "price": [1.0, 2.0, None, 4.0, 5.0, 6.0],
+        "clicks": [0, 10, 100, 1000, 3, -5],
+        "hist": ["1|2", "", "2|1|2|2", None, "9", "2"],
+        "y": [0, 1, 0, 1, 1, 0],
+    }
+)
+
+
+def test_vocabulary_min_count_and_oov():
+    pre = Preprocessor(_schema()).fit(TRAIN)
+    item = pre.schema.field("item")
+    # item counts over the column and the history tokens: 1 -> 5, 2 -> 7, 3 -> 1, 9 -> 1
+    assert item.vocab_size == 3  # "2", "1" and the reserved OOV row
+    assert pre.vocabs["item"].to_pylist() == ["2", "1"]
+    enc = pre.transform(TRAIN)
+    col = pre.schema.sparse_index("item")
+    assert enc.sparse[:, col].tolist() == [2, 1, 2, 0, 1, 2]
+    unseen = pre.transform(TRAIN.set_column(0, "user", pa.array(["zz"] * 6)))
+    assert (unseen.sparse[:, 0] == 0).all()  # unknown user -> OOV, never a crash
+
+
+def test_hashing_is_deterministic_and_in_range():
+    pre = Preprocessor(_schema()).fit(TRAIN)
+    col = pre.schema.sparse_index("site")
+    ids = pre.transform(TRAIN).sparse[:, col]
+    assert ids.min() >= 1 and ids.max() <= 16
+    assert ids[0] == ids[3] == ids[4]  # all "x"
+    assert pre.schema.field("site").vocab_size == 17
+
+
+def test_numeric_fill_transform_and_buckets():
+    pre = Preprocessor(_schema()).fit(TRAIN)
+    enc = pre.transform(TRAIN)
+    price = np.array([1.0, 2.0, -1.0, 4.0, 5.0, 6.0])
+    np.testing.assert_allclose(enc.dense[:, 0], (price - price.mean()) / price.std(), rtol=1e-5)
+    np.testing.assert_allclose(
+        enc.dense[:, 1], np.log1p(np.clip([0, 10, 100, 1000, 3, -5], 0, None)), rtol=1e-6
+    )
+    buckets = enc.sparse[:, pre.schema.sparse_index("price_bucket")]
+    assert buckets.min() >= 1 and buckets.max() <= 3
+    order = np.argsort(price)
+    assert np.all(np.diff(buckets[order]) >= 0)  # buckets are monotone in the value
+
+
+def test_sequences_keep_most_recent_left_aligned():
+    pre = Preprocessor(_schema()).fit(TRAIN)
+    enc = pre.transform(TRAIN)
+    # vocabulary: "2" -> 1, "1" -> 2; "9" is below min_count -> OOV 0
+    assert enc.lengths["hist"].tolist() == [2, 0, 3, 0, 1, 1]
+    assert enc.sequences["hist"].tolist() == [
+        [2, 1, 0], [0, 0, 0], [2, 1, 1], [0, 0, 0], [0, 0, 0], [1, 0, 0],
+    ]
+
+
+def test_list_columns_equal_delimited_strings():
+    as_lists = TRAIN.set_column(
+        5, "hist", pa.array([["1", "2"], [], ["2", "1", "2", "2"], None, ["9"], ["2"]])
+    )
+    pre = Preprocessor(_schema()).fit(TRAIN)
+    np.testing.assert_array_equal(
+        pre.transform(as_lists).sequences["hist"], pre.transform(TRAIN).sequences["hist"]
+    )
+
+
+def test_fit_uses_train_only_and_save_load_round_trip(tmp_path):
+    pre = Preprocessor(_schema()).fit(TRAIN.slice(0, 3))
+    assert pre.schema.field("user").vocab_size == 3  # only "a", "b" seen
+    pre.save(tmp_path / "pre")
+    again = Preprocessor.load(tmp_path / "pre")
+    assert again.schema == pre.schema
+    assert again.fingerprint() == pre.fingerprint()
+    a, b = pre.transform(TRAIN), again.transform(TRAIN)
+    for key, arr in a.arrays().items():
+        np.testing.assert_array_equal(arr, b.arrays()[key])
+
+
+def test_serving_transform_needs_no_label():
+    pre = Preprocessor(_schema()).fit(TRAIN)
+    enc = pre.transform(TRAIN.drop_columns(["y"]), with_label=False)
+    assert len(enc) == 6
+
+
+def test_bad_inputs_are_located():
+    pre = Preprocessor(_schema()).fit(TRAIN)
+    with pytest.raises(DataError, match="price"):
+        pre.transform(TRAIN.drop_columns(["price"]))
+    bad_numeric = TRAIN.set_column(3, "price", pa.array(["1", "2", "3", "abc", "5", "6"]))
+    with pytest.raises(DataError, match=r"row 4.*price|price.*row 4"):
+        pre.transform(bad_numeric)
+    bad_label = TRAIN.set_column(6, "y", pa.array([0, 1, 2, 1, 1, 0]))
+    with pytest.raises(DataError, match="0 or 1"):
+        pre.transform(bad_label)
+
+
+def test_unfitted_transform_is_refused():
+    with pytest.raises(RuntimeError, match="before fit"):
+        Preprocessor(_schema()).transform(TRAIN)
