@@ -269,3 +269,53 @@ def test_model_beats_lr_on_planted_interactions(name: str, planted) -> None:
     assert lr_auc < 0.6, lr_auc  # no first-order signal was planted
     assert model_auc > 0.85 and model_auc > lr_auc + 0.25, (model_auc, lr_auc)
     assert np.isfinite(model_auc)
+
+
+# ---- recforge compare ---------------------------------------------------------------------------
+
+
+def test_compare_resolves_all_and_orders_fm_before_fnn() -> None:
+    from recforge.commands.compare import resolve_models
+    from recforge.models import registry
+
+    names = resolve_models(["all"])
+    assert names[:2] == ["lr", "fm"] and set(registry.names("ctr")) <= set(names)
+    assert resolve_models(["fnn,dnn", "fm"]) == ["fm", "fnn", "dnn"]
+    with pytest.raises(KeyError):
+        resolve_models(["no_such_model"])
+
+
+def test_compare_model_params_star_and_errors() -> None:
+    from recforge.commands.compare import parse_model_params
+
+    params = parse_model_params(["*.dropout=0.3", "dnn.hidden=[8, 4]"], ["lr", "dnn", "afm"])
+    assert params == {"lr": {}, "dnn": {"dropout": 0.3, "hidden": [8, 4]}, "afm": {"dropout": 0.3}}
+    with pytest.raises(ValueError):
+        parse_model_params(["dnn.no_such_key=1"], ["dnn"])
+    with pytest.raises(ValueError):
+        parse_model_params(["fm.dropout=0.1"], ["dnn"])
+
+
+def test_compare_command_writes_leaderboard(tmp_path, monkeypatch) -> None:
+    import json
+
+    from recforge.cli import main
+
+    monkeypatch.setenv("RECFORGE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "board"
+    code = main(
+        [
+            "compare", "--models", "lr", "fm", "fnn", "--dataset", "synthetic",
+            "--output", str(out), "--set", "fnn.hidden=[16]", "--no-cache",
+            "data.options.rows=3000", "train.epochs=1", "train.batch_size=512",
+            "train.progress=false",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    board = json.loads((out / "leaderboard.json").read_text())
+    rows = {r["model"]: r for r in board["results"]}
+    assert set(rows) == {"lr", "fm", "fnn"}
+    assert all(0.0 <= r["auc"] <= 1.0 for r in rows.values())
+    assert rows["fnn"]["init"] == "fm (this comparison)"
+    assert (out / "leaderboard.png").stat().st_size > 1000
+    assert "| fnn |" in (out / "leaderboard.md").read_text()
