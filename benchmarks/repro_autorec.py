@@ -82,6 +82,7 @@ def run_seed(data, seed: int, args: argparse.Namespace) -> dict[str, float]:
         patience=args.patience,
         seed=seed,
         eval_every=args.eval_every,
+        max_seconds=args.max_minutes * 60,
     )
     start = time.perf_counter()
     history = train_autorec(model, train_cfg, valid=(users[valid], items[valid], ratings[valid]))
@@ -114,6 +115,7 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--patience", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=2)
+    p.add_argument("--max-minutes", type=float, default=0.0, help="training time cap per seed")
     p.add_argument("--valid-share", type=float, default=0.05)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu or cuda")

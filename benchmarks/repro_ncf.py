@@ -65,6 +65,7 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--neumf-optimizer", default="sgd", choices=["sgd", "adam"])
     p.add_argument("--neumf-lr", type=float, default=1e-3)
+    p.add_argument("--max-minutes", type=float, default=0.0, help="training time cap per model")
     p.add_argument("--negatives", type=int, default=4)
     p.add_argument("--models", nargs="*", default=["mf", "gmf", "ncf_mlp", "neumf"])
     p.add_argument("--full-ranking", action="store_true", help="also rank against all items")
@@ -114,7 +115,12 @@ def main() -> int:
     for name in args.models:
         torch.manual_seed(0)
         model = registry.build(name, schema, params[name]).to(device)
-        cfg = ImplicitTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+        cfg = ImplicitTrainConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            max_seconds=args.max_minutes * 60,
+        )
         note = ""
         save_dir = Path(args.save_dir)
         if name == "neumf":
@@ -133,6 +139,7 @@ def main() -> int:
                 batch_size=args.batch_size,
                 lr=args.neumf_lr,
                 optimizer=args.neumf_optimizer,
+                max_seconds=args.max_minutes * 60,
             )
         epochs = ImplicitEpochs(tr_u, tr_i, n_items, negatives=args.negatives, seed=0)
         start = time.perf_counter()

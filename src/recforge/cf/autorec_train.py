@@ -39,6 +39,8 @@ class AutoRecTrainConfig:
     eval_every: Validate every this many epochs.
     dense: Densify each row batch and mask the full reconstruction instead of decoding only
         the observed entries (identical objective; slower on large, sparse matrices).
+    max_seconds: Stop after the epoch during which this much training time has passed
+        (0: no limit); the best epoch so far is kept.
     """
 
     epochs: int = 200
@@ -49,6 +51,7 @@ class AutoRecTrainConfig:
     seed: int = 0
     eval_every: int = 1
     dense: bool = False
+    max_seconds: float = 0.0
 
 
 @dataclass
@@ -160,6 +163,9 @@ def train_autorec(
         history.records.append(record)
         log.info("autorec epoch %d %s", epoch, record)
         if cfg.patience and stale >= cfg.patience:
+            break
+        if cfg.max_seconds and train_seconds >= cfg.max_seconds:
+            log.info("autorec: time limit reached after epoch %d", epoch)
             break
     if best_state is not None:
         model.load_state_dict(best_state)

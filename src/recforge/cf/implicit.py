@@ -89,6 +89,8 @@ class ImplicitTrainConfig:
     l2: Weight decay.
     patience: Epochs without improvement of ``monitor`` before stopping; 0 disables.
     monitor: Key of the evaluation dict to maximise (e.g. ``hr@10``).
+    max_seconds: Stop after the epoch during which this much training time has passed
+        (0: no limit).
     """
 
     epochs: int = 20
@@ -98,6 +100,7 @@ class ImplicitTrainConfig:
     l2: float = 0.0
     patience: int = 0
     monitor: str = "hr@10"
+    max_seconds: float = 0.0
 
 
 @dataclass
@@ -164,6 +167,9 @@ def train_implicit(
         history.records.append(record)
         log.info("implicit epoch %d %s", epoch, record)
         if cfg.patience and stale >= cfg.patience:
+            break
+        if cfg.max_seconds and seconds >= cfg.max_seconds:
+            log.info("implicit: time limit reached after epoch %d", epoch)
             break
     if best_state is not None:
         model.load_state_dict(best_state)
