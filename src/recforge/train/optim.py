@@ -17,6 +17,57 @@ from torch import nn
 from recforge.config import TrainConfig
 
 
+class SparseRowAdam(torch.optim.Optimizer):
+    """Adam for sparse embedding gradients that updates only the rows a batch touched.
+
+    Same update as ``torch.optim.SparseAdam`` (lazy Adam: moments of untouched rows are not
+    decayed), but duplicate row gradients are merged with ``torch.unique`` + ``index_add_``
+    instead of coalescing a sparse tensor, which profiling showed to dominate SparseAdam's
+    step. Work per step is O(rows touched x dim), independent of the vocabulary.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[nn.Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001, ANN201
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                grad = p.grad
+                if grad is None:
+                    continue
+                if not grad.is_sparse:
+                    raise RuntimeError("SparseRowAdam expects sparse gradients")
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                rows, inverse = torch.unique(grad._indices()[0], return_inverse=True)
+                g = torch.zeros(len(rows), p.shape[1], dtype=p.dtype, device=p.device)
+                g.index_add_(0, inverse, grad._values())
+                m = state["exp_avg"].index_select(0, rows).mul_(beta1).add_(g, alpha=1 - beta1)
+                v = state["exp_avg_sq"].index_select(0, rows)
+                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                state["exp_avg"].index_copy_(0, rows, m)
+                state["exp_avg_sq"].index_copy_(0, rows, v)
+                bias1 = 1 - beta1 ** state["step"]
+                bias2 = 1 - beta2 ** state["step"]
+                step_size = group["lr"] * (bias2**0.5) / bias1
+                update = m.div_(v.sqrt_().add_(group["eps"])).mul_(-step_size)
+                p.index_add_(0, rows, update)
+        return loss
+
+
 def embedding_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """(sparse-gradient embedding weights, dense-gradient embedding weights)."""
     sparse, dense = [], []
@@ -52,7 +103,7 @@ def build_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Opt
         if dense_groups:
             optimizers.append(torch.optim.Adam(dense_groups, lr=cfg.lr))
         if sparse_emb:
-            optimizers.append(torch.optim.SparseAdam(sparse_emb, lr=cfg.lr))
+            optimizers.append(SparseRowAdam(sparse_emb, lr=cfg.lr))
     elif cfg.optimizer == "adagrad":
         groups = dense_groups + (
             [{"params": sparse_emb, "weight_decay": 0.0}] if sparse_emb else []
