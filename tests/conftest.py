@@ -13,6 +13,10 @@ from recforge.features import (
     random_batch,
 )
 
+# Tests use tiny tensors: one intra-op thread is faster than two and keeps runs repeatable
+# on a shared 2-core machine.
+torch.set_num_threads(1)
+
 
 def make_tiny_schema(embedding_dim: int = 8) -> Schema:
     """A fitted schema with user/item/context fields, numerics and two shared sequences."""

@@ -16,8 +16,14 @@ from recforge.data.synthetic import make_click_log, write_click_log
 
 def _run(*args: str, env_dir: Path, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "RECFORGE_CACHE": str(env_dir / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "recforge.cli", *args], capture_output=True,
-                          text=True, env=env, cwd=env_dir, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "recforge.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=env_dir,
+        timeout=600,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"recforge {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -34,8 +40,9 @@ def test_models_lists_papers(workdir):
 
 
 def test_demo_prints_a_leaderboard(workdir):
-    out = _run("demo", "--rows", "4000", "--models", "lr", "fm", "--epochs", "1",
-               env_dir=workdir).stdout
+    out = _run(
+        "demo", "--rows", "4000", "--models", "lr", "fm", "--epochs", "1", env_dir=workdir
+    ).stdout
     assert "| rank | model | AUC" in out
     assert "| fm |" in out and "| lr |" in out
 
@@ -45,11 +52,20 @@ def test_train_evaluate_predict_on_files(workdir):
     write_click_log(table.slice(0, 2400), workdir / "train.csv")
     write_click_log(table.slice(2400), workdir / "test.csv")
     (workdir / "schema.json").write_text(schema.to_json())
-    out = _run("train", "data.dataset=files", "data.train=train.csv", "data.test=test.csv",
-               "data.schema=schema.json", "model.name=fm", "train.epochs=2",
-               "train.batch_size=256", "train.progress=false", "output_dir=run",
-               env_dir=workdir).stdout
-    result = json.loads(out[out.index("{"):])
+    out = _run(
+        "train",
+        "data.dataset=files",
+        "data.train=train.csv",
+        "data.test=test.csv",
+        "data.schema=schema.json",
+        "model.name=fm",
+        "train.epochs=2",
+        "train.batch_size=256",
+        "train.progress=false",
+        "output_dir=run",
+        env_dir=workdir,
+    ).stdout
+    result = json.loads(out[out.index("{") :])
     assert 0.0 < result["test"]["auc"] < 1.0
     assert (workdir / "run" / "config.yaml").exists()
     assert (workdir / "run" / "bundle" / "meta.json").exists()
@@ -61,8 +77,16 @@ def test_train_evaluate_predict_on_files(workdir):
 
     unlabelled = table.slice(2400).drop_columns(["label"])
     write_click_log(unlabelled, workdir / "serve.csv")
-    _run("predict", "run/bundle", "serve.csv", "-o", "scores.csv", "--keep", "user_id",
-         env_dir=workdir)
+    _run(
+        "predict",
+        "run/bundle",
+        "serve.csv",
+        "-o",
+        "scores.csv",
+        "--keep",
+        "user_id",
+        env_dir=workdir,
+    )
     scores = pacsv.read_csv(workdir / "scores.csv")
     assert scores.num_rows == 600 and scores.column_names == ["user_id", "score"]
 

@@ -13,8 +13,16 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml
 
 
 def test_defaults_and_overrides():
-    cfg = load_run_config(None, ["train.lr=3e-4", "train.epochs=2", "model.name=lr",
-                                 "data.options.rows=500", "train.bf16=true"])
+    cfg = load_run_config(
+        None,
+        [
+            "train.lr=3e-4",
+            "train.epochs=2",
+            "model.name=lr",
+            "data.options.rows=500",
+            "train.bf16=true",
+        ],
+    )
     assert isinstance(cfg, RunConfig)
     assert cfg.train.lr == pytest.approx(3e-4) and cfg.train.epochs == 2
     assert cfg.model.name == "lr" and cfg.data.options == {"rows": 500} and cfg.train.bf16
@@ -22,8 +30,11 @@ def test_defaults_and_overrides():
 
 def test_yaml_file_with_model_params(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump({"model": {"name": "fm", "params": {"embedding_dim": 4}},
-                                    "train": {"batch_size": 128}}))
+    path.write_text(
+        yaml.safe_dump(
+            {"model": {"name": "fm", "params": {"embedding_dim": 4}}, "train": {"batch_size": 128}}
+        )
+    )
     cfg = load_run_config(path, ["train.batch_size=64"])
     assert cfg.model.params == {"embedding_dim": 4} and cfg.train.batch_size == 64
 

@@ -16,7 +16,12 @@ def test_schema_json_round_trip(tiny_schema):
 
 def test_views_order_and_groups(tiny_schema):
     assert [f.name for f in tiny_schema.sparse_fields] == [
-        "user_id", "user_segment", "item_id", "item_category", "device", "hour",
+        "user_id",
+        "user_segment",
+        "item_id",
+        "item_category",
+        "device",
+        "hour",
     ]
     assert [f.name for f in tiny_schema.dense_fields] == ["price", "age"]
     assert tiny_schema.sparse_index("hour") == 5

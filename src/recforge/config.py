@@ -90,7 +90,9 @@ class TrainConfig:
         wide_optimizer: ``ftrl`` trains the parameters a model lists under
             ``optimizer_groups()["wide"]`` with FTRL-Proximal (Wide&Deep); ``same`` uses
             ``optimizer`` for everything.
-        wide_lr: FTRL learning rate (alpha).
+        wide_lr: FTRL learning rate (alpha). The loss is a batch mean, so gradients are small
+            and alpha is larger than in per-example FTRL (2.0 measured best on the synthetic log).
+        wide_beta: FTRL beta.
         wide_l1: FTRL L1 strength.
         wide_l2: FTRL L2 strength.
     """
@@ -114,7 +116,8 @@ class TrainConfig:
     progress: bool = True
     eval_batch_size: int = 16384
     wide_optimizer: Literal["same", "ftrl"] = "same"
-    wide_lr: float = 0.05
+    wide_lr: float = 2.0
+    wide_beta: float = 1.0
     wide_l1: float = 1.0
     wide_l2: float = 1.0
 

@@ -20,15 +20,31 @@ def _write(tmp_path, rows: int = 300, bad_row: int | None = None):
     price = [str(round(v, 3)) for v in rng.random(rows)]
     if bad_row is not None:
         price[bad_row] = "cheap"
-    table = pa.table({"user": rng.integers(0, 20, rows), "item": rng.integers(0, 30, rows),
-                      "price": price, "label": rng.integers(0, 2, rows)})
+    table = pa.table(
+        {
+            "user": rng.integers(0, 20, rows),
+            "item": rng.integers(0, 30, rows),
+            "price": price,
+            "label": rng.integers(0, 2, rows),
+        }
+    )
     pacsv.write_csv(table, tmp_path / "log.csv")
-    schema = Schema(fields=(CategoricalField("user", group="user"),
-                            CategoricalField("item", group="item"), NumericField("price")),
-                    user_key="user", item_key="item")
+    schema = Schema(
+        fields=(
+            CategoricalField("user", group="user"),
+            CategoricalField("item", group="item"),
+            NumericField("price"),
+        ),
+        user_key="user",
+        item_key="item",
+    )
     (tmp_path / "schema.json").write_text(schema.to_json())
-    return DataConfig(dataset="files", train=str(tmp_path / "log.csv"),
-                      schema=str(tmp_path / "schema.json"), cache_dir=str(tmp_path / "cache"))
+    return DataConfig(
+        dataset="files",
+        train=str(tmp_path / "log.csv"),
+        schema=str(tmp_path / "schema.json"),
+        cache_dir=str(tmp_path / "cache"),
+    )
 
 
 def test_second_run_reuses_the_cache(tmp_path, monkeypatch):

@@ -84,7 +84,12 @@ def test_sequences_keep_most_recent_left_aligned():
     # vocabulary: "2" -> 1, "1" -> 2; "9" is below min_count -> OOV 0
     assert enc.lengths["hist"].tolist() == [2, 0, 3, 0, 1, 1]
     assert enc.sequences["hist"].tolist() == [
-        [2, 1, 0], [0, 0, 0], [2, 1, 1], [0, 0, 0], [0, 0, 0], [1, 0, 0],
+        [2, 1, 0],
+        [0, 0, 0],
+        [2, 1, 1],
+        [0, 0, 0],
+        [0, 0, 0],
+        [1, 0, 0],
     ]
 
 

@@ -45,7 +45,7 @@ def test_feature_embedding_matches_manual_composition(tiny_schema, tiny_batch):
     n_sparse, n_dense = len(tiny_schema.sparse_fields), len(tiny_schema.dense_fields)
     assert out.shape == (len(tiny_batch), n_sparse + n_dense + 2, 8)
     (table,) = emb.tables.values()
-    for j, f in enumerate(tiny_schema.sparse_fields):
+    for j, _f in enumerate(tiny_schema.sparse_fields):
         torch.testing.assert_close(out[:, j], table.field_rows(j)[tiny_batch.sparse[:, j]])
     (w,) = emb.dense_weight.values()
     torch.testing.assert_close(out[:, n_sparse], tiny_batch.dense[:, :1] * w[0])

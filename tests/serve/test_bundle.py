@@ -16,14 +16,28 @@ from recforge.models import registry
 from recforge.serve.bundle import load_bundle, save_bundle
 from recforge.train import seed_everything
 
-TABLE = pa.table({"u": ["a", "b", "c", "a"], "i": ["x", "y", "x", "z"], "p": [1.0, 2.0, None, 4.0],
-                  "label": [1, 0, 1, 0]})
+TABLE = pa.table(
+    {
+        "u": ["a", "b", "c", "a"],
+        "i": ["x", "y", "x", "z"],
+        "p": [1.0, 2.0, None, 4.0],
+        "label": [1, 0, 1, 0],
+    }
+)
 
 
 @pytest.fixture
 def bundle_dir(tmp_path):
-    schema = Schema(fields=(CategoricalField("u", group="user"), CategoricalField("i", group="item"),
-                            NumericField("p")), user_key="u", item_key="i", embedding_dim=4)
+    schema = Schema(
+        fields=(
+            CategoricalField("u", group="user"),
+            CategoricalField("i", group="item"),
+            NumericField("p"),
+        ),
+        user_key="u",
+        item_key="i",
+        embedding_dim=4,
+    )
     pre = Preprocessor(schema).fit(TABLE)
     seed_everything(0)
     model = registry.build("fm", pre.schema, {})

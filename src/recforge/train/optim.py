@@ -126,7 +126,7 @@ def build_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Opt
 
 
 def _ftrl_kwargs(cfg: TrainConfig) -> dict[str, float]:
-    return {"lr": cfg.wide_lr, "l1": cfg.wide_l1, "l2": cfg.wide_l2}
+    return {"lr": cfg.wide_lr, "beta": cfg.wide_beta, "l1": cfg.wide_l1, "l2": cfg.wide_l2}
 
 
 def scale_lr(optimizers: Iterable[torch.optim.Optimizer], factor: float) -> None:
