@@ -45,6 +45,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "Base (sum pooling, PReLU)": ("base_seq", {"activation": "prelu"}),
     "DIN (PReLU)": ("din", {"activation": "prelu", "attention_activation": "prelu"}),
     "DIN + Dice": ("din", {"activation": "dice", "attention_activation": "dice"}),
+    "DIN + Dice, softmax": ("din", {"softmax": True}),
     "DIEN (AUGRU, aux off)": ("dien", {"alpha": 0.0}),
     "DIEN (AUGRU, aux on)": ("dien", {"alpha": 1.0}),
 }
@@ -52,6 +53,7 @@ PUBLISHED = {  # BARS AmazonElectronics_x1 (gAUC, AUC)
     "Base (sum pooling, PReLU)": (0.8790, 0.8815),
     "DIN (PReLU)": (0.8835, 0.8860),
     "DIN + Dice": (0.8835, 0.8860),
+    "DIN + Dice, softmax": (0.8835, 0.8860),
     "DIEN (AUGRU, aux off)": (0.8856, 0.8888),
     "DIEN (AUGRU, aux on)": (0.8856, 0.8888),
 }
@@ -236,7 +238,7 @@ def write(path: Path, runs: list[dict[str, Any]], args: argparse.Namespace) -> N
         + args.path
         + " --seeds "
         + " ".join(map(str, args.seeds))
-        + f" --epochs {args.epochs}"
+        + f" --epochs {args.epochs} --lr {args.lr} --batch-size {args.batch_size}"
     )
     payload = {
         "dataset": "amazon-beauty (S3-Rec 5-core, DIN protocol)",

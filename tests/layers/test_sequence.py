@@ -27,10 +27,13 @@ def test_gru_matches_torch_on_unpadded_input() -> None:
 
 def test_gru_with_padding_matches_torch_on_each_true_prefix() -> None:
     ours, ref = _pair()
-    x = torch.randn(3, 6, 5)
-    lengths = torch.tensor([6, 3, 1])
+    x = torch.randn(5, 6, 5)
+    lengths = torch.tensor([3, 6, 0, 1, 6])  # unsorted, with an empty row
     out, last = ours(x, lengths)
     for b, n in enumerate(lengths.tolist()):
+        if n == 0:
+            assert torch.all(out[b] == 0) and torch.all(last[b] == 0)
+            continue
         ref_out, ref_last = ref(x[b : b + 1, :n])
         torch.testing.assert_close(out[b, :n], ref_out[0])
         torch.testing.assert_close(last[b], ref_last[0, 0])
