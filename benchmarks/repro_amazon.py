@@ -43,6 +43,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 COMMON = {"embedding_dim": 16, "skip_fields": ["user_id"]}
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "Base (sum pooling, PReLU)": ("base_seq", {"activation": "prelu"}),
+    "Base (mean pooling, PReLU)": ("base_seq", {"activation": "prelu", "pooling": "mean"}),
     "DIN (PReLU)": ("din", {"activation": "prelu", "attention_activation": "prelu"}),
     "DIN + Dice": ("din", {"activation": "dice", "attention_activation": "dice"}),
     "DIN + Dice, softmax": ("din", {"softmax": True}),
@@ -51,6 +52,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 PUBLISHED = {  # BARS AmazonElectronics_x1 (gAUC, AUC)
     "Base (sum pooling, PReLU)": (0.8790, 0.8815),
+    "Base (mean pooling, PReLU)": (0.8790, 0.8815),
     "DIN (PReLU)": (0.8835, 0.8860),
     "DIN + Dice": (0.8835, 0.8860),
     "DIN + Dice, softmax": (0.8835, 0.8860),
@@ -72,7 +74,18 @@ def main() -> None:
     parser.add_argument(
         "--throughput", action="store_true", help="only time training steps at history length 100"
     )
+    parser.add_argument(
+        "--merge",
+        nargs="*",
+        default=None,
+        help="only merge the runs of these JSON files into --out",
+    )
     args = parser.parse_args()
+    if args.merge is not None:
+        merged = [r for f in args.merge for r in json.loads(Path(f).read_text())["runs"]]
+        write(Path(args.out), merged, args)
+        print(table(merged))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     if args.throughput:
@@ -217,7 +230,7 @@ def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def table(runs: list[dict[str, Any]]) -> str:
     lines = [
-        "| model | seeds | test AUC (mean ± std) | test GAUC | train samples/s (L=100, CPU) "
+        "| model | seeds | test AUC (mean ± std) | test GAUC | train samples/s (1 CPU thread, shared machine) "
         "| published Electronics gAUC / AUC (BARS) |",
         "|---|---|---|---|---|---|",
     ]
