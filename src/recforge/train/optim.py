@@ -101,7 +101,11 @@ def build_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Opt
     dense_groups = [g for g in dense_groups if g["params"]]
     if cfg.optimizer == "adam":
         if dense_groups:
-            optimizers.append(torch.optim.Adam(dense_groups, lr=cfg.lr))
+            # the fused kernel does the whole update in one pass (CPU and CUDA, torch >= 2.4)
+            try:
+                optimizers.append(torch.optim.Adam(dense_groups, lr=cfg.lr, fused=True))
+            except (RuntimeError, TypeError):
+                optimizers.append(torch.optim.Adam(dense_groups, lr=cfg.lr))
         if sparse_emb:
             optimizers.append(SparseRowAdam(sparse_emb, lr=cfg.lr))
     elif cfg.optimizer == "adagrad":
