@@ -230,7 +230,8 @@ def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def table(runs: list[dict[str, Any]]) -> str:
     lines = [
-        "| model | seeds | test AUC (mean ± std) | test GAUC | train samples/s (1 CPU thread, shared machine) "
+        "| model | seeds | test AUC (mean ± std) | test GAUC "
+        "| train samples/s (1 CPU thread, shared machine) "
         "| published Electronics gAUC / AUC (BARS) |",
         "|---|---|---|---|---|---|",
     ]
