@@ -88,11 +88,21 @@ def criteo_run(path: str) -> EncodedRun:
     return encode_run(cfg, seed=BARS_TRAIN.seed)
 
 
-def _command(part: str, path: str, model: str) -> str:
-    return f"python benchmarks/repro_ctr.py {part} --path {path} --models {model}"
+def _command(part: str, args: argparse.Namespace, model: str) -> str:
+    """The command line that reproduces one row (with this run's caps)."""
+    extra = "".join(
+        f" --{flag} {value}"
+        for flag, value in (
+            ("epochs", args.epochs),
+            ("batch-size", args.batch_size),
+            ("embedding-l2", args.embedding_l2),
+        )
+        if value
+    )
+    return f"python benchmarks/repro_ctr.py {part} --path {args.path} --models {model}{extra}"
 
 
-def _table(rows: list[dict[str, Any]], ref: bool, part: str, path: str) -> str:
+def _table(rows: list[dict[str, Any]], ref: bool, part: str, args: argparse.Namespace) -> str:
     head = "model | ours AUC | ours logloss"
     head += " | BARS AUC | BARS logloss | ΔAUC" if ref else ""
     head += " | epochs | seconds | command"
@@ -109,7 +119,7 @@ def _table(rows: list[dict[str, Any]], ref: bool, part: str, path: str) -> str:
                 if b
                 else " | – | – | –"
             )
-        line += f" | {r['epochs']} | {r['train_seconds']:.0f} | {_command(part, path, r['model'])}"
+        line += f" | {r['epochs']} | {r['train_seconds']:.0f} | {_command(part, args, r['model'])}"
         lines.append(line)
     return "\n".join(lines)
 
@@ -143,7 +153,7 @@ def run_leaderboard(part: str, args: argparse.Namespace) -> None:
         # written after every model, so a run stopped by its time cap keeps what it finished
         write_leaderboard(results, RESULTS, title, reference=ref, meta=meta, stem=stem)
     rows = json.loads((RESULTS / f"{stem}.json").read_text())["results"]
-    print(_table(rows, ref is not None, part, args.path))
+    print(_table(rows, ref is not None, part, args))
 
 
 def run_fnn_curve(args: argparse.Namespace) -> None:
