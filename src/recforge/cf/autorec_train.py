@@ -2,10 +2,11 @@
 
 AutoRec's unit of data is a whole (partially observed) rating row rather than a feature row,
 so it does not fit the generic row-wise :class:`recforge.train.Trainer`. This loop takes one
-batch of CSR rows at a time and minimises the masked reconstruction error of paper eq. 3 plus
-the weight decay, selects the epoch with the best validation RMSE, and restores it. By default
-the loss is computed from the batch's observed entries only (``O(nnz k)`` per epoch, the matrix
-is never densified); ``dense=True`` densifies each row batch and masks the full reconstruction.
+batch of CSR rows at a time, densifies only that batch, and minimises the masked reconstruction
+error of paper eq. 3 plus the weight decay; it selects the epoch with the best validation RMSE
+and restores it. ``dense=False`` instead computes the loss from the batch's observed entries
+only (``O(nnz k)`` gathers, no densification); it gives the same objective and gradients and
+pays off only for very sparse rows (on MovieLens-1M the dense batch is ~3.7x faster on a CPU).
 
 Optimisers: ``adam`` (mini-batches of rows), or the paper's full-batch ``rprop`` and ``lbfgs``
 (gradients accumulated over row chunks).
@@ -37,8 +38,8 @@ class AutoRecTrainConfig:
     patience: Epochs without validation improvement before stopping; 0 disables.
     seed: Seed of the initialisation-independent randomness (row order).
     eval_every: Validate every this many epochs.
-    dense: Densify each row batch and mask the full reconstruction instead of decoding only
-        the observed entries (identical objective; slower on large, sparse matrices).
+    dense: Densify each row batch and mask the full reconstruction (default); ``False``
+        decodes only the observed entries (identical objective and gradients).
     max_seconds: Stop after the epoch during which this much training time has passed
         (0: no limit); the best epoch so far is kept.
     """
@@ -50,7 +51,7 @@ class AutoRecTrainConfig:
     patience: int = 20
     seed: int = 0
     eval_every: int = 1
-    dense: bool = False
+    dense: bool = True
     max_seconds: float = 0.0
 
 
@@ -75,8 +76,9 @@ def _objective(
 ) -> torch.Tensor:
     """Masked loss of a row batch plus its share of the weight decay (eq. 3 stays a sum).
 
-    The default computes the loss from the observed entries only (``O(nnz k)``); ``dense``
-    densifies the batch and masks the full reconstruction (same value and gradients).
+    ``dense`` densifies the batch and masks the full reconstruction; otherwise the loss is
+    computed from the observed entries only (``O(nnz k)``); both give the same value and
+    gradients.
     """
     if dense:
         r, mask = model.dense_rows(rows)
