@@ -92,7 +92,7 @@ def train_from_config(cfg: RunConfig, resume: bool = False, use_cache: bool = Tr
 
 
 def demo(
-    rows: int = 60_000,
+    rows: int = 100_000,
     models: list[str] | None = None,
     epochs: int = 3,
     seed: int = 0,
@@ -108,7 +108,10 @@ def demo(
     from recforge.data.split import split_table
     from recforge.data.synthetic import make_click_log
 
-    table, schema = make_click_log(rows=rows, seed=seed)
+    # ~50 impressions per user and ~25 per item, so a short run can learn the planted signal
+    table, schema = make_click_log(
+        rows=rows, seed=seed, n_users=max(rows // 50, 10), n_items=max(rows // 25, 20)
+    )
     train_t, valid_t, test_t = split_table(
         table, "time", ratios=(0.8, 0.1, 0.1), time_column=schema.time_column or "ts"
     )
@@ -116,7 +119,7 @@ def demo(
     run = EncodedRun(pre, pre.transform(train_t), pre.transform(valid_t), pre.transform(test_t))
     names = models or [n for n in registry.names() if registry.get(n).family in DEMO_FAMILIES]
     train_cfg = TrainConfig(
-        epochs=epochs, batch_size=1024, lr=2e-3, patience=1, seed=seed, progress=progress
+        epochs=epochs, batch_size=2048, lr=5e-3, patience=1, seed=seed, progress=progress
     )
     results = []
     for name in names:

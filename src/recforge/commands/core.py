@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_datasets)
 
     p = sub.add_parser("demo", help="train the models on an embedded synthetic log (no files)")
-    p.add_argument("--rows", type=int, default=60_000, help="synthetic rows")
+    p.add_argument("--rows", type=int, default=100_000, help="synthetic rows")
     p.add_argument("--models", nargs="*", help="model names (default: all CTR/sequence models)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from recforge.data.store import EncodedData
 from recforge.features import Batch, Schema
 from recforge.models.base import ModelConfig, RecModel
 from recforge.models.registry import ModelSpec
@@ -45,6 +46,11 @@ class ItemPopularity(RecModel):
         counts = np.bincount(np.asarray(items, dtype=np.int64), minlength=len(self.counts))
         counts[0] = 0
         self.counts = torch.as_tensor(counts, dtype=torch.float32, device=self.counts.device)
+
+    def fit_statistics(self, data: EncodedData) -> None:
+        """Trainer hook: count the positive training rows of each item."""
+        positive = np.asarray(data.label) > 0
+        self.set_counts(np.asarray(data.sparse[:, self.item_col])[positive])
 
     def forward(self, batch: Batch) -> torch.Tensor:
         n = self.counts[batch.sparse[:, self.item_col]]  # (B,)

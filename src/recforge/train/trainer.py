@@ -54,6 +54,9 @@ def resolve_device(name: str) -> torch.device:
 class Trainer:
     """Fits a :class:`RecModel` on encoded data.
 
+    A model may define ``fit_statistics(train)``; it is called once before the first epoch to
+    set parts estimated by counting rather than by gradients (e.g. item popularity).
+
     Args:
         model: The model (built after :func:`seed_everything` for reproducible init).
         cfg: Training options.
@@ -166,8 +169,10 @@ class Trainer:
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        if resume:
-            self.load_checkpoint()
+        resumed = self.load_checkpoint() if resume else False
+        fit_statistics = getattr(self.model, "fit_statistics", None)
+        if callable(fit_statistics) and not resumed:
+            fit_statistics(train)  # count-based parts (item popularity) come from the data
         loader = BatchLoader(train, cfg.batch_size, shuffle=True, seed=cfg.seed)
         higher = metrics.higher_is_better(self.monitor)
         while self.epoch < cfg.epochs:
