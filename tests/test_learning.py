@@ -19,3 +19,28 @@ def test_fm_on_synthetic_log_beats_constant():
     result, _ = train_model("fm", {}, run, cfg)
     # a constant predictor has AUC 0.5; the planted signal is worth far more
     assert result.test_metrics["auc"] > 0.6, result.test_metrics
+
+
+def test_fnn_trains_its_fm_stage_first_in_the_same_run(monkeypatch):
+    from recforge.models.fnn import FNN
+
+    table, schema = make_click_log(rows=3_000, seed=0, n_users=100, n_items=200)
+    train, valid, test = split_table(table, "time", ratios=(0.8, 0.1, 0.1), time_column="ts")
+    pre = Preprocessor(schema).fit(train)
+    run = EncodedRun(pre, pre.transform(train), pre.transform(valid), pre.transform(test))
+    cfg = TrainConfig(epochs=1, batch_size=512, progress=False, seed=0)
+    seen = []
+    original = FNN.init_from_fm
+
+    def spy(self, fm):
+        seen.append(fm.embedding.tables["16"].weight.detach().clone())
+        out = original(self, fm)
+        # right after initialisation the FNN's table is the FM's
+        assert (self.embedding.tables["16"].weight == seen[-1]).all()
+        return out
+
+    monkeypatch.setattr(FNN, "init_from_fm", spy)
+    result, _ = train_model("fnn", {}, run, cfg)
+    assert result.extra["pretraining"]["model"] == "fm" and len(seen) == 1
+    result, _ = train_model("fnn", {"pretrain_fm": False}, run, cfg)
+    assert "pretraining" not in result.extra and len(seen) == 1

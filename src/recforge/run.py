@@ -51,11 +51,25 @@ def train_model(
     output_dir: Path | None = None,
     resume: bool = False,
 ) -> tuple[TrainResult, Trainer]:
-    """Build ``model_name`` for the run's schema, train it, evaluate on the test split."""
+    """Build ``model_name`` for the run's schema, train it, evaluate on the test split.
+
+    A model that declares a pretraining stage (FNN: an FM) gets it trained first with the same
+    options, and is initialised from it; a model whose config names saved weights loads them.
+    """
     seed_everything(train_cfg.seed)
     model = registry.build(model_name, run.schema, params)
-    trainer = Trainer(model, train_cfg, output_dir=output_dir)
     start = time.perf_counter()
+    stage_one = model.pretraining() if not resume else None
+    extra: dict[str, Any] = {}
+    if stage_one is not None:
+        name, stage_params = stage_one
+        log.info("%s: stage one, training %s", model_name, name)
+        first, first_trainer = train_model(name, stage_params, run, train_cfg)
+        model.init_from_pretrained(first_trainer.model)
+        extra["pretraining"] = {"model": name, "test": first.test_metrics}
+    else:
+        model.load_pretrained()
+    trainer = Trainer(model, train_cfg, output_dir=output_dir)
     history = trainer.fit(run.train, run.valid, resume=resume)
     seconds = time.perf_counter() - start
     test = trainer.evaluate(run.test) if len(run.test) else {}
@@ -66,6 +80,7 @@ def train_model(
         train_seconds=seconds,
         parameters=count_parameters(model),
         output_dir=output_dir,
+        extra=extra,
     )
     return result, trainer
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -50,3 +50,15 @@ class RecModel(nn.Module, ABC):
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits and an optional extra loss term that the trainer adds to the task loss."""
         return self(batch), None
+
+    # ---- multi-stage training (FNN): the run orchestrates, the model only declares ------
+    def load_pretrained(self) -> None:
+        """Load weights that the config names (e.g. FNN's saved FM); nothing by default."""
+
+    def pretraining(self) -> tuple[str, dict[str, Any]] | None:
+        """``(model name, params)`` of a model to train first whose weights initialise this one."""
+        return None
+
+    def init_from_pretrained(self, other: RecModel) -> None:
+        """Copy weights from the stage-one model named by :meth:`pretraining`."""
+        raise TypeError(f"{type(self).__name__} declares no pretraining stage")

@@ -42,6 +42,8 @@ class FNNConfig(ModelConfig):
         weights initialise ``z``; ``None`` leaves a random initialisation (or use
         :func:`train_fnn_two_stage`). Loading happens in :func:`load_pretrained`, never in the
         constructor.
+    pretrain_fm: With no ``pretrained_fm``, train an FM first in the same run (stage one) and
+        initialise from it, as the paper does; ``False`` keeps the random initialisation.
     """
 
     hidden: tuple[int, ...] = (400, 400, 400)
@@ -49,6 +51,7 @@ class FNNConfig(ModelConfig):
     dropout: float = 0.0
     batch_norm: bool = False
     pretrained_fm: str | None = None
+    pretrain_fm: bool = True
 
 
 class FNN(RecModel):
@@ -87,6 +90,23 @@ class FNN(RecModel):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.mlp(self.dense_input(batch)).squeeze(-1)  # (B,)
+
+    def load_pretrained(self) -> None:
+        """Initialise from ``cfg.pretrained_fm`` when it names a saved FM."""
+        if self.cfg.pretrained_fm:  # type: ignore[attr-defined]
+            load_pretrained(self)
+
+    def pretraining(self) -> tuple[str, dict] | None:
+        """Stage one of the paper: an FM with this model's embedding dimension."""
+        cfg = self.cfg
+        if cfg.pretrained_fm or not cfg.pretrain_fm:  # type: ignore[attr-defined]
+            return None
+        return "fm", {"embedding_dim": self.embedding.dims[0], "sparse": cfg.sparse}
+
+    def init_from_pretrained(self, other: RecModel) -> None:
+        if not isinstance(other, FM):
+            raise TypeError(f"FNN initialises from an FM, not {type(other).__name__}")
+        self.init_from_fm(other)
 
     @torch.no_grad()
     def init_from_fm(self, fm: FM) -> FNN:
