@@ -106,6 +106,7 @@ def main() -> int:
     p.add_argument("--dataset", choices=["ml-1m", "ml-100k"], default="ml-1m")
     p.add_argument("--path", help="local dataset folder (default: /work/shared/datasets/...)")
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds are first..first+seeds-1")
     p.add_argument("--user-based", action="store_true", help="U-AutoRec instead of I-AutoRec")
     p.add_argument("--hidden", type=int, default=500)
     p.add_argument("--l2", type=float, default=20.0, help="lambda")
@@ -126,7 +127,7 @@ def main() -> int:
     data = load(args.dataset, args.path)
     name = "U-AutoRec" if args.user_based else "I-AutoRec"
     results = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         r = run_seed(data, seed, args)
         results.append(r)
         print(
