@@ -50,11 +50,14 @@ def train_model(
     train_cfg: TrainConfig,
     output_dir: Path | None = None,
     resume: bool = False,
+    pretrained: dict[str, Any] | None = None,
 ) -> tuple[TrainResult, Trainer]:
     """Build ``model_name`` for the run's schema, train it, evaluate on the test split.
 
     A model that declares a pretraining stage (FNN: an FM) gets it trained first with the same
     options, and is initialised from it; a model whose config names saved weights loads them.
+    ``pretrained`` maps model names to models already trained on this run (``compare`` passes
+    its FM) so a stage one is not trained twice.
     """
     seed_everything(train_cfg.seed)
     model = registry.build(model_name, run.schema, params)
@@ -63,10 +66,17 @@ def train_model(
     extra: dict[str, Any] = {}
     if stage_one is not None:
         name, stage_params = stage_one
-        log.info("%s: stage one, training %s", model_name, name)
-        first, first_trainer = train_model(name, stage_params, run, train_cfg)
-        model.init_from_pretrained(first_trainer.model)
-        extra["pretraining"] = {"model": name, "test": first.test_metrics}
+        reuse = (pretrained or {}).get(name)
+        try:
+            if reuse is None:
+                raise ValueError("no trained stage-one model to reuse")
+            model.init_from_pretrained(reuse)
+            extra["pretraining"] = {"model": name, "reused": True}
+        except ValueError:
+            log.info("%s: stage one, training %s", model_name, name)
+            first, first_trainer = train_model(name, stage_params, run, train_cfg)
+            model.init_from_pretrained(first_trainer.model)
+            extra["pretraining"] = {"model": name, "test": first.test_metrics}
     else:
         model.load_pretrained()
     trainer = Trainer(model, train_cfg, output_dir=output_dir)
@@ -80,7 +90,7 @@ def train_model(
         train_seconds=seconds,
         parameters=count_parameters(model),
         output_dir=output_dir,
-        extra=extra,
+        extra={**extra, "params": params, "best_epoch": trainer.best_epoch},
     )
     return result, trainer
 

@@ -19,7 +19,6 @@ import dataclasses
 import json
 import logging
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -123,36 +122,18 @@ def train_one(
     output_dir: Path | None,
     init_fm: Any = None,
 ) -> tuple[Any, Any]:
-    """Build, (optionally) FM-initialise, train and test one model; ``(TrainResult, Trainer)``."""
-    from recforge.models import registry
-    from recforge.models.fnn import FNN, load_pretrained
-    from recforge.run import TrainResult, count_parameters
-    from recforge.train import Trainer, seed_everything
+    """Train and test one model (``run.train_model``), reusing an FM trained in this comparison
+    as FNN's stage one; returns ``(TrainResult, Trainer)``."""
+    from recforge.run import train_model
 
-    seed_everything(train_cfg.seed)
-    model = registry.build(name, run.schema, params)
-    init = "random"
-    if isinstance(model, FNN):
-        if model.cfg.pretrained_fm:
-            load_pretrained(model)
-            init = f"fm:{model.cfg.pretrained_fm}"
-        elif init_fm is not None and init_fm.embedding.dims == model.embedding.dims:
-            model.init_from_fm(init_fm)
-            init = "fm (this comparison)"
-    trainer = Trainer(model, train_cfg, output_dir=output_dir)
-    start = time.perf_counter()
-    history = trainer.fit(run.train, run.valid)
-    seconds = time.perf_counter() - start
-    test = trainer.evaluate(run.test) if len(run.test) else {}
-    result = TrainResult(
-        model=name,
-        test_metrics=test,
-        history=history,
-        train_seconds=seconds,
-        parameters=count_parameters(model),
-        output_dir=output_dir,
-        extra={"params": params, "best_epoch": trainer.best_epoch, "init": init},
-    )
+    pretrained = {"fm": init_fm} if init_fm is not None else None
+    result, trainer = train_model(name, params, run, train_cfg, output_dir, pretrained=pretrained)
+    stage = result.extra.get("pretraining")
+    if stage is None:
+        init = f"fm:{params['pretrained_fm']}" if params.get("pretrained_fm") else "random"
+    else:
+        init = "fm (this comparison)" if stage.get("reused") else "fm (trained first)"
+    result.extra["init"] = init
     return result, trainer
 
 
@@ -178,6 +159,7 @@ def compare_models(
         One :class:`recforge.run.TrainResult` per model that trained; a model that fails is
         logged and reported with ``extra["error"]`` and empty metrics.
     """
+    from recforge.models import registry
     from recforge.run import TrainResult
 
     params = params or {}
@@ -187,9 +169,14 @@ def compare_models(
         log.info("compare: training %s", name)
         sub = output_dir / name if output_dir else None
         try:
+            model_params = dict(params.get(name, {}))
+            if not fnn_from_fm and "pretrain_fm" in {
+                f.name for f in dataclasses.fields(registry.get(name).config)
+            }:
+                model_params.setdefault("pretrain_fm", False)  # random initialisation
             result, trainer = train_one(
                 name,
-                params.get(name, {}),
+                model_params,
                 run,
                 dataclasses.replace(train_cfg),
                 sub,
