@@ -219,6 +219,11 @@ class FeatureEmbedding(nn.Module):
         key, index = self._where[name]
         return self.tables[key].lookup(batch.sequences[name], index)
 
+    def lookup(self, name: str, ids: torch.Tensor) -> torch.Tensor:
+        """Embed local ids of field ``name`` (any shape), e.g. sampled negative items."""
+        key, index = self._where[name]
+        return self.tables[key].lookup(ids, index)
+
     def field(self, batch: Batch, name: str) -> torch.Tensor:
         """Embedding of one sparse field ``(B, D)``."""
         key, index = self._where[name]

@@ -201,8 +201,7 @@ def sample_behaviours(
     for _, target in pairs:
         vocab = embedding.schema.vocab_of(embedding.schema.field(target))
         ids = torch.randint(1, max(vocab, 2), shape, device=device)
-        _, index = embedding._where[target]  # FeatureEmbedding has no public by-name lookup
-        parts.append(embedding.table_of(target).lookup(ids, index))
+        parts.append(embedding.lookup(target, ids))
     return torch.cat(parts, dim=-1)
 
 
