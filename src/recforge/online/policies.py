@@ -17,6 +17,7 @@ in :mod:`recforge.online.agent`.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,16 +66,17 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
-class Policy:
+class Policy(ABC):
     """Interface: ``rank`` a request, ``learn`` from its feedback, ``pretrain`` on a log."""
 
     name = "policy"
     needs_next = False  # whether learn() uses next_state / next_action
 
+    @abstractmethod
     def rank(self, state: np.ndarray, action: np.ndarray, length: int) -> np.ndarray:
-        raise NotImplementedError
+        """``(B, length)`` candidate positions to serve, best first."""
 
-    def learn(self, step: Step) -> None:
+    def learn(self, step: Step) -> None:  # noqa: B027 - a non-learning policy keeps this
         """Online feedback (default: none)."""
 
     def pretrain(self, steps: list[Step]) -> None:
