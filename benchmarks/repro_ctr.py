@@ -238,8 +238,33 @@ def run_fnn_curve(args: argparse.Namespace) -> None:
     print(f"test: FM init {curves['fm_test']}, random init {curves['random_test']}")
 
 
+def _full_table_trainer(model: Any, cfg: TrainConfig, reg: float) -> Any:
+    """A Trainer with FuxiCTR's ``embedding_regularizer`` instead of ``cfg.embedding_l2``.
+
+    FuxiCTR (the BARS code) adds ``(reg / 2) * ||E||^2`` over every whole embedding table to each
+    step's loss, so rows a batch does not use decay too; ``TrainConfig.embedding_l2`` penalises
+    only the rows a batch looked up, divided by the batch size, a much weaker regulariser.
+    """
+    from torch import nn
+
+    from recforge.train import Trainer
+
+    class FullTableL2Trainer(Trainer):
+        def _loss(self, batch: Any, generator: Any) -> Any:
+            loss = super()._loss(batch, generator)
+            tables = [m.weight for m in self.model.modules() if isinstance(m, nn.Embedding)]
+            return loss + reg / 2 * sum(w.pow(2).sum() for w in tables)
+
+    return FullTableL2Trainer(model, replace(cfg, embedding_l2=0.0))
+
+
 def _fit_setting(
-    name: str, params: dict[str, Any], run: EncodedRun, cfg: TrainConfig, init_fm: Any
+    name: str,
+    params: dict[str, Any],
+    run: EncodedRun,
+    cfg: TrainConfig,
+    init_fm: Any,
+    full_table: bool = False,
 ) -> tuple[Any, Any, float]:
     """Train one setting (no test evaluation); ``(model, trainer, seconds)``."""
     from recforge.models import registry
@@ -250,7 +275,10 @@ def _fit_setting(
     model = registry.build(name, run.schema, params)
     if isinstance(model, FNN) and init_fm is not None:
         model.init_from_fm(init_fm)
-    trainer = Trainer(model, cfg)
+    if full_table:
+        trainer = _full_table_trainer(model, cfg, cfg.embedding_l2)
+    else:
+        trainer = Trainer(model, cfg)
     start = time.perf_counter()
     trainer.fit(run.train, run.valid)
     return model, trainer, time.perf_counter() - start
@@ -261,6 +289,8 @@ def _grid_command(
 ) -> str:
     cmd = f"python benchmarks/repro_ctr.py frappe-grid --path {args.path} --models {name}"
     cmd += " --embedding-l2 " + " ".join(f"{v:g}" for v in l2s)
+    if args.emb_reg == "full":
+        cmd += " --emb-reg full"
     if args.grid_models and grid:
         cmd += " --grid-models " + " ".join(args.grid_models)
     if drops:
@@ -320,7 +350,7 @@ def run_frappe_grid(args: argparse.Namespace) -> None:
         for l2, d in settings:
             params = {**base, **({"dropout": d} if d is not None else {})}
             model, trainer, secs = _fit_setting(
-                name, params, run, replace(cfg, embedding_l2=l2), fm
+                name, params, run, replace(cfg, embedding_l2=l2), fm, args.emb_reg == "full"
             )
             value = float(trainer.best_value or 0.0)
             grid.append(
@@ -336,6 +366,8 @@ def run_frappe_grid(args: argparse.Namespace) -> None:
         test = trainer.evaluate(run.test)  # test once, for the setting chosen on validation
         fm = model if name == "fm" else fm
         chosen = {**params, "embedding_l2": l2}
+        if args.emb_reg == "full":
+            chosen = {**params, "embedding_regularizer (full table)": l2}
         if args.grid_models and name in args.grid_models and transfer is None:
             transfer = l2
         meta["grid"][name] = grid
@@ -378,6 +410,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--grid-models", nargs="*", default=[],
         help="frappe-grid: models tuned on the grid; the others reuse the L2 the first one chose",
+    )  # fmt: skip
+    p.add_argument(
+        "--emb-reg", choices=["rows", "full"], default="rows",
+        help="frappe-grid: L2 on the rows a batch uses (TrainConfig.embedding_l2) or FuxiCTR's "
+        "full-table (reg/2)||E||^2",
     )  # fmt: skip
     p.add_argument("--dropout", type=float, nargs="*", default=[], help="frappe-grid: dropouts")
     p.add_argument(
