@@ -72,7 +72,11 @@ class TrainConfig:
         batch_size: Rows per batch.
         lr: Learning rate.
         optimizer: ``adam``, ``adagrad`` or ``sgd`` (sparse-aware when embeddings are sparse).
-        embedding_l2: L2 penalty on the embedding rows a batch uses.
+        embedding_l2: L2 strength on embeddings.
+        embedding_l2_scope: ``batch`` adds ``embedding_l2 * sum(rows used)^2 / B`` (scales with
+            the batch; works with sparse gradients); ``table`` adds
+            ``embedding_l2 / 2 * ||E||^2`` over whole tables each step, FuxiCTR's
+            ``embedding_regularizer`` that the BARS benchmark tunes (dense gradients only).
         dense_l2: L2 penalty (weight decay) on dense weights.
         loss: ``auto`` (by task), ``bce``, ``mse`` or ``bpr`` (ranking).
         negatives: Sampled negatives per positive for the ranking task.
@@ -102,6 +106,7 @@ class TrainConfig:
     lr: float = 1e-3
     optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
     embedding_l2: float = 0.0
+    embedding_l2_scope: Literal["batch", "table"] = "batch"
     dense_l2: float = 0.0
     loss: Literal["auto", "bce", "mse", "bpr"] = "auto"
     negatives: int = 1

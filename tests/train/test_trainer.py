@@ -173,3 +173,20 @@ def test_bf16_autocast_trains(planted):
     pre, train, valid = planted
     trainer = _fit("fm", pre, train, valid, bf16=True, epochs=2)
     assert trainer.evaluate(valid)["auc"] > 0.7
+
+
+def test_table_scope_embedding_l2_is_the_whole_table_penalty(planted):
+    pre, train, _ = planted
+    from recforge.data.loader import BatchLoader
+
+    batch = next(iter(BatchLoader(train, 64)))
+    model = registry.build("fm", pre.schema, {})
+    plain = Trainer(model, _cfg())._loss(batch, torch.Generator().manual_seed(0))
+    table = Trainer(model, _cfg(embedding_l2=0.1, embedding_l2_scope="table"))
+    regularised = table._loss(batch, torch.Generator().manual_seed(0))
+    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    expected = plain + 0.05 * sum(w.pow(2).sum() for w in weights)
+    torch.testing.assert_close(regularised, expected)
+    sparse_model = registry.build("fm", pre.schema, {"sparse": True})
+    with pytest.raises(ValueError, match="dense"):
+        Trainer(sparse_model, _cfg(embedding_l2=0.1, embedding_l2_scope="table"))

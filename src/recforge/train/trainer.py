@@ -93,10 +93,16 @@ class Trainer:
         self.plateau_epochs = 0
         self.epoch = 0
         self._emb_penalty: list[torch.Tensor] = []
-        if cfg.embedding_l2 > 0:
-            for module in model.modules():
-                if isinstance(module, nn.Embedding):
-                    module.register_forward_hook(self._collect_embedding_penalty)
+        self._emb_tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+        if cfg.embedding_l2 > 0 and cfg.embedding_l2_scope == "table":
+            if any(m.sparse for m in self._emb_tables):
+                raise ValueError(
+                    "embedding_l2_scope='table' touches every row each step; it needs dense "
+                    "embedding gradients (model sparse=false) or use scope 'batch'"
+                )
+        elif cfg.embedding_l2 > 0:
+            for module in self._emb_tables:
+                module.register_forward_hook(self._collect_embedding_penalty)
 
     # ---- losses --------------------------------------------------------------------------
     def _collect_embedding_penalty(self, module: nn.Module, inputs: Any, output: torch.Tensor):
@@ -133,6 +139,9 @@ class Trainer:
             loss = loss + extra.float()
         if self._emb_penalty:
             loss = loss + self.cfg.embedding_l2 * torch.stack(self._emb_penalty).sum()
+        elif self.cfg.embedding_l2 > 0 and self.cfg.embedding_l2_scope == "table":
+            table_sq = sum(m.weight.pow(2).sum() for m in self._emb_tables)
+            loss = loss + self.cfg.embedding_l2 / 2 * table_sq
         return loss
 
     def _ranking_loss(
