@@ -239,23 +239,11 @@ def run_fnn_curve(args: argparse.Namespace) -> None:
 
 
 def _full_table_trainer(model: Any, cfg: TrainConfig, reg: float) -> Any:
-    """A Trainer with FuxiCTR's ``embedding_regularizer`` instead of ``cfg.embedding_l2``.
-
-    FuxiCTR (the BARS code) adds ``(reg / 2) * ||E||^2`` over every whole embedding table to each
-    step's loss, so rows a batch does not use decay too; ``TrainConfig.embedding_l2`` penalises
-    only the rows a batch looked up, divided by the batch size, a much weaker regulariser.
-    """
-    from torch import nn
-
+    """A Trainer with FuxiCTR's ``embedding_regularizer``: ``(reg / 2) * ||E||^2`` over whole
+    tables each step (``TrainConfig.embedding_l2_scope="table"``), the regulariser BARS tunes."""
     from recforge.train import Trainer
 
-    class FullTableL2Trainer(Trainer):
-        def _loss(self, batch: Any, generator: Any) -> Any:
-            loss = super()._loss(batch, generator)
-            tables = [m.weight for m in self.model.modules() if isinstance(m, nn.Embedding)]
-            return loss + reg / 2 * sum(w.pow(2).sum() for w in tables)
-
-    return FullTableL2Trainer(model, replace(cfg, embedding_l2=0.0))
+    return Trainer(model, replace(cfg, embedding_l2=reg, embedding_l2_scope="table"))
 
 
 def _fit_setting(
