@@ -90,7 +90,7 @@ FRAPPE_PARAMS: dict[str, dict[str, Any]] = {
     "wide_deep": dict(_TOWER),
     "fnn": {**_TOWER, "activation": "relu"},
     "deep_crossing": {"residual_hidden": [400, 400, 400], "dropout": 0.2, "batch_norm": True},
-    "nfm": {"hidden": [400, 400, 400], "bi_dropout": 0.2, "dropout": 0.2},
+    "nfm": {"hidden": [400, 400, 400], "bi_dropout": 0.2, "dropout": 0.2, "batch_norm": False},
     "afm": {"attention_dim": 64, "dropout": 0.2},
 }
 FRAPPE_EMBEDDING_L2: dict[str, float] = {}
