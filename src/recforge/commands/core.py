@@ -97,14 +97,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
     table = _read(args.data, bundle)
     encoded = bundle.preprocessor.transform(table, with_label=True)
-    scores = bundle.predict_encoded(encoded)
+    scores = bundle.predict_encoded(encoded, logits=True)
     labels = np.asarray(encoded.label)
     if bundle.task == "regression":
         out = metrics.compute(["rmse", "mae"], labels, scores, task="regression")
     else:
-        logits = np.log(np.clip(scores, 1e-12, 1)) - np.log(np.clip(1 - scores, 1e-12, 1))
         names = ["auc", "logloss"] + (["gauc"] if "group" in encoded.extras else [])
-        out = metrics.compute(names, labels, logits, groups=encoded.extras.get("group"))
+        out = metrics.compute(names, labels, scores, groups=encoded.extras.get("group"))
     print(json.dumps({"rows": len(labels), **out}, indent=1))
     return 0
 

@@ -17,23 +17,15 @@ import torch
 
 from recforge.features import Batch, Schema
 from recforge.layers import MLP, FeatureEmbedding, FMInteraction, LinearPart
-from recforge.models.base import ModelConfig, RecModel
+from recforge.models.base import RecModel
+from recforge.models.dnn import DNNConfig
 from recforge.models.registry import ModelSpec
 
 
 @dataclass(frozen=True)
-class DeepFMConfig(ModelConfig):
-    """Args:
-    hidden: Widths of the deep component's hidden layers (the paper uses 400-400-400).
-    activation: Hidden activation (the paper found ReLU best).
-    dropout: Dropout after each hidden layer (the paper uses 0.5 on Criteo).
-    batch_norm: Batch normalisation in each hidden layer.
-    """
-
-    hidden: tuple[int, ...] = (400, 400, 400)
-    activation: str = "relu"
-    dropout: float = 0.0
-    batch_norm: bool = False
+class DeepFMConfig(DNNConfig):
+    """The deep component's tower options are DNN's (the paper uses 400-400-400 with ReLU and
+    dropout 0.5 on Criteo); the FM component has none of its own."""
 
 
 class DeepFM(RecModel):

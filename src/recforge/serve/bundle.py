@@ -50,13 +50,16 @@ class Bundle:
         return str(self.meta.get("task", self.preprocessor.schema.task))
 
     @torch.no_grad()
-    def predict_encoded(self, data: EncodedData, batch_size: int = 16384) -> np.ndarray:
-        """Scores of encoded rows: probabilities for binary/ranking, values for regression."""
+    def predict_encoded(
+        self, data: EncodedData, batch_size: int = 16384, logits: bool = False
+    ) -> np.ndarray:
+        """Scores of encoded rows: probabilities for binary/ranking (raw logits when
+        ``logits``), values for regression."""
         self.model.eval()
         device = next(self.model.parameters()).device
         out = [self.model(b.to(device)).float().cpu() for b in BatchLoader(data, batch_size)]
-        logits = torch.cat(out) if out else torch.zeros(0)
-        return (logits if self.task == "regression" else torch.sigmoid(logits)).numpy()
+        raw = torch.cat(out) if out else torch.zeros(0)
+        return (raw if logits or self.task == "regression" else torch.sigmoid(raw)).numpy()
 
     def predict_table(self, table: pa.Table, batch_size: int = 16384) -> np.ndarray:
         """Encode raw rows exactly as at training time (unknown categories -> OOV) and score."""
