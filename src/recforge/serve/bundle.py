@@ -44,10 +44,31 @@ class Bundle:
     model: RecModel
     preprocessor: Preprocessor
     meta: dict[str, Any]
+    folder: Path | None = None
 
     @property
     def task(self) -> str:
         return str(self.meta.get("task", self.preprocessor.schema.task))
+
+    def training_metrics(self) -> dict[str, Any]:
+        """What training recorded about this model, for serving metadata.
+
+        ``meta.json``'s ``metrics`` entry when the bundle carries one; otherwise the
+        ``metrics.json`` (test metrics, best epoch) and ``history.json`` (per-epoch metrics)
+        that ``recforge train`` writes beside the bundle folder. Empty when there are none.
+        """
+        if isinstance(self.meta.get("metrics"), dict):
+            return dict(self.meta["metrics"])
+        out: dict[str, Any] = {}
+        if self.folder is None:
+            return out
+        for key, name in (("summary", "metrics.json"), ("history", "history.json")):
+            path = self.folder.parent / name
+            try:
+                out[key] = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+        return out
 
     @torch.no_grad()
     def predict_encoded(
@@ -135,7 +156,9 @@ def load_bundle(folder: str | Path, device: str = "cpu") -> Bundle:
             f"{folder}: weights do not match model {meta['model']!r}: {exc}"
         ) from exc
     model.to(device).eval()
-    return Bundle(model_name=meta["model"], model=model, preprocessor=preprocessor, meta=meta)
+    return Bundle(
+        model_name=meta["model"], model=model, preprocessor=preprocessor, meta=meta, folder=folder
+    )
 
 
 def _version() -> str:

@@ -1,0 +1,245 @@
+"""The HTTP scoring service: a FastAPI app over a hot-swappable :class:`ModelSlot`.
+
+Endpoints::
+
+    POST /predict        {"records": [{column: value, ...}, ...]} -> {"scores": [...], ...}
+    POST /recommend      {"user": id, "k": 10, "candidates": [...]?, "exclude_seen": true}
+    POST /explain        {"record": {...}} -> attention weights (DIN, DIEN, AFM)
+    GET  /health         liveness and the bundle being served
+    GET  /metadata       model, params, schema, training metrics
+    POST /admin/reload   {"path": "..."}? with "Authorization: Bearer TOKEN"
+
+Bad input never becomes a 500: malformed JSON is a 400, a missing field or a wrong type a 422,
+an oversized batch a 413, an unknown user or item a 404, an endpoint the model does not support
+a 400; every error body is ``{"detail": message, "field": name}``. Admin endpoints exist only
+when a token is configured (otherwise 404); a missing token is a 401 and a wrong one a 403.
+Scoring is CPU-bound, so the endpoints are plain functions that FastAPI runs in its thread
+pool, keeping the event loop free; each request takes the current predictor once and finishes
+on it even if a reload swaps the slot meanwhile.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from recforge.serve.predictor import DEFAULT_MAX_RECORDS, ModelSlot, RequestError
+
+log = logging.getLogger(__name__)
+
+ENV_CONFIG = "RECFORGE_SERVE_CONFIG"
+
+
+# ---- request envelopes -----------------------------------------------------------------------
+class PredictRequest(BaseModel):
+    """Raw records in the training columns; values may be null (missing)."""
+
+    model_config = ConfigDict(extra="forbid")
+    records: list[dict[str, Any]]
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: StrictStr | StrictInt
+    k: StrictInt = Field(default=10, ge=1)
+    candidates: list[StrictStr | StrictInt] | None = None
+    exclude_seen: StrictBool = True
+
+
+class ExplainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    record: dict[str, Any]
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: StrictStr | None = None
+
+
+# ---- errors ----------------------------------------------------------------------------------
+def _error(status: int, detail: str, field: str | None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": detail, "field": field})
+
+
+async def _on_request_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestError)
+    return _error(exc.status, str(exc), exc.field)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """The first pydantic error as one message naming the field (``records[3]``, ``k``...)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": ""}
+    if first.get("type") == "json_invalid":
+        ctx = first.get("ctx") or {}
+        return _error(400, f"malformed JSON: {ctx.get('error', first.get('msg'))}", "body")
+    loc = [p for p in first.get("loc", ()) if p != "body"]
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    field = field or "body"
+    if first.get("type") == "missing":
+        return _error(422, f"missing required field {field!r}", field)
+    if first.get("type") == "extra_forbidden":
+        return _error(422, f"unexpected field {field!r}", field)
+    return _error(422, f"field {field!r}: {first.get('msg')}", field)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("internal error on %s", request.url.path)
+    return _error(500, f"internal error: {type(exc).__name__}", None)
+
+
+# ---- the app ---------------------------------------------------------------------------------
+def create_app(
+    bundle_path: str | Path,
+    admin_token: str | None = None,
+    max_batch: int = DEFAULT_MAX_RECORDS,
+    seen: str | Path | None = None,
+    watch_interval: float | None = None,
+    device: str = "cpu",
+) -> FastAPI:
+    """Build the service for the bundle at ``bundle_path`` (loaded before this returns).
+
+    Args:
+        bundle_path: Bundle folder (``output_dir/bundle``).
+        admin_token: Bearer token of the admin endpoints; ``None`` disables them.
+        max_batch: Most records one ``/predict`` request may carry.
+        seen: Training interactions (CSV/TSV/Parquet with raw user and item ids) that
+            ``/recommend`` excludes.
+        watch_interval: Poll the bundle's ``meta.json`` every this many seconds and reload when
+            it changes; ``None`` does not watch.
+        device: Device of the model.
+    """
+    slot = ModelSlot(bundle_path, max_records=max_batch, seen=seen, device=device)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = slot.watch(watch_interval) if watch_interval else None
+        yield
+        if stop is not None:
+            stop.set()
+
+    app = FastAPI(title="recforge", lifespan=lifespan)
+    app.state.slot = slot
+    app.add_exception_handler(RequestError, _on_request_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+    @app.post("/predict")
+    def predict(body: PredictRequest) -> JSONResponse:
+        predictor = slot.get()
+        scores = predictor.predict(body.records)
+        return JSONResponse(
+            {
+                "scores": scores.astype(float).tolist(),
+                "model": predictor.model_name,
+                "bundle": predictor.bundle_id,
+                "generation": predictor.generation,
+            }
+        )
+
+    @app.post("/recommend")
+    def recommend(body: RecommendRequest) -> JSONResponse:
+        predictor = slot.get()
+        rec = predictor.recommend(body.user, body.k, body.candidates, body.exclude_seen)
+        return JSONResponse(
+            {
+                "user": rec.user,
+                "items": rec.items,
+                "scores": rec.scores,
+                "model": predictor.model_name,
+                "bundle": predictor.bundle_id,
+            }
+        )
+
+    @app.post("/explain")
+    def explain(body: ExplainRequest) -> JSONResponse:
+        predictor = slot.get()
+        expl = predictor.explain(body.record)
+        return JSONResponse(
+            {
+                "model": expl.model,
+                "kind": expl.kind,
+                "score": expl.score,
+                "weights": expl.to_records(),
+                "bundle": predictor.bundle_id,
+            }
+        )
+
+    @app.get("/health")
+    def health() -> JSONResponse:
+        predictor = slot.get()
+        return JSONResponse(
+            {
+                "status": "ok",
+                "model": predictor.model_name,
+                "bundle": predictor.bundle_id,
+                "generation": predictor.generation,
+                "last_reload_error": slot.last_error,
+            }
+        )
+
+    @app.get("/metadata")
+    def metadata() -> JSONResponse:
+        return JSONResponse(json.loads(json.dumps(slot.get().metadata(), default=str)))
+
+    if admin_token:
+        require_admin = _bearer_check(admin_token)
+
+        @app.post("/admin/reload", dependencies=[Depends(require_admin)])
+        def reload(body: ReloadRequest | None = None) -> JSONResponse:
+            old = slot.get()
+            try:
+                new = slot.reload(body.path if body is not None else None)
+            except RuntimeError as exc:
+                return JSONResponse(
+                    status_code=422,
+                    content={"detail": f"reload failed, still serving the old bundle: {exc}",
+                             "field": "path", "bundle": old.bundle_id},
+                )  # fmt: skip
+            return JSONResponse(
+                {
+                    "status": "reloaded",
+                    "model": new.model_name,
+                    "bundle": new.bundle_id,
+                    "previous": old.bundle_id,
+                    "generation": new.generation,
+                }
+            )
+
+    return app
+
+
+def _bearer_check(token: str) -> Any:
+    """A dependency that accepts ``Authorization: Bearer <token>`` (401 missing, 403 wrong)."""
+    expected = token.encode()
+
+    def check(authorization: str | None = Header(default=None)) -> None:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise RequestError("admin endpoints need 'Authorization: Bearer <token>'",
+                               field="Authorization", status=401)  # fmt: skip
+        given = authorization[len("bearer ") :].strip().encode()
+        if not hmac.compare_digest(given, expected):
+            raise RequestError("wrong admin token", field="Authorization", status=403)
+
+    return check
+
+
+def create_app_from_env() -> FastAPI:
+    """App factory for ``uvicorn --factory`` with several workers: options come from the
+    JSON in ``$RECFORGE_SERVE_CONFIG`` (the keyword arguments of :func:`create_app`)."""
+    raw = os.environ.get(ENV_CONFIG)
+    if not raw:
+        raise RuntimeError(f"${ENV_CONFIG} is not set")
+    return create_app(**json.loads(raw))

@@ -1,0 +1,505 @@
+"""An embeddable predictor over a saved bundle, and a slot that hot-swaps it.
+
+:class:`Predictor` scores raw records (a list of dicts, a pyarrow Table or a pandas DataFrame)
+with the bundle's fitted preprocessor, so serving encodes exactly as training did (unknown
+categories map to the OOV id 0). Input is validated column by column before it reaches the
+preprocessor: a missing column, a value of the wrong type or an empty or oversized batch raises
+:class:`RequestError`, which names the field. Pairwise models (MF, NeuralCF, AutoRec) also
+answer :meth:`Predictor.recommend`; attention models (DIN, DIEN, AFM) :meth:`Predictor.explain`.
+
+:class:`ModelSlot` holds the predictor a server uses. :meth:`ModelSlot.reload` loads the new
+bundle completely before it swaps the reference under a lock, so a request that already took
+the old predictor finishes on it and a failed load leaves the old model serving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from recforge.cf.matrix import InteractionMatrix
+from recforge.cf.recommend import recommend as recommend_items
+from recforge.cf.scoring import score_candidates
+from recforge.data.loader import BatchLoader
+from recforge.data.preprocess import _as_strings, _lookup
+from recforge.data.readers import read_table
+from recforge.explain import Explanation, explain_table
+from recforge.features import CategoricalField, NumericField, SequenceField
+from recforge.models import registry
+from recforge.serve.bundle import Bundle, load_bundle
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_RECORDS = 4096
+_MISSING = object()
+
+
+class RequestError(ValueError):
+    """Bad input to a predictor; ``field`` names the offending field, ``status`` an HTTP code.
+
+    Args:
+        message: What is wrong.
+        field: The request field (input column, ``records``, ``user``...) at fault.
+        status: The HTTP status a server answers with (422 invalid, 413 too large, 404
+            unknown id, 400 not supported by this model).
+    """
+
+    def __init__(self, message: str, field: str | None = None, status: int = 422) -> None:
+        super().__init__(message)
+        self.field = field
+        self.status = status
+
+
+@dataclass
+class Recommendation:
+    """Top items for one user, best first; ``scores`` are the model's raw outputs (logits)."""
+
+    user: Any
+    items: list[Any]
+    scores: list[float]
+
+
+class Predictor:
+    """Score raw rows with a loaded bundle.
+
+    Args:
+        bundle: A loaded bundle (:func:`recforge.serve.bundle.load_bundle`).
+        max_records: Largest batch :meth:`predict` accepts.
+        seen: Training interactions (raw ids in the schema's user and item source columns)
+            that :meth:`recommend` excludes; AutoRec bundles carry their own.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        max_records: int = DEFAULT_MAX_RECORDS,
+        seen: pa.Table | None = None,
+    ) -> None:
+        if max_records < 1:
+            raise ValueError("max_records must be >= 1")
+        self.bundle = bundle
+        self.max_records = int(max_records)
+        self.schema = bundle.preprocessor.schema
+        self.spec = registry.get(bundle.model_name)
+        self.bundle_id = _bundle_id(bundle.folder)
+        self.loaded_at = time.time()
+        self.generation = 0  # set by ModelSlot when it publishes this predictor
+        self._device = next(iter(bundle.model.parameters()), torch.zeros(0)).device
+        self._seen = self._seen_matrix(seen) if seen is not None else None
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        max_records: int = DEFAULT_MAX_RECORDS,
+        seen: str | Path | pa.Table | None = None,
+        device: str = "cpu",
+    ) -> Predictor:
+        """Load the bundle at ``path`` (``seen`` may be a CSV/TSV/Parquet path or a table)."""
+        bundle = load_bundle(path, device=device)
+        if seen is not None and not isinstance(seen, pa.Table):
+            seen = read_table(seen)
+        return cls(bundle, max_records=max_records, seen=seen)
+
+    # ---- properties ----------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.bundle.model_name
+
+    @property
+    def input_columns(self) -> list[str]:
+        """Source columns every record must carry."""
+        return self.schema.source_columns(with_label=False)
+
+    @property
+    def explainable(self) -> bool:
+        return hasattr(self.bundle.model, "attention_weights")
+
+    def metadata(self) -> dict[str, Any]:
+        """Model name, params, schema, inputs and training metrics (JSON-ready)."""
+        meta = self.bundle.meta
+        return {
+            "model": self.model_name,
+            "paper": self.spec.paper,
+            "family": self.spec.family,
+            "params": meta.get("params", {}),
+            "task": self.bundle.task,
+            "bundle": self.bundle_id,
+            "generation": self.generation,
+            "path": str(self.bundle.folder) if self.bundle.folder else None,
+            "format": meta.get("format"),
+            "recforge_version": meta.get("version"),
+            "loaded_at": self.loaded_at,
+            "inputs": {f.source: f.kind for f in self.schema.fields},
+            "schema": self.schema.to_dict(),
+            "max_records": self.max_records,
+            "pairwise": self.spec.pairwise,
+            "explainable": self.explainable,
+            "training_metrics": self.bundle.training_metrics(),
+        }
+
+    # ---- scoring -------------------------------------------------------------------------
+    def predict(self, data: list[dict[str, Any]] | pa.Table | Any) -> np.ndarray:
+        """Scores of raw rows: probabilities (binary/ranking tasks) or values (regression).
+
+        Args:
+            data: A list of records (dicts of column -> value), a pyarrow Table or a pandas
+                DataFrame with the schema's source columns.
+
+        Returns:
+            ``(N,)`` float32 scores, one per row, in input order.
+
+        Raises:
+            RequestError: Empty or oversized batch, missing column, wrong value type.
+        """
+        table = self.to_table(data)
+        encoded = self._encode(table)
+        batch = next(iter(BatchLoader(encoded, len(encoded)))).to(self._device)
+        with torch.inference_mode():
+            logits = self.bundle.model(batch).float()
+            out = logits if self.bundle.task == "regression" else torch.sigmoid(logits)
+        return out.cpu().numpy()
+
+    def to_table(self, data: list[dict[str, Any]] | pa.Table | Any) -> pa.Table:
+        """Validate ``data`` and return it as a table of the input columns."""
+        if isinstance(data, pa.Table):
+            table = data
+        elif isinstance(data, list):
+            self._check_size(len(data))
+            table = self._records_table(data)
+        elif hasattr(data, "columns") and hasattr(data, "dtypes"):  # a pandas DataFrame
+            table = pa.Table.from_pandas(data, preserve_index=False)
+        else:
+            raise RequestError(
+                f"expected a list of records, a pyarrow Table or a DataFrame, got "
+                f"{type(data).__name__}",
+                field="records",
+            )
+        self._check_size(table.num_rows)
+        for col in self.input_columns:
+            if col not in table.column_names:
+                raise RequestError(f"missing required input field {col!r}", field=col)
+        for f in self.schema.fields:
+            _check_type(f, table.column(f.source).type)
+        return table
+
+    def _check_size(self, n: int) -> None:
+        if n == 0:
+            raise RequestError("records: empty batch, send at least one record", field="records")
+        if n > self.max_records:
+            raise RequestError(
+                f"records: a batch of {n} records exceeds the limit of {self.max_records}",
+                field="records",
+                status=413,
+            )
+
+    def _records_table(self, records: list[dict[str, Any]]) -> pa.Table:
+        """Column-wise conversion; a record without a required key is an error."""
+        if not all(isinstance(r, dict) for r in records):
+            bad = next(i for i, r in enumerate(records) if not isinstance(r, dict))
+            raise RequestError(f"record {bad} is not an object", field=f"records[{bad}]")
+        columns = {}
+        for col in self.input_columns:
+            values = [r.get(col, _MISSING) for r in records]
+            if any(v is _MISSING for v in values):
+                row = next(i for i, v in enumerate(values) if v is _MISSING)
+                raise RequestError(
+                    f"record {row} has no field {col!r} (send null for a missing value)",
+                    field=col,
+                )
+            try:
+                columns[col] = pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+                raise RequestError(f"field {col!r} has values of mixed or wrong types ({exc})",
+                                   field=col) from exc  # fmt: skip
+        return pa.table(columns)
+
+    def _encode(self, table: pa.Table):  # noqa: ANN202 (EncodedData)
+        try:
+            return self.bundle.preprocessor.transform(table, with_label=False)
+        except (ValueError, TypeError, pa.ArrowException) as exc:
+            field = getattr(exc, "column", None)
+            raise RequestError(f"cannot encode the input: {exc}", field=field) from exc
+
+    # ---- recommend -----------------------------------------------------------------------
+    def recommend(
+        self,
+        user: Any,
+        k: int = 10,
+        candidates: list[Any] | None = None,
+        exclude_seen: bool = True,
+    ) -> Recommendation:
+        """The ``k`` best items for ``user`` (raw id), from all items or from ``candidates``.
+
+        Raises:
+            RequestError: The model does not score pairs (400), ``user`` or a candidate is
+                unknown (404), ``k`` is out of range, or ``exclude_seen`` is asked for without
+                training interactions (400).
+        """
+        if not self.spec.pairwise:
+            raise RequestError(
+                f"model {self.model_name!r} does not score (user, item) pairs; /recommend needs "
+                "MF, GMF, NCF-MLP, NeuMF, AutoRec or popularity",
+                field="model",
+                status=400,
+            )
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= self.max_records:
+            raise RequestError(f"k must be an integer in [1, {self.max_records}]", field="k")
+        user_key, item_key = self.schema.user_key, self.schema.item_key
+        uid = self._ids(user_key, [user], "user")
+        if uid[0] == 0:
+            raise RequestError(f"unknown user {user!r}", field="user", status=404)
+        seen = None
+        if exclude_seen:
+            seen = self._seen
+            if seen is None and hasattr(self.bundle.model, "interactions"):
+                seen = self.bundle.model.interactions()
+            if seen is None:
+                raise RequestError(
+                    "exclude_seen needs the training interactions: start the server with "
+                    "--seen FILE or send exclude_seen=false",
+                    field="exclude_seen",
+                    status=400,
+                )
+        model = self.bundle.model
+        with torch.inference_mode():
+            if candidates is None:
+                items, scores = recommend_items(model, uid, k, exclude_seen=exclude_seen, seen=seen)
+                items, scores = items[0], scores[0]
+            else:
+                items, scores = self._rank_candidates(uid, candidates, k, seen)
+        keep = items > 0
+        raw = self.bundle.preprocessor.vocabs[item_key].take(pa.array(items[keep] - 1))
+        return Recommendation(user, raw.to_pylist(), scores[keep].astype(float).tolist())
+
+    def _rank_candidates(
+        self, uid: np.ndarray, candidates: list[Any], k: int, seen: InteractionMatrix | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if not isinstance(candidates, list) or not candidates:
+            raise RequestError("candidates must be a non-empty list", field="candidates")
+        self._check_size(len(candidates))
+        cand = self._ids(self.schema.item_key, candidates, "candidates")
+        if (cand == 0).any():
+            unknown = [candidates[i] for i in np.flatnonzero(cand == 0)[:5]]
+            raise RequestError(f"unknown candidate items {unknown}", field="candidates",
+                               status=404)  # fmt: skip
+        cand = np.unique(cand)  # a duplicate candidate is ranked once
+        scores = score_candidates(self.bundle.model, uid, cand[None, :])[0]
+        if seen is not None:
+            hit = seen.contains(np.full(len(cand), uid[0]), cand)
+            scores[torch.as_tensor(hit, device=scores.device)] = -torch.inf
+        top = torch.topk(scores, min(k, len(cand)))
+        vals, idx = top.values.cpu().numpy(), top.indices.cpu().numpy()
+        items = np.where(np.isneginf(vals), -1, cand[idx])
+        return items, vals
+
+    def _ids(self, field: str | None, values: list[Any], what: str) -> np.ndarray:
+        """Raw ids -> local ids with the training vocabulary (0 = unknown)."""
+        if field is None or field not in self.bundle.preprocessor.vocabs:
+            raise RequestError(f"the model has no vocabulary for {what}", field=what, status=400)
+        try:
+            arr = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise RequestError(f"{what}: mixed or wrong id types ({exc})", field=what) from exc
+        if not (pa.types.is_string(arr.type) or pa.types.is_integer(arr.type)):
+            raise RequestError(f"{what} must be string or integer ids, got {arr.type}", field=what)
+        return _lookup(_as_strings(arr), self.bundle.preprocessor.vocabs[field]).astype(np.int64)
+
+    def _seen_matrix(self, table: pa.Table) -> InteractionMatrix:
+        user_key, item_key = self.schema.user_key, self.schema.item_key
+        if user_key is None or item_key is None:
+            raise ValueError("seen interactions need a schema with user and item keys")
+        cols = [self.schema.field(user_key).source, self.schema.field(item_key).source]
+        missing = [c for c in cols if c not in table.column_names]
+        if missing:
+            raise ValueError(f"seen interactions lack columns {missing}")
+        vocabs = self.bundle.preprocessor.vocabs
+        users = _lookup(_as_strings(table.column(cols[0])), vocabs[user_key]).astype(np.int64)
+        items = _lookup(_as_strings(table.column(cols[1])), vocabs[item_key]).astype(np.int64)
+        shape = (self.schema.field(user_key).vocab_size, self.schema.field(item_key).vocab_size)
+        return InteractionMatrix.from_coo(users, items, shape=shape)
+
+    # ---- explain -------------------------------------------------------------------------
+    def explain(self, record: dict[str, Any]) -> Explanation:
+        """Attention weights behind the prediction for one raw record (DIN, DIEN, AFM).
+
+        Raises:
+            RequestError: The model has no attention (400) or the record is invalid.
+        """
+        if not self.explainable:
+            raise RequestError(
+                f"model {self.model_name!r} exposes no attention weights; /explain needs DIN, "
+                "DIEN or AFM",
+                field="model",
+                status=400,
+            )
+        if not isinstance(record, dict):
+            raise RequestError("record must be an object", field="record")
+        table = self.to_table([record])
+        try:
+            with torch.inference_mode():
+                return explain_table(self.bundle, table, 0)
+        except (ValueError, TypeError, pa.ArrowException) as exc:
+            raise RequestError(f"cannot explain the record: {exc}", field="record") from exc
+
+
+def _check_type(f: Any, typ: pa.DataType) -> None:
+    """Raise a RequestError naming ``f.source`` when its column type cannot be encoded."""
+    if pa.types.is_null(typ):
+        return
+    if pa.types.is_dictionary(typ):
+        typ = typ.value_type
+    if isinstance(f, NumericField):
+        ok = pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ)
+        want = "a number"
+    elif isinstance(f, CategoricalField):
+        ok = (
+            pa.types.is_string(typ)
+            or pa.types.is_large_string(typ)
+            or pa.types.is_integer(typ)
+            or pa.types.is_floating(typ)
+        )
+        want = "a string or integer id"
+    elif isinstance(f, SequenceField):
+        item = typ.value_type if pa.types.is_list(typ) or pa.types.is_large_list(typ) else None
+        ok = (
+            pa.types.is_string(typ)
+            or pa.types.is_large_string(typ)
+            or (
+                item is not None
+                and (
+                    pa.types.is_string(item) or pa.types.is_integer(item) or pa.types.is_null(item)
+                )
+            )
+        )
+        want = "a list of ids (or a delimited string)"
+    else:  # a field kind added later: let the preprocessor decide
+        return
+    if not ok:
+        raise RequestError(f"field {f.source!r} must be {want}, got {typ}", field=f.source)
+
+
+def _bundle_id(folder: Path | None) -> str:
+    """A short digest of the bundle's metadata and weights (changes with every new bundle)."""
+    if folder is None:
+        return "in-memory"
+    h = hashlib.sha256()
+    for name in ("meta.json", "model.pt"):
+        path = Path(folder) / name
+        if path.exists():
+            h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+class ModelSlot:
+    """The predictor a server answers with, swapped atomically on reload.
+
+    Args:
+        path: Bundle folder served first (loaded in the constructor).
+        max_records: Passed to each :class:`Predictor`.
+        seen: Training interactions for ``recommend`` (a path or table), re-encoded with each
+            new bundle's vocabulary.
+        device: Where models live.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        max_records: int = DEFAULT_MAX_RECORDS,
+        seen: str | Path | pa.Table | None = None,
+        device: str = "cpu",
+    ) -> None:
+        self.max_records = max_records
+        if seen is not None and not isinstance(seen, pa.Table):
+            seen = read_table(seen)
+        self.seen = seen
+        self.device = device
+        self._lock = threading.Lock()  # guards the reference and the generation counter
+        self._reload_lock = threading.Lock()  # one reload at a time
+        self.last_error: str | None = None
+        self._generation = 0
+        self.path = Path(path)
+        self._current = self._publish(self._load(self.path))
+        self._watch_key = _meta_key(self.path)
+
+    def _load(self, path: Path) -> Predictor:
+        return Predictor.load(path, self.max_records, self.seen, self.device)
+
+    def _publish(self, predictor: Predictor) -> Predictor:
+        with self._lock:
+            self._generation += 1
+            predictor.generation = self._generation
+            self._current = predictor
+        return predictor
+
+    def get(self) -> Predictor:
+        """The current predictor; keep using the returned object for a whole request."""
+        return self._current
+
+    def reload(self, path: str | Path | None = None) -> Predictor:
+        """Load ``path`` (default: the current bundle's folder) fully, then swap it in.
+
+        Raises:
+            RuntimeError: The new bundle could not be loaded; the old one keeps serving and
+                :attr:`last_error` holds the reason.
+        """
+        with self._reload_lock:
+            target = Path(path) if path is not None else self.path
+            key = _meta_key(target)
+            try:
+                fresh = self._load(target)
+            except Exception as exc:  # any failure keeps the old model serving
+                self.last_error = f"{target}: {exc}"
+                log.error("reload failed, still serving %s: %s", self._current.bundle_id, exc)
+                raise RuntimeError(self.last_error) from exc
+            self.path = target
+            self._watch_key = key
+            self.last_error = None
+            old = self._current
+            self._publish(fresh)
+            log.info(
+                "reloaded %s: %s (%s) -> %s (%s)",
+                target, old.model_name, old.bundle_id, fresh.model_name, fresh.bundle_id,
+            )  # fmt: skip
+            return fresh
+
+    def poll(self) -> bool:
+        """Reload when the watched bundle's ``meta.json`` changed; True when it swapped."""
+        key = _meta_key(self.path)
+        if key is None or key == self._watch_key:
+            return False
+        try:
+            self.reload()
+        except RuntimeError:
+            self._watch_key = key  # do not retry a broken bundle until it changes again
+            return False
+        return True
+
+    def watch(self, interval: float = 1.0) -> threading.Event:
+        """Poll in a daemon thread every ``interval`` seconds; set the returned event to stop."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(interval):
+                self.poll()
+
+        threading.Thread(target=loop, name="recforge-bundle-watch", daemon=True).start()
+        return stop
+
+
+def _meta_key(folder: Path) -> tuple[int, int] | None:
+    """Identity of a bundle's ``meta.json`` (bundles are renamed into place: inode changes)."""
+    try:
+        st = (Path(folder) / "meta.json").stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns)

@@ -1,0 +1,197 @@
+"""The HTTP service: parity with in-process scoring, 4xx for every bad request (and the next
+good one still served), admin auth, hot reload under concurrent load on a real uvicorn server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from recforge.explain import explain_table
+from recforge.serve.app import create_app
+from recforge.serve.bundle import load_bundle
+from recforge.serve.predictor import Predictor
+
+TOKEN = "s3cret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def client(serve_bundles) -> Iterator[TestClient]:
+    app = create_app(serve_bundles.deepfm, admin_token=TOKEN, max_batch=32)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_predict_round_trip_equals_the_in_process_model(client, serve_bundles):
+    records = serve_bundles.records[:20]
+    resp = client.post("/predict", json={"records": records})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    expected = load_bundle(serve_bundles.deepfm).predict_records(records)
+    np.testing.assert_allclose(body["scores"], expected, rtol=1e-6)
+    assert body["model"] == "deepfm"
+    assert body["bundle"] == Predictor.load(serve_bundles.deepfm).bundle_id
+
+
+def _bad_requests(records: list[dict]) -> list[tuple[str, str, dict, int, str]]:
+    """(name, path, request kwargs, status, field named in the answer)."""
+    good = records[:2]
+    wrong_type = [{**good[0], "price": "cheap"}, good[1]]
+    no_key = [{k: v for k, v in good[0].items() if k != "device"}, good[1]]
+    not_list = [{**good[0], "hist_cats": 3}]
+    head = {"headers": {"Content-Type": "application/json"}}
+    return [
+        ("malformed json", "/predict", {"content": b'{"records": [', **head}, 400, "body"),
+        ("no records", "/predict", {"json": {"rows": good}}, 422, "records"),
+        ("records not a list", "/predict", {"json": {"records": 5}}, 422, "records"),
+        ("record not an object", "/predict", {"json": {"records": [1]}}, 422, "records[0]"),
+        ("wrong type", "/predict", {"json": {"records": wrong_type}}, 422, "price"),
+        ("missing field", "/predict", {"json": {"records": no_key}}, 422, "device"),
+        ("sequence not a list", "/predict", {"json": {"records": not_list}}, 422, "hist_cats"),
+        ("empty batch", "/predict", {"json": {"records": []}}, 422, "records"),
+        ("oversized batch", "/predict", {"json": {"records": records[:33]}}, 413, "records"),
+        ("k not an int", "/recommend", {"json": {"user": "u1", "k": "3"}}, 422, "k"),
+        ("recommend on deepfm", "/recommend", {"json": {"user": "u1", "k": 3}}, 400, "model"),
+        ("explain on deepfm", "/explain", {"json": {"record": good[0]}}, 400, "model"),
+    ]
+
+
+def test_each_bad_request_gets_a_4xx_naming_the_field(client, serve_bundles):
+    records = serve_bundles.records
+    for name, path, kwargs, status, field in _bad_requests(records):
+        resp = client.post(path, **kwargs)
+        assert resp.status_code == status, (name, resp.text)
+        assert resp.json()["field"] == field, (name, resp.json())
+        assert field.split("[")[0] in resp.json()["detail"] or field == "body", name
+        ok = client.post("/predict", json={"records": records[:3]})
+        assert ok.status_code == 200 and len(ok.json()["scores"]) == 3, name
+
+
+def test_health_and_metadata(client, serve_bundles):
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["model"] == "deepfm"
+    meta = client.get("/metadata").json()
+    expected = Predictor.load(serve_bundles.deepfm).metadata()
+    for key in ("model", "params", "schema", "inputs", "bundle", "training_metrics"):
+        assert meta[key] == expected[key], key
+    assert meta["training_metrics"]["summary"]["test"]["auc"] > 0
+    assert meta["max_records"] == 32 and not meta["pairwise"]
+
+
+def test_admin_endpoints_need_the_token(client, serve_bundles):
+    assert client.post("/admin/reload").status_code == 401
+    assert client.post("/admin/reload", headers={"Authorization": "Bearer nope"}).status_code == 403
+    assert client.post("/admin/reload", headers={"Authorization": TOKEN}).status_code == 401
+    bad = client.post("/admin/reload", json={"path": "/no/such/bundle"}, headers=AUTH)
+    assert bad.status_code == 422 and "still serving" in bad.json()["detail"]
+    assert client.get("/health").json()["last_reload_error"]
+    ok = client.post("/admin/reload", headers=AUTH)  # same path again
+    assert ok.status_code == 200 and ok.json()["bundle"] == ok.json()["previous"]
+    with TestClient(create_app(serve_bundles.deepfm)) as no_admin:
+        assert no_admin.post("/admin/reload", headers=AUTH).status_code == 404
+
+
+def test_recommend_and_explain_endpoints(serve_bundles):
+    with TestClient(create_app(serve_bundles.gmf, seen=None)) as c:
+        resp = c.post("/recommend", json={"user": "u2", "k": 3, "exclude_seen": False})
+        assert resp.status_code == 200, resp.text
+        lib = Predictor.load(serve_bundles.gmf).recommend("u2", 3, exclude_seen=False)
+        assert resp.json()["items"] == lib.items
+        np.testing.assert_allclose(resp.json()["scores"], lib.scores, rtol=1e-6)
+        unknown = c.post("/recommend", json={"user": "ghost", "k": 3, "exclude_seen": False})
+        assert unknown.status_code == 404 and unknown.json()["field"] == "user"
+        need_seen = c.post("/recommend", json={"user": "u2", "k": 3})
+        assert need_seen.status_code == 400 and need_seen.json()["field"] == "exclude_seen"
+        cands = c.post(
+            "/recommend",
+            json={"user": "u2", "k": 2, "candidates": ["i3", "i4", "i5"], "exclude_seen": False},
+        )
+        assert cands.status_code == 200 and set(cands.json()["items"]) <= {"i3", "i4", "i5"}
+    record = next(r for r in serve_bundles.records if len(r["hist_item_ids"]) >= 3)
+    with TestClient(create_app(serve_bundles.din)) as c:
+        resp = c.post("/explain", json={"record": record})
+        assert resp.status_code == 200, resp.text
+        expected = explain_table(load_bundle(serve_bundles.din), pa.Table.from_pylist([record]))
+        got = resp.json()
+        np.testing.assert_allclose(
+            [w["weight"] for w in got["weights"]], expected.weights, rtol=1e-6
+        )
+        assert [w["label"] for w in got["weights"]] == expected.labels
+        assert got["kind"] == "behaviour" and got["score"] == pytest.approx(expected.score)
+
+
+@contextmanager
+def _uvicorn(app) -> Iterator[str]:  # noqa: ANN001
+    """The app on a real uvicorn server bound to a free loopback port, in a thread."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def test_hot_reload_under_concurrent_requests_loses_none(serve_bundles):
+    records = serve_bundles.records[:8]
+    expected = {
+        Predictor.load(p).bundle_id: load_bundle(p).predict_records(records)
+        for p in (serve_bundles.deepfm, serve_bundles.deepfm_b)
+    }
+    new_id = Predictor.load(serve_bundles.deepfm_b).bundle_id
+    app = create_app(serve_bundles.deepfm, admin_token=TOKEN)
+    results: list[tuple[float, int, dict]] = []
+    lock = threading.Lock()
+    reloaded = threading.Event()
+    after_reload_per_thread = 5
+
+    def hammer(base: str) -> None:
+        done_after = 0
+        with httpx.Client(base_url=base, timeout=30) as http:
+            while done_after < after_reload_per_thread:
+                start = time.monotonic()
+                resp = http.post("/predict", json={"records": records})
+                with lock:
+                    results.append((start, resp.status_code, resp.json()))
+                done_after += reloaded.is_set()
+
+    with _uvicorn(app) as base:
+        threads = [threading.Thread(target=hammer, args=(base,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        while len(results) < 8:
+            time.sleep(0.01)
+        resp = httpx.post(
+            f"{base}/admin/reload", json={"path": str(serve_bundles.deepfm_b)}, headers=AUTH
+        )
+        swapped_at = time.monotonic()
+        reloaded.set()
+        for t in threads:
+            t.join(timeout=60)
+        assert resp.status_code == 200 and resp.json()["bundle"] == new_id
+        assert httpx.get(f"{base}/health").json()["bundle"] == new_id
+    assert [r for r in results if r[1] != 200] == []
+    for _, _, body in results:
+        np.testing.assert_allclose(body["scores"], expected[body["bundle"]], rtol=1e-6)
+    old = [b for s, _, b in results if b["bundle"] != new_id]
+    after = [b["bundle"] for s, _, b in results if s > swapped_at]
+    assert len(old) >= 8 and len(after) >= 4 and set(after) == {new_id}
