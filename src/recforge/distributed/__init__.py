@@ -1,0 +1,39 @@
+"""Scaling out beyond one device: the boundary between recforge's tables and TorchRec's.
+
+:mod:`recforge.distributed.torchrec_bridge` maps recforge's fused embedding tables onto
+TorchRec's per-table collections (which TorchRec can shard across devices). Everything here but
+:class:`~recforge.distributed.torchrec_bridge.TorchRecEmbedding` and the TorchRec conversions
+works without TorchRec installed; those need ``pip install recforge[torchrec]``.
+"""
+
+from recforge.distributed.torchrec_bridge import (
+    KJTParts,
+    TableSpec,
+    TorchRecEmbedding,
+    batch_to_kjt,
+    batch_to_kjt_parts,
+    embedding_configs,
+    fuse_tables,
+    load_feature_embedding,
+    shard_model,
+    split_feature_embedding,
+    split_fused,
+    to_torchrec_configs,
+    torchrec_available,
+)
+
+__all__ = [
+    "KJTParts",
+    "TableSpec",
+    "TorchRecEmbedding",
+    "batch_to_kjt",
+    "batch_to_kjt_parts",
+    "embedding_configs",
+    "fuse_tables",
+    "load_feature_embedding",
+    "shard_model",
+    "split_feature_embedding",
+    "split_fused",
+    "to_torchrec_configs",
+    "torchrec_available",
+]
