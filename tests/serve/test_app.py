@@ -3,7 +3,10 @@ good one still served), admin auth, hot reload under concurrent load on a real u
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -195,3 +198,38 @@ def test_hot_reload_under_concurrent_requests_loses_none(serve_bundles):
     old = [b for s, _, b in results if b["bundle"] != new_id]
     after = [b["bundle"] for s, _, b in results if s > swapped_at]
     assert len(old) >= 8 and len(after) >= 4 and set(after) == {new_id}
+
+
+def test_serve_command_runs_uvicorn_and_answers(serve_bundles):
+    # the handler through its own parser (cli.py lists the module; this keeps the test local)
+    code = (
+        "import argparse, sys; from recforge.commands import serve; "
+        "p = argparse.ArgumentParser(); serve.register(p.add_subparsers()); "
+        "a = p.parse_args(sys.argv[1:]); sys.exit(a.handler(a))"
+    )
+    cmd = [sys.executable, "-c", code, "serve", str(serve_bundles.deepfm), "--port", "0",
+           "--log-level", "warning", "--threads", "1"]  # fmt: skip
+    env = {**os.environ, "RECFORGE_ADMIN_TOKEN": TOKEN}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stderr.readline()
+        assert "listening on http://127.0.0.1:" in line, line
+        base = line.split("listening on ")[1].strip()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = httpx.get(f"{base}/health", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+        assert health.json()["model"] == "deepfm"
+        records = serve_bundles.records[:5]
+        scores = httpx.post(f"{base}/predict", json={"records": records}).json()["scores"]
+        np.testing.assert_allclose(
+            scores, load_bundle(serve_bundles.deepfm).predict_records(records), rtol=1e-6
+        )
+        assert httpx.post(f"{base}/admin/reload", headers=AUTH).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -1,0 +1,83 @@
+"""``recforge serve``: the HTTP scoring service (FastAPI on uvicorn) over a saved bundle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+
+TOKEN_ENV = "RECFORGE_ADMIN_TOKEN"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a bundle over HTTP: /predict, /recommend, /explain, /health, /metadata",
+    )
+    p.add_argument("bundle", help="bundle folder (output_dir/bundle)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    p.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
+    p.add_argument(
+        "--admin-token",
+        default=None,
+        help=f"bearer token of /admin/reload (default: ${TOKEN_ENV}); without one admin "
+        "endpoints are disabled",
+    )
+    p.add_argument("--max-batch", type=int, default=4096, help="most records per /predict")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="reload when the bundle folder's meta.json changes (bundles are renamed into place)",
+    )
+    p.add_argument("--watch-interval", type=float, default=1.0, help="seconds between polls")
+    p.add_argument("--seen", help="training interactions (user, item columns) for /recommend")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--log-level", default="info", help="uvicorn log level")
+    p.set_defaults(handler=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import torch
+    import uvicorn
+
+    from recforge.serve.app import ENV_CONFIG, create_app
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.workers < 1:
+        raise ValueError("--workers must be >= 1")
+    options = {
+        "bundle_path": str(args.bundle),
+        "admin_token": args.admin_token or os.environ.get(TOKEN_ENV) or None,
+        "max_batch": args.max_batch,
+        "seen": args.seen,
+        "watch_interval": args.watch_interval if args.watch else None,
+    }
+    if args.workers > 1:
+        # each worker process builds its own app; /admin/reload reaches only one of them, so
+        # publish updates by writing the bundle folder with --watch on
+        if options["admin_token"] and not args.watch:
+            print("recforge serve: warning: with several workers use --watch", file=sys.stderr)
+        os.environ[ENV_CONFIG] = json.dumps(options)
+        uvicorn.run(
+            "recforge.serve.app:create_app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+        )
+        return 0
+    app = create_app(**options)  # loads the bundle: a bad one fails before binding
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    port = sock.getsockname()[1]
+    print(f"recforge serve: listening on http://{args.host}:{port}", file=sys.stderr, flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level))
+    server.run(sockets=[sock])
+    return 0
