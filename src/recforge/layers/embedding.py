@@ -250,7 +250,8 @@ class LinearPart(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1)) if bias else None
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        out = torch.zeros(len(batch), device=batch.sparse.device)
+        # a shape read, not len(batch): a traced/exported graph keeps the batch size dynamic
+        out = torch.zeros(batch.sparse.shape[0], device=batch.sparse.device)
         if self.weights is not None:
             out = out + self.weights(batch.sparse).sum(dim=(1, 2))
         if self.dense is not None:

@@ -40,6 +40,16 @@ Mode = Literal["gru", "aigru", "agru", "augru"]
 MODES: tuple[str, ...] = ("gru", "aigru", "agru", "augru")
 
 
+def static_graph() -> bool:
+    """True while ``torch.jit.trace``, ``torch.onnx.export`` or ``torch.export`` record a graph.
+
+    Shortcuts that read the data on the host (the longest length, the rows still active at a
+    step) would be frozen into such a graph as constants; the layers below switch to masked,
+    shape-stable computations with the same results while it is true.
+    """
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
+
+
 class MaskedGRU(nn.Module):
     """A single-layer GRU over left-aligned padded sequences, with optional attention gating.
 
@@ -88,6 +98,8 @@ class MaskedGRU(nn.Module):
             raise ValueError(f"mode {self.mode!r} needs attention scores (B, L)")
         if self.mode == "aigru":
             x = x * attention.unsqueeze(-1)  # type: ignore[union-attr]
+        if static_graph():
+            return self._masked_steps(x, lengths, attention, h0)
         H = self.hidden_dim
         # rows sorted by length (longest first): at step t only the first n_t rows are still
         # inside their sequence, so each step computes on exactly the real positions
@@ -128,6 +140,42 @@ class MaskedGRU(nn.Module):
         if out.shape[1] < L:
             out = torch.nn.functional.pad(out, (0, 0, 0, L - out.shape[1]))
         return out[inverse], h[inverse]
+
+    def _masked_steps(
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor,
+        attention: torch.Tensor | None,
+        h0: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same recurrence over all rows and all ``L`` steps, masked (graph export).
+
+        No host sync and no data-dependent shape: every step updates every row and
+        ``torch.where`` keeps the state of rows past their length, so the outputs equal those
+        of the active-prefix loop in :meth:`forward`.
+        """
+        H = self.hidden_dim
+        L = x.shape[1]
+        gi_all = torch.nn.functional.linear(x, self.weight_ih, self.bias_ih)  # (B, L, 3H)
+        valid = (torch.arange(L, device=x.device)[None, :] < lengths[:, None]).unsqueeze(-1)
+        h = torch.zeros_like(gi_all[:, 0, :H]) if h0 is None else h0
+        outputs = []
+        for t in range(L):
+            gh = torch.nn.functional.linear(h, self.weight_hh, self.bias_hh)  # (B, 3H)
+            gi = gi_all[:, t]
+            r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+            z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
+            cand = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+            if attention is None or self.mode not in ("agru", "augru"):
+                keep = z
+            else:
+                a = attention[:, t, None]
+                keep = 1.0 - a if self.mode == "agru" else 1.0 - a * (1.0 - z)
+            new_h = keep * h + (1.0 - keep) * cand
+            step = valid[:, t]  # (B, 1)
+            h = torch.where(step, new_h, h)
+            outputs.append(torch.where(step, new_h, torch.zeros_like(new_h)))
+        return torch.stack(outputs, dim=1), h
 
 
 def resolve_behaviours(
@@ -180,8 +228,11 @@ def embed_behaviours(
     lengths = batch.lengths[pairs[0][0]]
     # sequences are left-aligned: positions past the longest row are padding everywhere, so
     # cutting them is exact and saves the recurrences their steps
-    width = max(int(lengths.max()), 1) if len(lengths) else 1
-    keys = torch.cat([embedding.sequence(batch, s)[:, :width] for s, _ in pairs], dim=-1)
+    if static_graph():  # a graph keeps the padded width (the cut would freeze a data value)
+        keys = torch.cat([embedding.sequence(batch, s) for s, _ in pairs], dim=-1)
+    else:
+        width = max(int(lengths.max()), 1) if len(lengths) else 1
+        keys = torch.cat([embedding.sequence(batch, s)[:, :width] for s, _ in pairs], dim=-1)
     query = torch.cat([embedding.field(batch, t) for _, t in pairs], dim=-1)
     return keys, query, lengths
 

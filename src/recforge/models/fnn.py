@@ -79,7 +79,7 @@ class FNN(RecModel):
         Shape:
             ``(B, 1 + n_fields + sum of field dims)``.
         """
-        B = len(batch)
+        B = batch.sparse.shape[0]  # not len(batch): keeps an exported batch size dynamic
         parts = [self.linear.bias.expand(B, 1)]  # w0
         if self.linear.weights is not None:
             parts.append(self.linear.weights(batch.sparse).squeeze(-1))  # (B, Fs)
