@@ -19,7 +19,7 @@ from recforge.data.preprocess import Preprocessor
 from recforge.io import atomic_write_text
 from recforge.models import registry
 from recforge.serve.bundle import save_bundle
-from recforge.train import Trainer, seed_everything
+from recforge.train import Trainer, distributed, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -96,24 +96,82 @@ def train_model(
 
 
 def train_from_config(cfg: RunConfig, resume: bool = False, use_cache: bool = True) -> TrainResult:
-    """The ``recforge train`` job: data -> model -> trainer -> test metrics -> bundle."""
+    """The ``recforge train`` job: data -> model -> trainer -> test metrics -> bundle.
+
+    Inside a distributed process group every rank runs this; rank 0 alone writes the config,
+    the data cache, checkpoints, the bundle and ``metrics.json``.
+    """
+    world = distributed.current_world()
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_run_config(cfg, out / "config.yaml")
-    run = encode_run(cfg.data, seed=cfg.train.seed, use_cache=use_cache)
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_run_config(cfg, out / "config.yaml")
+    if world.distributed and use_cache:
+        # rank 0 encodes and writes the cache; the others then memory-map it
+        if world.is_main:
+            run = encode_run(cfg.data, seed=cfg.train.seed, use_cache=True)
+        distributed.barrier()
+        if not world.is_main:
+            run = encode_run(cfg.data, seed=cfg.train.seed, use_cache=True)
+    else:
+        run = encode_run(cfg.data, seed=cfg.train.seed, use_cache=use_cache)
     result, trainer = train_model(
         cfg.model.name, cfg.model.params, run, cfg.train, output_dir=out, resume=resume
     )
-    save_bundle(out / "bundle", cfg.model.name, trainer.model, run.preprocessor, cfg)
-    summary = {
-        "model": result.model,
-        "test": result.test_metrics,
-        "train_seconds": result.train_seconds,
-        "parameters": result.parameters,
-        "best_epoch": trainer.best_epoch,
-    }
-    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=1))
+    if world.is_main:
+        save_bundle(out / "bundle", cfg.model.name, trainer.model, run.preprocessor, cfg)
+        summary = {
+            "model": result.model,
+            "test": result.test_metrics,
+            "train_seconds": result.train_seconds,
+            "parameters": result.parameters,
+            "best_epoch": trainer.best_epoch,
+            "processes": world.size,
+        }
+        atomic_write_text(out / "metrics.json", json.dumps(summary, indent=1))
+    distributed.barrier()
     return result
+
+
+def train_job(
+    cfg: RunConfig,
+    nproc: int = 1,
+    resume: bool = False,
+    use_cache: bool = True,
+    timeout_s: float = distributed.DEFAULT_TIMEOUT_S,
+) -> TrainResult | None:
+    """Run :func:`train_from_config` in one process, ``nproc`` spawned ones, or under torchrun.
+
+    Args:
+        cfg: The run.
+        nproc: Local processes to spawn for distributed data parallel (gloo on CPU, NCCL on
+            CUDA); 1 trains in this process, or joins the group ``torchrun`` describes.
+        resume: Continue from the checkpoint in ``cfg.output_dir``.
+        use_cache: Read/write the encoded-data cache.
+        timeout_s: How long a rank waits on a peer before failing.
+
+    Returns:
+        The result on rank 0 (and in a single process); ``None`` on the other torchrun ranks.
+    """
+    env = distributed.env_world()
+    if nproc > 1:
+        if env is not None and env.size > 1:
+            raise ValueError("--nproc spawns processes itself; do not combine it with torchrun")
+        return distributed.launch(
+            train_from_config,
+            nproc,
+            cfg,
+            resume,
+            use_cache,
+            device=cfg.train.device,
+            timeout_s=timeout_s,
+            threads=cfg.train.threads,
+        )
+    with distributed.process_group_from_env(cfg.train.device, timeout_s) as world:
+        if not world.is_main:
+            logging.getLogger().setLevel(logging.WARNING)
+        result = train_from_config(cfg, resume=resume, use_cache=use_cache)
+    return result if world.is_main else None
 
 
 def demo(

@@ -25,6 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-4")
     p.add_argument("--resume", action="store_true", help="resume from output_dir's checkpoint")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the data cache")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="local processes for distributed data parallel (gloo on CPU, NCCL on GPU); "
+        "for several machines use torchrun -m recforge train ...",
+    )
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a saved bundle on a labelled file")
@@ -66,10 +73,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from recforge.config import load_run_config
-    from recforge.run import train_from_config
+    from recforge.run import train_job
 
     cfg = load_run_config(args.config, args.overrides)
-    result = train_from_config(cfg, resume=args.resume, use_cache=not args.no_cache)
+    result = train_job(cfg, nproc=args.nproc, resume=args.resume, use_cache=not args.no_cache)
+    if result is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     print(
         json.dumps(
             {

@@ -19,12 +19,19 @@ class BatchLoader:
     for locality). Each epoch's order is ``permutation(seed, epoch)``, so a resumed run sees
     exactly the batches an uninterrupted one would.
 
+    With ``world_size > 1`` (distributed data parallel) every rank draws the same permutation
+    and yields its contiguous slice ``[b*rank//N, b*(rank+1)//N)`` of each global batch of ``b``
+    rows, so ``N`` ranks together see exactly the single-process global batches. A final global
+    batch with fewer rows than ranks is skipped (a rank would get no rows).
+
     Args:
         data: Encoded rows.
         batch_size: Rows per batch.
         shuffle: Permute rows each epoch.
         seed: Base seed of the permutation.
         drop_last: Drop a final incomplete batch.
+        rank: This process's rank.
+        world_size: Number of ranks sharing each global batch.
     """
 
     def __init__(
@@ -34,14 +41,20 @@ class BatchLoader:
         shuffle: bool = False,
         seed: int = 0,
         drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
         self.data = data
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
         arrays = data.arrays()
         self._mmap = any(isinstance(a, np.memmap) for a in arrays.values())
@@ -56,7 +69,13 @@ class BatchLoader:
 
     def __len__(self) -> int:
         n = len(self.data)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        full, rest = divmod(n, self.batch_size)
+        keep_rest = rest > 0 and not self.drop_last and rest >= self.world_size
+        return full + int(keep_rest)
+
+    def global_rows(self, step: int) -> int:
+        """Rows of global batch ``step`` (all ranks together)."""
+        return min(self.batch_size, len(self.data) - step * self.batch_size)
 
     def _order(self) -> np.ndarray | None:
         if not self.shuffle:
@@ -73,16 +92,22 @@ class BatchLoader:
         if not isinstance(index, slice):
             index = np.sort(index)
         return {
-            k: torch.from_numpy(np.ascontiguousarray(v[index]))
+            k: torch.from_numpy(_writable(np.ascontiguousarray(v[index])))
             for k, v in self.data.arrays().items()
         }
 
     def __iter__(self) -> Iterator[Batch]:
         order = self._order()
         n = len(self.data)
-        stop = n - n % self.batch_size if self.drop_last else n
-        for start in range(0, stop, self.batch_size):
+        for step in range(len(self)):
+            start = step * self.batch_size
             end = min(start + self.batch_size, n)
+            if self.world_size > 1:
+                size = end - start
+                start, end = (
+                    start + size * self.rank // self.world_size,
+                    start + size * (self.rank + 1) // self.world_size,
+                )
             index = slice(start, end) if order is None else order[start:end]
             yield to_batch(self._gather(index))
 

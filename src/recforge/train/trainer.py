@@ -5,6 +5,12 @@ over sampled negative items). Early stopping on a validation metric restores the
 the learning rate is reduced on plateaus; every epoch writes an atomic checkpoint from which
 :meth:`Trainer.fit` can resume bit-for-bit (data order is a function of ``(seed, epoch)`` and
 the RNG states are saved).
+
+Inside an initialised ``torch.distributed`` process group with more than one rank, the same
+Trainer runs distributed data parallel: each rank trains on its slice of every global batch
+through ``DistributedDataParallel``, evaluation gathers all ranks' predictions, and rank 0
+alone writes outputs (see :mod:`recforge.train.distributed` for what is kept equal to a single
+process). With one process nothing changes.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from recforge.data.store import EncodedData
 from recforge.features import Batch
 from recforge.io import atomic_write, atomic_write_text
 from recforge.models.base import RecModel
+from recforge.train import distributed
 from recforge.train.optim import build_optimizers, scale_lr
 
 log = logging.getLogger(__name__)
@@ -81,8 +88,16 @@ class Trainer:
         if self.task not in ("binary", "regression", "ranking"):
             raise ValueError(f"unknown task {self.task!r}")
         self.output_dir = Path(output_dir) if output_dir else None
-        self.device = resolve_device(cfg.device)
+        self.world = distributed.current_world()
+        if self.world.distributed:
+            self.device = distributed.rank_device(cfg.device, self.world)
+            if distributed.backend_for(self.device) == "nccl":
+                _dense_embedding_gradients(model)  # NCCL cannot all-reduce sparse gradients
+        else:
+            self.device = resolve_device(cfg.device)
         self.model.to(self.device)
+        self._ddp: nn.Module | None = None
+        self._shard = (0, 0, 0)  # (lo, hi, rows) of the current global batch on this rank
         self.optimizers = build_optimizers(model, cfg)
         self.negative_fn = negative_fn
         self.history: list[dict[str, float]] = []
@@ -127,7 +142,8 @@ class Trainer:
 
     def _loss(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
         with self._autocast():
-            logits, extra = self.model.forward_train(batch)
+            forward = self.model.forward_train if self._ddp is None else self._ddp
+            logits, extra = forward(batch)
         logits = logits.float()
         if self.task == "binary":
             loss = F.binary_cross_entropy_with_logits(logits, batch.label)
@@ -156,7 +172,9 @@ class Trainer:
             neg_ids = self.negative_fn(batch, k, generator).to(batch.sparse.device)
         else:
             n_items = schema.field(schema.item_key).vocab_size
-            neg_ids = torch.randint(1, max(n_items, 2), (len(batch), k), generator=generator)
+            lo, hi, rows = self._shard if self.world.distributed else (0, len(batch), len(batch))
+            # drawn for the whole global batch, so N ranks use the single-process negatives
+            neg_ids = torch.randint(1, max(n_items, 2), (rows, k), generator=generator)[lo:hi]
         repeated = batch.select(torch.arange(len(batch)).repeat(k))
         neg_batch = repeated.with_sparse_column(col, neg_ids.T.reshape(-1).to(batch.sparse.device))
         with self._autocast():
@@ -182,13 +200,32 @@ class Trainer:
         fit_statistics = getattr(self.model, "fit_statistics", None)
         if callable(fit_statistics) and not resumed:
             fit_statistics(train)  # count-based parts (item popularity) come from the data
-        loader = BatchLoader(train, cfg.batch_size, shuffle=True, seed=cfg.seed)
+        world = self.world
+        loader = BatchLoader(
+            train,
+            cfg.batch_size,
+            shuffle=True,
+            seed=cfg.seed,
+            rank=world.rank,
+            world_size=world.size,
+        )
+        if (
+            world.distributed
+            and self._ddp is None
+            and any(p.requires_grad for p in self.model.parameters())
+        ):
+            self._ddp = distributed.wrap_ddp(self.model)
+        # rank 0 keeps the single-process streams; other ranks draw their own dropout masks
+        # (and custom negatives, which cannot be drawn for the global batch)
+        rank_offset = 1_000_003 * world.rank
+        custom_negatives = rank_offset if self.negative_fn is not None else 0
         higher = metrics.higher_is_better(self.monitor)
         while self.epoch < cfg.epochs:
             epoch = self.epoch
             loader.set_epoch(epoch)
-            generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-            torch.manual_seed(cfg.seed * 7919 + epoch)  # dropout etc.: a function of the epoch
+            generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch + custom_negatives)
+            # dropout etc.: a function of the epoch
+            torch.manual_seed(cfg.seed * 7919 + epoch + rank_offset)
             record = self._train_epoch(loader, generator, epoch)
             if valid is not None and len(valid):
                 record.update({f"valid_{k}": v for k, v in self.evaluate(valid).items()})
@@ -220,6 +257,7 @@ class Trainer:
                 break
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
+        self._ddp = None  # the wrapper's hooks go; the next fit wraps again
         return self.history
 
     def _train_epoch(
@@ -228,26 +266,33 @@ class Trainer:
         from tqdm.auto import tqdm
 
         self.model.train()
+        world = self.world
         total, seen, start = 0.0, 0, time.perf_counter()
-        bar = tqdm(
-            loader, desc=f"epoch {epoch}", disable=not self.cfg.progress, leave=False, unit="batch"
-        )
+        show = self.cfg.progress and world.is_main
+        bar = tqdm(loader, desc=f"epoch {epoch}", disable=not show, leave=False, unit="batch")
         for step, batch in enumerate(bar):
             batch = batch.to(self.device)
             self._emb_penalty.clear()
             for opt in self.optimizers:
                 opt.zero_grad(set_to_none=True)
-            loss = self._loss(batch, generator)
+            loss = self._loss_on_shard(batch, generator, loader.global_rows(step))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"epoch {epoch}, step {step}: loss is {loss.item()}")
-            loss.backward()
+            if world.distributed:
+                # DDP averages gradients over N ranks: a rank holding b_r of the global batch's
+                # b rows weighs its mean loss by N * b_r / b, so the step follows the gradient
+                # of the global mean loss, also for an unequal last batch
+                (loss * (world.size * len(batch) / self._shard[2])).backward()
+            else:
+                loss.backward()
             for opt in self.optimizers:
                 opt.step()
             total += float(loss.detach()) * len(batch)
             seen += len(batch)
             if step % 20 == 0:
-                rate = seen / max(time.perf_counter() - start, 1e-9)
+                rate = seen * world.size / max(time.perf_counter() - start, 1e-9)
                 bar.set_postfix(loss=f"{total / seen:.4f}", samples_s=f"{rate:,.0f}")
+        total, seen = distributed.all_reduce_sum([total, float(seen)])
         elapsed = time.perf_counter() - start
         self._emb_penalty.clear()
         return {
@@ -257,10 +302,33 @@ class Trainer:
             "train_samples_per_s": seen / max(elapsed, 1e-9),
         }
 
+    def _loss_on_shard(
+        self, batch: Batch, generator: torch.Generator, global_rows: int
+    ) -> torch.Tensor:
+        """Mean loss of this rank's rows; records where they sit in the global batch."""
+        if self.world.distributed:
+            lo, hi = distributed.shard_bounds(global_rows, self.world.rank, self.world.size)
+            self._shard = (lo, hi, global_rows)
+        return self._loss(batch, generator)
+
     # ---- inference -----------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, data: EncodedData) -> np.ndarray:
-        """Model outputs for every row (logits for binary/ranking, predictions for regression)."""
+        """Model outputs for every row (logits for binary/ranking, predictions for regression).
+
+        In a distributed run this is collective (every rank must call it): each rank predicts
+        its contiguous shard and every rank returns all rows' outputs in order.
+        """
+        world = self.world
+        if world.distributed:
+            lo, hi = distributed.shard_bounds(len(data), world.rank, world.size)
+            shard = EncodedData.from_arrays({k: v[lo:hi] for k, v in data.arrays().items()})
+            local = torch.from_numpy(self._predict_local(shard))
+            return distributed.gather_rows(local, len(data)).numpy()
+        return self._predict_local(data)
+
+    @torch.no_grad()
+    def _predict_local(self, data: EncodedData) -> np.ndarray:
         self.model.eval()
         out = []
         for batch in BatchLoader(data, self.cfg.eval_batch_size):
@@ -296,16 +364,20 @@ class Trainer:
             "bad_epochs": self.bad_epochs,
             "plateau_epochs": self.plateau_epochs,
             "torch_rng": torch.get_rng_state(),
+            "world_size": self.world.size,
         }
 
     def _write_outputs(self) -> None:
         if self.output_dir is None:
             return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        state = self.checkpoint_state()
-        atomic_write(self.output_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
-        atomic_write_text(self.output_dir / "history.json", json.dumps(self.history, indent=1))
-        plot_history(self.history, self.output_dir / "learning_curve.png")
+        if self.world.is_main:  # one writer; the other ranks wait until the files are whole
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            state = self.checkpoint_state()
+            atomic_write(self.output_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+            history = json.dumps(self.history, indent=1)
+            atomic_write_text(self.output_dir / "history.json", history)
+            plot_history(self.history, self.output_dir / "learning_curve.png")
+        distributed.barrier()
 
     def load_checkpoint(self, path: str | Path | None = None) -> bool:
         """Restore model, optimizers and loop state; False when there is no checkpoint."""
@@ -341,8 +413,30 @@ class Trainer:
         self.bad_epochs = state["bad_epochs"]
         self.plateau_epochs = state["plateau_epochs"]
         torch.set_rng_state(state["torch_rng"])
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.world.size:
+            # the global batches do not depend on N, so this continues the same run
+            log.info(
+                "checkpoint written by %d process(es), resuming with %d",
+                saved_world,
+                self.world.size,
+            )
         log.info("resumed from %s at epoch %d", path, self.epoch)
         return True
+
+
+def _dense_embedding_gradients(model: nn.Module) -> None:
+    """Switch ``sparse=True`` embedding tables to dense gradients (for backends without sparse
+    all-reduce); the optimizers built afterwards then treat them as dense weights."""
+    switched = 0
+    for module in model.modules():
+        if isinstance(module, nn.Embedding) and module.sparse:
+            module.sparse = False
+            switched += 1
+    if switched:
+        log.warning(
+            "NCCL: %d embedding table(s) use dense gradients (no sparse all-reduce)", switched
+        )
 
 
 def _fmt(record: dict[str, float]) -> str:

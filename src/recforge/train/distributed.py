@@ -1,0 +1,326 @@
+"""Distributed data-parallel training on PyTorch's own engine (``torch.distributed`` + DDP).
+
+A run has ``N`` processes (ranks). They are started either by ``torchrun`` (which sets
+``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; see
+:func:`process_group_from_env`) or by :func:`launch`, which spawns ``N`` local processes with
+``torch.multiprocessing`` on a free loopback port. The backend is gloo on CPU and NCCL on CUDA
+(one GPU per rank, ``cuda:LOCAL_RANK``).
+
+How training stays equal to one process with the same global batch (see
+:class:`recforge.train.Trainer`):
+
+* Data: every rank draws the same seeded permutation; global batch ``t`` is rows
+  ``perm[t*B:(t+1)*B]`` and rank ``r`` takes the contiguous slice :func:`shard_bounds` of it, so
+  the global batches (and a resumed run's order) do not depend on ``N``. A final global batch
+  with fewer rows than ranks is skipped by every rank (a rank would otherwise get no rows).
+* Loss: rank ``r`` with ``b_r`` of the ``b`` rows of a global batch scales its mean loss
+  (task loss, extra loss and the batch-row embedding L2 alike) by ``N * b_r / b``; DDP averages
+  gradients over ``N`` ranks, so the update is the gradient of the global mean loss, including
+  for an unequal last batch. A batch-independent term (``embedding_l2_scope='table'``) is
+  scaled the same way and its ``b_r / b`` shares sum to one.
+* Fused embedding gradients: gloo all-reduces sparse gradients (``sparse=True`` tables keep
+  ``SparseRowAdam``, DDP puts each sparse parameter in its own bucket); NCCL does not, so on
+  CUDA the tables are switched to dense gradients (and dense Adam) before the optimizers are
+  built.
+* Evaluation: rank ``r`` predicts rows :func:`shard_bounds` ``(n, r, N)`` of the evaluation set;
+  :func:`gather_rows` concatenates the shards in rank order, and every rank computes AUC, GAUC,
+  logloss on all ``n`` predictions (so early-stopping decisions agree across ranks).
+* Outputs: rank 0 alone writes checkpoints, history and bundles (atomically); the others wait
+  at a barrier. Every rank loads the same checkpoint to resume.
+
+Not reproduced exactly: dropout masks (each rank seeds its own stream), batch normalisation
+(statistics per rank shard; buffers are broadcast from rank 0 each step, as DDP does by
+default) and custom negative samplers (each rank draws from its own generator).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 1800.0
+
+
+@dataclass(frozen=True)
+class World:
+    """Where this process sits in a distributed run.
+
+    Attributes:
+        rank: Global rank, 0 .. size-1.
+        size: Number of processes.
+        local_rank: Rank on this machine (picks the GPU).
+    """
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def current_world() -> World:
+    """The initialised process group's world, or a single process when there is none."""
+    if dist.is_available() and dist.is_initialized():
+        local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
+        return World(dist.get_rank(), dist.get_world_size(), local)
+    return World()
+
+
+def env_world() -> World | None:
+    """The world ``torchrun`` describes in the environment; ``None`` when it describes none."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    return World(rank, size, int(os.environ.get("LOCAL_RANK", rank)))
+
+
+def shard_bounds(n: int, rank: int, size: int) -> tuple[int, int]:
+    """Contiguous ``[lo, hi)`` of ``n`` rows for ``rank`` of ``size`` (sizes differ by <= 1)."""
+    return n * rank // size, n * (rank + 1) // size
+
+
+def backend_for(device: torch.device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def rank_device(name: str, world: World) -> torch.device:
+    """The device of this rank: ``cuda:LOCAL_RANK`` for ``cuda``/``auto`` with GPUs, else CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", world.local_rank)
+    return device
+
+
+def init_process_group(device: str = "cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> World:
+    """Join the process group the environment describes (``env://`` rendezvous).
+
+    Args:
+        device: The training device name (``cpu``, ``cuda``, ``auto``); CUDA selects NCCL.
+        timeout_s: Seconds a collective waits for a missing rank before failing.
+
+    Returns:
+        This process's :class:`World`.
+    """
+    world = env_world()
+    if world is None:
+        raise RuntimeError("no distributed environment (RANK/WORLD_SIZE are unset)")
+    dev = rank_device(device, world)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    backend = backend_for(dev)
+    dist.init_process_group(
+        backend,
+        rank=world.rank,
+        world_size=world.size,
+        timeout=timedelta(seconds=timeout_s),
+    )
+    log.info("rank %d/%d joined the %s process group", world.rank, world.size, backend)
+    return world
+
+
+@contextlib.contextmanager
+def process_group_from_env(
+    device: str = "cpu", timeout_s: float = DEFAULT_TIMEOUT_S
+) -> Iterator[World]:
+    """Context: join the group ``torchrun`` describes (nothing when world size is 1), leave it."""
+    world = env_world()
+    if world is None or world.size == 1 or dist.is_initialized():
+        yield current_world()
+        return
+    world = init_process_group(device, timeout_s)
+    try:
+        yield world
+    finally:
+        dist.destroy_process_group()
+
+
+# ---- collectives (no-ops in a single process) ----------------------------------------------
+def barrier() -> None:
+    if current_world().distributed:
+        dist.barrier()
+
+
+def _comm_device() -> torch.device:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce_sum(values: list[float]) -> list[float]:
+    """Element-wise sum of ``values`` over ranks (float64)."""
+    if not current_world().distributed:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=_comm_device())
+    dist.all_reduce(t)
+    return t.cpu().tolist()
+
+
+def gather_rows(local: torch.Tensor, total: int) -> torch.Tensor:
+    """Concatenate every rank's shard (rows :func:`shard_bounds` ``(total, r, N)``) in rank order.
+
+    Shards are padded to the largest shard for one ``all_gather`` and trimmed after.
+
+    Shape:
+        local ``(n_r, ...)`` -> ``(total, ...)`` on the CPU, on every rank.
+    """
+    world = current_world()
+    if not world.distributed:
+        return local
+    sizes = [hi - lo for lo, hi in (shard_bounds(total, r, world.size) for r in range(world.size))]
+    if local.shape[0] != sizes[world.rank]:
+        raise ValueError(
+            f"rank {world.rank}: shard has {local.shape[0]} rows, not {sizes[world.rank]}"
+        )
+    device = _comm_device()
+    width = max(sizes)
+    padded = torch.zeros((width, *local.shape[1:]), dtype=local.dtype, device=device)
+    padded[: local.shape[0]] = local.to(device)
+    parts = [torch.empty_like(padded) for _ in range(world.size)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)]).cpu()
+
+
+class _ForwardTrain(nn.Module):
+    """Exposes a model's ``forward_train`` (logits, extra loss) as ``forward`` for DDP."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Any) -> Any:
+        return self.model.forward_train(batch)
+
+
+def wrap_ddp(model: nn.Module) -> nn.Module:
+    """``DistributedDataParallel`` whose call is ``model.forward_train(batch)``.
+
+    Gradients are averaged over ranks during ``backward``; ``model`` itself stays unwrapped
+    (its ``state_dict`` keys and plain ``forward`` for evaluation are unchanged).
+    """
+    return nn.parallel.DistributedDataParallel(
+        _ForwardTrain(model),
+        device_ids=None,  # the trainer moves batches; None suits CPU modules and one GPU
+    )
+
+
+# ---- spawning local processes (``--nproc N``) ----------------------------------------------
+def free_port() -> int:
+    """A TCP port on the loopback interface that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _spawned(
+    rank: int,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    size: int,
+    port: int,
+    result_path: str,
+    device: str,
+    timeout_s: float,
+    threads: int,
+    log_level: int,
+) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(size),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    logging.basicConfig(
+        level=log_level if rank == 0 else max(log_level, logging.WARNING),
+        format=f"%(levelname)s [rank {rank}] %(name)s: %(message)s",
+    )
+    torch.set_num_threads(threads)
+    init_process_group(device, timeout_s)
+    try:
+        result = fn(*args)
+        if rank == 0:
+            tmp = result_path + ".tmp"
+            with open(tmp, "wb") as fh:
+                pickle.dump(result, fh)
+            os.replace(tmp, result_path)
+    finally:
+        dist.destroy_process_group()
+
+
+def launch(
+    fn: Callable[..., Any],
+    nproc: int,
+    *args: Any,
+    device: str = "cpu",
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    threads: int = 0,
+) -> Any:
+    """Run ``fn(*args)`` in ``nproc`` spawned processes joined in one group; rank 0's result.
+
+    ``fn`` must be importable (a module-level function) and its result picklable. If any rank
+    raises or dies, the others are terminated and a ``RuntimeError`` names the failed rank; a
+    rank blocked on a dead peer gives up after ``timeout_s`` at the latest.
+
+    Args:
+        fn: What each rank runs once its process group is up.
+        nproc: Number of processes.
+        *args: Arguments of ``fn`` (pickled to every process).
+        device: ``cpu`` (gloo) or ``cuda``/``auto`` (NCCL when GPUs exist, ``nproc`` of them).
+        timeout_s: Collective timeout.
+        threads: torch intra-op threads per process; 0 shares the machine's cores evenly.
+
+    Returns:
+        What ``fn`` returned on rank 0.
+    """
+    if nproc < 1:
+        raise ValueError("nproc must be >= 1")
+    dev = rank_device(device, World())
+    if dev.type == "cuda" and nproc > torch.cuda.device_count():
+        raise ValueError(f"nproc={nproc} needs {nproc} GPUs, found {torch.cuda.device_count()}")
+    threads = threads or max(1, (os.cpu_count() or 1) // nproc)
+    with tempfile.TemporaryDirectory(prefix="recforge-ddp-") as tmp:
+        result_path = str(Path(tmp) / "result.pkl")
+        extra = (nproc, free_port(), result_path, device, timeout_s, threads)
+        try:
+            mp.start_processes(
+                _spawned,
+                args=(fn, args, *extra, logging.getLogger().getEffectiveLevel()),
+                nprocs=nproc,
+                join=True,
+                start_method="spawn",
+            )
+        except mp.ProcessRaisedException as exc:
+            raise RuntimeError(
+                f"distributed run failed on rank {exc.error_index}:\n{exc}"
+            ) from None
+        except mp.ProcessExitedException as exc:
+            raise RuntimeError(
+                f"distributed run failed: rank {exc.error_index} exited with code {exc.exit_code}"
+            ) from None
+        with open(result_path, "rb") as fh:
+            return pickle.load(fh)  # noqa: S301 - written by our own rank 0 a moment ago
