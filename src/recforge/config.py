@@ -40,6 +40,12 @@ class DataConfig:
         options: Keyword options of the dataset's ``prepare`` (e.g. ``rows`` and ``seed`` for
             ``synthetic``, ``implicit`` for MovieLens).
         cache_dir: Where encoded arrays are cached; ``None`` uses the user cache directory.
+        streaming: ``auto`` preprocesses ``dataset: files`` inputs (CSV/TSV/Parquet) in chunks
+            when they are too large for ``memory_budget_mb`` (see
+            :func:`recforge.data.pipeline.use_streaming`); ``always`` forces it, ``never``
+            reads whole tables.
+        memory_budget_mb: Memory the data pipeline may use, in MiB; decides ``auto``.
+        chunk_rows: Rows per chunk when streaming.
     """
 
     dataset: str = "synthetic"
@@ -53,6 +59,9 @@ class DataConfig:
     test_ratio: float = 0.1
     options: dict[str, Any] = field(default_factory=dict)
     cache_dir: str | None = None
+    streaming: Literal["auto", "always", "never"] = "auto"
+    memory_budget_mb: float = 2048.0
+    chunk_rows: int = 50_000
 
 
 @dataclass

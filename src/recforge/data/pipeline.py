@@ -5,6 +5,15 @@ their sizes and modification times, the options, the split settings and the pack
 A second run with the same key memory-maps the saved arrays and the fitted preprocessor and
 skips reading and preprocessing entirely. Cache folders are written to a temporary name and
 renamed, so a failed run leaves nothing behind.
+
+Data larger than memory (``dataset: files`` with CSV/TSV/Parquet inputs) is preprocessed in
+chunks when :func:`use_streaming` says so: a one-pass fit on the training rows, then a pass that
+encodes each chunk and appends it to ``.npy`` files in the cache folder, which training reads
+memory-mapped. The arrays equal the in-memory path's (see :meth:`Preprocessor.fit_stream` for
+the float-rounding caveats). Splits derived from the training file are computed on small
+per-row columns (8 bytes a row for the row index, plus 8 for the time and user columns a
+``time`` or ``leave_last`` split needs) through the same :func:`split_missing`, so streaming
+supports every split kind and gives the same rows as the in-memory path.
 """
 
 from __future__ import annotations
@@ -17,20 +26,29 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from recforge.config import DataConfig
-from recforge.data import datasets
+from recforge.data import datasets, stream
 from recforge.data.preprocess import Preprocessor
-from recforge.data.readers import read_table
+from recforge.data.readers import compression_of, read_table
 from recforge.data.split import split_table
-from recforge.data.store import EncodedData, load_encoded, save_encoded
+from recforge.data.store import EncodedData, EncodedWriter, load_encoded, save_encoded
 from recforge.features import Schema
 from recforge.io import cache_dir
 
 log = logging.getLogger(__name__)
 _SPLITS = ("train", "valid", "test")
+# Options that choose how the arrays are computed, not what they are: left out of the cache key.
+_HOW_KEYS = ("cache_dir", "streaming", "memory_budget_mb", "chunk_rows")
+# Peak memory of the in-memory path per byte of (uncompressed) input; measured about 4x on the
+# synthetic click log CSV (benchmarks/bench_streaming.py), so files above budget / 4 stream.
+IN_MEMORY_FACTOR = 4.0
+# Assumed expansion of compressed inputs when estimating their size.
+COMPRESSED_FACTOR = 5.0
 
 
 @dataclass
@@ -65,7 +83,7 @@ def cache_key(cfg: DataConfig, seed: int) -> str:
 
     parts = {
         "version": __version__,
-        "cfg": {k: v for k, v in asdict(cfg).items() if k != "cache_dir"},
+        "cfg": {k: v for k, v in asdict(cfg).items() if k not in _HOW_KEYS},
         "seed": seed,
         "files": [_fingerprint_path(p) for p in (cfg.path, cfg.train, cfg.valid, cfg.test)],
         "schema": Path(cfg.schema).read_text() if cfg.schema else None,
@@ -139,6 +157,11 @@ def encode_run(cfg: DataConfig, seed: int = 0, use_cache: bool = True) -> Encode
             return EncodedRun(pre, *parts, cache_path=folder, from_cache=True)
         except (OSError, RuntimeError, ValueError) as exc:
             log.warning("ignoring unreadable cache %s (%s)", folder, exc)
+    if use_streaming(cfg):
+        run = encode_streaming(cfg, seed, folder)
+        if not use_cache:
+            log.info("streamed arrays stay in %s (streaming always writes to disk)", folder)
+        return run
     raw = load_raw(cfg)
     train_t, valid_t, test_t = split_missing(raw, cfg, seed)
     pre = Preprocessor(raw.schema).fit(train_t)
@@ -164,3 +187,167 @@ def _write_cache(run: EncodedRun, folder: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ---- streaming -------------------------------------------------------------------------
+def _input_files(cfg: DataConfig) -> list[Path]:
+    return [Path(p) for p in (cfg.train, cfg.valid, cfg.test) if p is not None]
+
+
+def use_streaming(cfg: DataConfig) -> bool:
+    """Whether :func:`encode_run` preprocesses in chunks.
+
+    ``always`` streams (an error when the inputs cannot be streamed), ``never`` does not;
+    ``auto`` streams ``dataset: files`` inputs in a streamable format whose estimated in-memory
+    footprint, ``IN_MEMORY_FACTOR`` times their size (compressed files counted
+    ``COMPRESSED_FACTOR`` times), exceeds ``memory_budget_mb``.
+    """
+    if cfg.streaming == "never":
+        return False
+    files = _input_files(cfg) if cfg.dataset == "files" else []
+    unstreamable = [p for p in files if stream.stream_format(p) is None]
+    if cfg.dataset != "files" or unstreamable or not files:
+        if cfg.streaming == "always":
+            what = unstreamable[0] if unstreamable else f"dataset {cfg.dataset!r}"
+            raise ValueError(
+                f"streaming: always needs dataset: files with CSV, TSV or Parquet inputs "
+                f"(cannot stream {what}); set data.streaming: auto or never"
+            )
+        return False
+    if cfg.streaming == "always":
+        return True
+    size = sum(p.stat().st_size * (COMPRESSED_FACTOR if compression_of(p) else 1.0) for p in files)
+    budget = cfg.memory_budget_mb * 2**20
+    if IN_MEMORY_FACTOR * size > budget:
+        log.info(
+            "inputs %.0f MiB > budget %.0f MiB / %.0f: preprocessing in chunks",
+            size / 2**20,
+            cfg.memory_budget_mb,
+            IN_MEMORY_FACTOR,
+        )
+        return True
+    return False
+
+
+def split_labels(path: Path, schema: Schema, cfg: DataConfig, seed: int) -> np.ndarray:
+    """Per row of the training file: 0 train, 1 valid, 2 test, as :func:`split_missing` splits.
+
+    Runs :func:`split_missing` on a table of row indices (with the time and user columns the
+    split kind needs, users as consistent integer codes), so the rows equal the in-memory ones.
+    """
+    user_col = schema.field(schema.user_key).source if schema.user_key else "user"
+    time_col = schema.time_column or "time"
+    if cfg.split == "random":
+        n, cols = stream.count_rows(path), {}
+    else:
+        wanted = [time_col] + ([user_col] if cfg.split == "leave_last" else [])
+        users = stream.FirstSeenIndex()
+        times, codes, n = [], [], 0
+        for chunk in stream.iter_chunks(
+            path, columns=wanted, chunk_rows=cfg.chunk_rows, types={user_col: pa.string()}
+        ):
+            n += chunk.num_rows
+            if time_col in chunk.column_names:
+                times.append(chunk.column(time_col))
+            if user_col in chunk.column_names:
+                codes.append(users.codes(chunk.column(user_col)))
+        cols = {}
+        if times:
+            cols[time_col] = pa.chunked_array([c for t in times for c in t.chunks])
+        if codes:
+            cols[user_col] = pa.array(np.concatenate(codes))
+    index = pa.table({"__row": pa.array(np.arange(n, dtype=np.int64)), **cols})
+    given = pa.table({"__row": pa.array([], pa.int64())})
+    raw = datasets.PreparedDataset(
+        name=path.stem,
+        schema=schema,
+        train=index,
+        valid=given if cfg.valid else None,
+        test=given if cfg.test else None,
+    )
+    labels = np.zeros(n, dtype=np.int8)
+    for code, part in enumerate(split_missing(raw, cfg, seed)):
+        rows = part.column("__row").to_numpy()
+        if code and part is not given:
+            labels[rows] = code
+    return labels
+
+
+def _with_groups(
+    data: EncodedData, chunk: pa.Table, schema: Schema, groups: stream.FirstSeenIndex
+) -> EncodedData:
+    """Replace the per-chunk GAUC group index by one consistent over the whole split."""
+    if schema.user_key is not None:
+        source = schema.field(schema.user_key).source
+        data.extras["group"] = groups.codes(chunk.column(source))
+    return data
+
+
+def encode_streaming(cfg: DataConfig, seed: int, folder: Path) -> EncodedRun:
+    """The streaming path of :func:`encode_run`: fit in one pass, encode chunk by chunk.
+
+    Writes ``preprocessor/``, ``train/``, ``valid/``, ``test/`` and ``complete`` into a
+    temporary sibling of ``folder`` and renames it into place; a failure deletes it.
+    """
+    if not cfg.train or not cfg.schema:
+        raise ValueError("dataset 'files' needs data.train and data.schema (a schema JSON)")
+    schema = Schema.from_json(Path(cfg.schema).read_text())
+    train_path = Path(cfg.train)
+    derive = cfg.valid is None or cfg.test is None
+    labels = split_labels(train_path, schema, cfg, seed) if derive else None
+
+    def chunks(path: Path) -> Any:
+        """(chunk, split code per row or None) over a file."""
+        start = 0
+        for chunk in stream.iter_chunks(path, schema, cfg.chunk_rows):
+            codes = None
+            if labels is not None and path == train_path:
+                codes = labels[start : start + chunk.num_rows]
+            start += chunk.num_rows
+            yield chunk, codes
+
+    def train_rows() -> Any:
+        for chunk, codes in chunks(train_path):
+            yield chunk if codes is None else chunk.filter(pa.array(codes == 0))
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    writers: list[EncodedWriter] = []
+    try:
+        pre = Preprocessor(schema).fit_stream(train_rows(), seed=seed)
+        pre.save(tmp / "preprocessor")
+        writers = [EncodedWriter(tmp / name) for name in _SPLITS]  # inside tmp: removed with it
+        groups = [stream.FirstSeenIndex() for _ in _SPLITS]
+        sources = [(train_path, None)] + [
+            (Path(p), code) for code, p in ((1, cfg.valid), (2, cfg.test)) if p is not None
+        ]
+        started = False
+        for path, code in sources:
+            for chunk, codes in chunks(path):
+                if not started:
+                    empty = pre.transform(chunk.slice(0, 0))
+                    for w in writers:
+                        w.append(empty)  # fixes names, dtypes and widths of every split
+                    started = True
+                if codes is None:
+                    targets = [(code or 0, chunk)]
+                else:
+                    targets = [(c, chunk.filter(pa.array(codes == c))) for c in range(3)]
+                for c, part in targets:
+                    if part.num_rows:
+                        encoded = _with_groups(pre.transform(part), part, schema, groups[c])
+                        writers[c].append(encoded)
+        for w in writers:
+            w.close()
+        (tmp / "complete").write_text("ok")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        for w in writers:
+            w.abort()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    parts = [load_encoded(folder / name) for name in _SPLITS]
+    log.info("streamed %s rows into %s", "/".join(str(len(p)) for p in parts), folder)
+    return EncodedRun(pre, *parts, cache_path=folder)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pyarrow.compute as pc
 
 from recforge.data.readers import check_columns, check_numeric, validate_labels
 from recforge.data.store import EncodedData
+from recforge.data.stream import NumericSummary, ValueCounts
 from recforge.features import CategoricalField, NumericField, Schema, SequenceField
 from recforge.io import atomic_write, atomic_write_text
 
@@ -148,6 +150,72 @@ class Preprocessor:
             table.num_rows,
             ", ".join(f"{f.name}={f.vocab_size}" for f in schema.sparse_fields),
         )
+        return self
+
+    def fit_stream(
+        self, chunks: Iterable[pa.Table], exact_quantile_limit: int = 1_000_000, seed: int = 0
+    ) -> Preprocessor:
+        """Fit on training rows given chunk by chunk, in one pass with bounded memory.
+
+        The fitted state equals :meth:`fit` on the concatenated chunks: the same vocabularies
+        in the same order (counts merged across chunks, ``min_count`` applied after the pass),
+        numeric min/max exactly, mean/std up to float rounding, and bucket edges exactly while a
+        bucketed column has at most ``exact_quantile_limit`` distinct values (approximate, from
+        a uniform sample, beyond). Memory grows with the distinct values, not with the rows.
+
+        Args:
+            chunks: Tables with the schema's source columns (e.g. from
+                :func:`recforge.data.stream.iter_chunks`), the training split only.
+            exact_quantile_limit: Distinct values of a bucketed column kept for exact edges.
+            seed: Seed of the fallback quantile sample.
+        """
+        schema = self.schema
+        counters: dict[str, ValueCounts] = {}
+        for f in schema.fields:
+            own_vocab = isinstance(f, SequenceField) and not f.share_embedding_with
+            if (isinstance(f, CategoricalField) and not f.hash_buckets) or own_vocab:
+                counters[f.name] = ValueCounts()
+        summaries = {
+            f.name: NumericSummary(
+                f.transform == "log", f.is_bucketed, exact_quantile_limit, seed=seed
+            )
+            for f in schema.fields
+            if isinstance(f, NumericField)
+        }
+        rows = 0
+        for i, table in enumerate(chunks):
+            if i == 0:
+                check_columns(table, schema, require_label=False)
+            table = check_numeric(table, schema)
+            rows += table.num_rows
+            for seq in schema.sequence_fields:
+                target = seq.share_embedding_with or seq.name
+                if target in counters:
+                    lists = _sequence_lists(table.column(seq.source), seq.separator)
+                    counters[target].add(lists.flatten())
+            for f in schema.fields:
+                if isinstance(f, CategoricalField) and f.name in counters:
+                    counters[f.name].add(_as_strings(table.column(f.source)))
+                elif isinstance(f, NumericField):
+                    summaries[f.name].add(_numeric_values(table.column(f.source), f))
+        for f in schema.fields:
+            if f.name in counters:
+                values, counts = counters[f.name].result()
+                vocab = vocab_from_counts(values, counts, f.min_count)  # type: ignore[union-attr]
+                self.vocabs[f.name] = vocab
+                schema = schema.replace_field(dataclasses.replace(f, vocab_size=len(vocab) + 1))
+            elif isinstance(f, CategoricalField) and f.hash_buckets:
+                schema = schema.replace_field(dataclasses.replace(f, vocab_size=f.hash_buckets + 1))
+            elif isinstance(f, NumericField):
+                summary = summaries[f.name]
+                state: dict[str, Any] = dict(summary.state())
+                if f.is_bucketed:
+                    qs = summary.quantile(np.linspace(0, 1, f.buckets + 1)[1:-1])
+                    state["edges"] = [float(e) for e in np.unique(qs)]
+                self.numeric[f.name] = state
+        self.schema = schema
+        self.fitted = True
+        log.info("fitted preprocessor on %d rows in chunks", rows)
         return self
 
     # ---- transform ---------------------------------------------------------------------
@@ -287,8 +355,11 @@ def _fit_vocab(pieces: list[pa.ChunkedArray], min_count: int) -> pa.Array:
     if not chunks:
         return pa.array([], pa.string())
     counts = pc.value_counts(pa.chunked_array(chunks, type=pa.string()).combine_chunks())
-    values = counts.field("values")
-    freq = counts.field("counts")
+    return vocab_from_counts(counts.field("values"), counts.field("counts"), min_count)
+
+
+def vocab_from_counts(values: pa.Array, freq: pa.Array, min_count: int) -> pa.Array:
+    """The vocabulary order of :func:`_fit_vocab` from distinct ``values`` and their counts."""
     keep = pc.and_(pc.greater_equal(freq, min_count), pc.is_valid(values))
     table = pa.table({"v": values.filter(keep), "c": freq.filter(keep)})
     table = table.sort_by([("c", "descending"), ("v", "ascending")])
