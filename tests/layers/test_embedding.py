@@ -93,3 +93,21 @@ def test_linear_part_is_sum_of_weights(tiny_schema, tiny_batch):
     for j in range(tiny_batch.sparse.shape[1]):
         expected = expected + w[lin.weights.offsets[j] + tiny_batch.sparse[:, j]]
     torch.testing.assert_close(lin(tiny_batch), expected)
+
+
+def test_sequence_with_own_vocabulary_does_not_shift_sparse_fields(tiny_schema):
+    # a sequence that owns rows sits in the same fused table after the sparse fields; the
+    # sparse lookup must add only the sparse fields' offsets
+    own = dataclasses.replace(
+        tiny_schema.fields[-1], name="hist_tags", share_embedding_with=None, vocab_size=9
+    )
+    schema = dataclasses.replace(tiny_schema, fields=(*tiny_schema.fields, own))
+    batch = random_batch(schema, 16, torch.Generator().manual_seed(3))
+    emb = FeatureEmbedding(schema)
+    out = emb(batch)
+    (table,) = emb.tables.values()
+    assert len(table.vocab_sizes) == len(schema.sparse_fields) + 1
+    for j in range(len(schema.sparse_fields)):
+        torch.testing.assert_close(out[:, j], table.field_rows(j)[batch.sparse[:, j]])
+    tags = table.field_rows(len(schema.sparse_fields))[batch.sequences["hist_tags"]]
+    torch.testing.assert_close(out[:, -1], masked_mean(tags, batch.lengths["hist_tags"]))

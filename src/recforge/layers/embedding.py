@@ -49,8 +49,9 @@ class FusedEmbedding(nn.Module):
         return self.embedding.weight
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        # (B, F) + (F,) -> global rows; one gather for all fields
-        return self.embedding(ids + self.offsets)
+        # (B, F) + (F,) -> global rows; one gather for all fields. The table may also own rows
+        # of sequence fields (after the F sparse fields), whose offsets the ids do not cover.
+        return self.embedding(ids + self.offsets[: ids.shape[-1]])
 
     def lookup(self, ids: torch.Tensor, field_index: int) -> torch.Tensor:
         """Embed ids of one field (any shape), e.g. a behaviour sequence ``(B, L)``."""
