@@ -21,6 +21,7 @@ from recforge.config import TrainConfig
 from recforge.data.preprocess import Preprocessor
 from recforge.data.synthetic import make_click_log
 from recforge.features import Batch, Schema, random_batch
+from recforge.layers.sequence import MODES, MaskedGRU
 from recforge.models import registry
 from recforge.models.base import ModelConfig, RecModel
 from recforge.serve.bundle import load_bundle, save_bundle
@@ -115,6 +116,36 @@ def test_export_check_refuses_a_graph_that_froze_the_batch_size(fmt, tiny_schema
     model = _FrozenBatchSize(tiny_schema, ModelConfig())
     with pytest.raises(ExportError, match="differ|fails"):
         export_model(model, tiny_schema, tmp_path / "m", fmt, onnx_exporter="legacy")
+
+
+class _GRUCall(torch.nn.Module):
+    def __init__(self, gru: MaskedGRU) -> None:
+        super().__init__()
+        self.gru = gru
+
+    def forward(self, x, lengths, att):
+        return self.gru(x, lengths, attention=att if self.gru.mode != "gru" else None)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_traced_gru_matches_the_active_prefix_loop(mode):
+    """The masked graph path of every GRU mode equals the eager loop, for any batch/lengths."""
+    torch.manual_seed(0)
+    run = _GRUCall(MaskedGRU(5, 4, mode)).eval()
+
+    def inputs(b):
+        g = torch.Generator().manual_seed(b)
+        lengths = torch.randint(0, 7, (b,), generator=g)
+        return torch.randn(b, 6, 5, generator=g), lengths, torch.rand(b, 6, generator=g)
+
+    with torch.no_grad():
+        traced = torch.jit.trace(run, inputs(3), check_trace=False)
+        for b in (1, 9):
+            x, lengths, att = inputs(b)
+            want_out, want_h = run(x, lengths, att)
+            got_out, got_h = traced(x, lengths, att)
+            torch.testing.assert_close(got_out, want_out, atol=1e-6, rtol=0)
+            torch.testing.assert_close(got_h, want_h, atol=1e-6, rtol=0)
 
 
 def test_input_specs_follow_the_batch_layout(tiny_schema):
