@@ -136,7 +136,7 @@ def test_recommend_and_explain_endpoints(serve_bundles):
 @contextmanager
 def _uvicorn(app) -> Iterator[str]:  # noqa: ANN001
     """The app on a real uvicorn server bound to a free loopback port, in a thread."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))

@@ -73,7 +73,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     app = create_app(**options)  # loads the bundle: a bad one fails before binding
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for sockets that
+    # say so; with proto 0 Nagle + delayed ACK add ~40 ms to every keep-alive response
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
     port = sock.getsockname()[1]
