@@ -44,7 +44,9 @@ class DataConfig:
             when they are too large for ``memory_budget_mb`` (see
             :func:`recforge.data.pipeline.use_streaming`); ``always`` forces it, ``never``
             reads whole tables.
-        memory_budget_mb: Memory the data pipeline may use, in MiB; decides ``auto``.
+        memory_budget_mb: Memory the data pipeline may use, in MiB; decides ``auto`` (the
+            streaming path's own peak does not grow with the data but has a fixed part, about
+            270 MiB measured with the default chunks).
         chunk_rows: Rows per chunk when streaming.
     """
 
