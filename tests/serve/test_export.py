@@ -20,7 +20,7 @@ import torch
 from recforge.config import TrainConfig
 from recforge.data.preprocess import Preprocessor
 from recforge.data.synthetic import make_click_log
-from recforge.features import Batch, Schema, random_batch
+from recforge.features import Batch, CategoricalField, NumericField, Schema, random_batch
 from recforge.layers.sequence import MODES, MaskedGRU
 from recforge.models import registry
 from recforge.models.base import ModelConfig, RecModel
@@ -89,6 +89,49 @@ def test_exported_logits_match_eager(name, fmt, exporter, tiny_schema, tmp_path)
         diff = np.abs(out["logits"] - expected).max()
         assert diff < 1e-5, f"{name} {fmt}/{exporter}: max abs diff {diff:.3g}"
         np.testing.assert_allclose(out["scores"], 1 / (1 + np.exp(-expected)), atol=1e-6)
+
+
+def _item_only_schema() -> Schema:
+    return Schema(
+        fields=(
+            CategoricalField("item_id", group="item", vocab_size=20),
+            NumericField("price", group="item"),
+        ),
+        item_key="item_id",
+        embedding_dim=4,
+    )
+
+
+def _dense_only_schema() -> Schema:
+    return Schema(fields=(NumericField("a"), NumericField("b")), embedding_dim=4)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "schema_fn"),
+    [
+        ("wide_deep", {"crosses": ["user_segment&item_category", "device&hour"]}, None),
+        ("dien", {"evolution": "aigru", "gru_hidden": 8}, None),
+        ("dien", {"evolution": "agru"}, None),
+        ("din", {"softmax": True}, None),
+        ("drn", {}, _item_only_schema),  # no state field: the value stream reads a constant
+        ("dnn", {}, _dense_only_schema),  # no sparse input at all
+    ],
+)
+def test_other_configurations_export_with_parity(name, params, schema_fn, tiny_schema, tmp_path):
+    schema = schema_fn() if schema_fn else tiny_schema
+    seed_everything(0)
+    model = registry.build(name, schema, params).eval()
+    for fmt in ("torchscript", "onnx"):
+        path = tmp_path / f"m.{fmt}"
+        specs = export_model(model, schema, path, fmt, verify=False, onnx_exporter="legacy")
+        run = load_artefact(path, fmt, [s.name for s in specs])
+        batch = random_batch(schema, 9, torch.Generator().manual_seed(2))
+        with torch.no_grad():
+            expected = model(batch).numpy()
+        tensors = batch_inputs(batch, schema)
+        got = run({s.name: x.numpy() for s, x in zip(specs, tensors, strict=True)})["logits"]
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() < 1e-5, (name, params, fmt)
 
 
 @pytest.mark.parametrize("name", sorted(NOT_EXPORTABLE))

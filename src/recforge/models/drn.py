@@ -130,7 +130,8 @@ class DRN(RecModel):
     def state_action(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """``state (B, Ds)`` and ``action (B, Da)`` embeddings of a batch."""
         x = self.embedding.flat(batch)  # (B, sum of field dims)
-        state = x[:, self.state_idx] if self.state_idx.numel() else x.new_ones(len(batch), 1)
+        # x.shape[0], not len(batch): an exported graph keeps the batch size dynamic
+        state = x[:, self.state_idx] if self.state_idx.numel() else x.new_ones(x.shape[0], 1)
         return state, x[:, self.action_idx]
 
     def forward(self, batch: Batch) -> torch.Tensor:

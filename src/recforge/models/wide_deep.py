@@ -153,7 +153,7 @@ class WideDeep(RecModel):
     def cross_features(self, batch: Batch) -> torch.Tensor:
         """Ids of every declared cross, ``(B, n_crosses)`` int64 (0 = a crossed field is OOV)."""
         if not self._cross_cols:
-            return torch.zeros(len(batch), 0, dtype=torch.long, device=batch.sparse.device)
+            return batch.sparse[:, :0]  # (B, 0); a shape read keeps an exported B dynamic
         return torch.stack(
             [
                 cross_ids(batch.sparse[:, c], s, self.cfg.cross_buckets)

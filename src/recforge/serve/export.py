@@ -29,13 +29,14 @@ Layout of an export folder::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -277,6 +278,24 @@ def _check_parity(wrapper: BatchInputs, schema: Schema, path: Path, fmt: Format,
         )
 
 
+# the torch.export-based exporter logs every optimisation pass at INFO (hundreds of lines)
+_EXPORTER_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._export")
+
+
+@contextlib.contextmanager
+def _quiet(names: tuple[str, ...]) -> Iterator[None]:
+    """Raise the named loggers to ERROR for the duration of the block."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def _export_onnx(
     wrapper: BatchInputs,
     example: tuple[torch.Tensor, ...],
@@ -298,17 +317,18 @@ def _export_onnx(
         )
         return
     batch = torch.export.Dim("batch")
-    # forward(*inputs) is one variadic argument: its shapes are one tuple, one dict per input
-    program = torch.onnx.export(
-        wrapper,
-        example,
-        input_names=names,
-        output_names=list(OUTPUTS),
-        dynamic_shapes=(tuple({0: batch} for _ in names),),
-        opset_version=ONNX_OPSET,
-        dynamo=True,
-        verbose=False,
-    )
+    with _quiet(_EXPORTER_LOGGERS):
+        # forward(*inputs) is one variadic argument: its shapes are one tuple, one dict per input
+        program = torch.onnx.export(
+            wrapper,
+            example,
+            input_names=names,
+            output_names=list(OUTPUTS),
+            dynamic_shapes=(tuple({0: batch} for _ in names),),
+            opset_version=ONNX_OPSET,
+            dynamo=True,
+            verbose=False,
+        )
     if program is None:
         raise ExportError("torch.onnx.export returned no program")
     program.save(str(path))
