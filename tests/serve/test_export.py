@@ -134,6 +134,20 @@ def test_other_configurations_export_with_parity(name, params, schema_fn, tiny_s
         assert np.abs(got - expected).max() < 1e-5, (name, params, fmt)
 
 
+def test_regression_scores_are_the_raw_predictions(tiny_schema, tmp_path):
+    seed_everything(0)
+    model = registry.build("fm", tiny_schema, {}).eval()
+    specs = export_model(model, tiny_schema, tmp_path / "m.pt", "torchscript", task="regression")
+    run = load_artefact(tmp_path / "m.pt", "torchscript", [s.name for s in specs])
+    batch = random_batch(tiny_schema, 5, torch.Generator().manual_seed(4))
+    out = run(
+        {s.name: x.numpy() for s, x in zip(specs, batch_inputs(batch, tiny_schema), strict=True)}
+    )
+    with torch.no_grad():
+        np.testing.assert_allclose(out["scores"], model(batch).numpy(), atol=1e-6)
+    np.testing.assert_array_equal(out["scores"], out["logits"])
+
+
 @pytest.mark.parametrize("name", sorted(NOT_EXPORTABLE))
 def test_unexportable_models_are_refused_with_the_reason(name, tiny_schema, tmp_path):
     model = registry.build(name, tiny_schema, {})
