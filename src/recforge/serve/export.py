@@ -129,7 +129,6 @@ class BatchInputs(nn.Module):
         super().__init__()
         self.model = model
         self.specs = input_specs(schema)
-        self.n_dense = len(schema.dense_fields)
         self.probabilities = task != "regression"
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
