@@ -272,7 +272,7 @@ def main() -> int:
                 "platform": platform.platform(),
                 "python": platform.python_version(),
                 "torch": torch.__version__,
-                "torch_threads_server": "default",
+                "torch_threads_server": args.server_threads,
             },  # fmt: skip
             "limits": {"requests_per_cell": args.requests, "seconds_per_cell": args.seconds},
             "training_rows": args.rows,
