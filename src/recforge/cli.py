@@ -17,6 +17,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "recforge.commands.recommend",
     "recforge.commands.online",
     "recforge.commands.explain",
+    "recforge.commands.serve",
+    "recforge.commands.export",
 )
 
 
