@@ -3,6 +3,7 @@ good one still served), admin auth, hot reload under concurrent load on a real u
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -20,7 +21,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from recforge.explain import explain_table
-from recforge.serve.app import create_app
+from recforge.serve.app import ENV_CONFIG, create_app, create_app_from_env
 from recforge.serve.bundle import load_bundle
 from recforge.serve.predictor import Predictor
 
@@ -92,7 +93,8 @@ def test_health_and_metadata(client, serve_bundles):
 
 
 def test_admin_endpoints_need_the_token(client, serve_bundles):
-    assert client.post("/admin/reload").status_code == 401
+    missing = client.post("/admin/reload")
+    assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == "Bearer"
     assert client.post("/admin/reload", headers={"Authorization": "Bearer nope"}).status_code == 403
     assert client.post("/admin/reload", headers={"Authorization": TOKEN}).status_code == 401
     bad = client.post("/admin/reload", json={"path": "/no/such/bundle"}, headers=AUTH)
@@ -233,3 +235,13 @@ def test_serve_command_runs_uvicorn_and_answers(serve_bundles):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_worker_factory_reads_its_options_from_the_environment(serve_bundles, monkeypatch):
+    options = {"bundle_path": str(serve_bundles.din), "admin_token": TOKEN, "max_batch": 2}
+    monkeypatch.setenv(ENV_CONFIG, json.dumps(options))
+    with TestClient(create_app_from_env()) as c:
+        assert c.get("/metadata").json()["model"] == "din"
+        too_many = c.post("/predict", json={"records": serve_bundles.records[:3]})
+        assert too_many.status_code == 413 and too_many.json()["field"] == "records"
+        assert c.post("/admin/reload", headers=AUTH).status_code == 200

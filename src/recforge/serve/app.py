@@ -69,7 +69,10 @@ class ReloadRequest(BaseModel):
 
 # ---- errors ----------------------------------------------------------------------------------
 def _error(status: int, detail: str, field: str | None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": detail, "field": field})
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(
+        status_code=status, content={"detail": detail, "field": field}, headers=headers
+    )
 
 
 async def _on_request_error(request: Request, exc: Exception) -> JSONResponse:
