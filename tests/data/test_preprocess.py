@@ -136,3 +136,23 @@ def test_bad_inputs_are_located():
 def test_unfitted_transform_is_refused():
     with pytest.raises(RuntimeError, match="before fit"):
         Preprocessor(_schema()).transform(TRAIN)
+
+
+def test_encode_ids_matches_transform_for_vocab_and_hashed_fields():
+    schema = Schema(
+        fields=(CategoricalField("user"), CategoricalField("tag", hash_buckets=13)),
+        label="y",
+    )
+    table = pa.table(
+        {"user": ["a", "b", "3", "a"], "tag": ["x", "y", "z", None], "y": [1, 0, 1, 0]}
+    )
+    pre = Preprocessor(schema).fit(table)
+    encoded = pre.transform(table)
+    assert pre.encode_ids("user", ["a", "b", "3"]).tolist() == encoded.sparse[:3, 0].tolist()
+    # 3 and 3.0 are the same category as "3"; unknown and null -> 0
+    assert pre.encode_ids("user", pa.array([3.0, None, 7.5])).tolist() == [
+        int(encoded.sparse[2, 0]),
+        0,
+        0,
+    ]
+    assert pre.encode_ids("tag", ["x", "y", "z", None]).tolist() == encoded.sparse[:, 1].tolist()

@@ -6,10 +6,6 @@ import argparse
 import csv
 import sys
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from recforge.cf.matrix import InteractionMatrix
 from recforge.cf.recommend import recommend
 from recforge.data.readers import read_table
@@ -33,14 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_recommend)
 
 
-def _encode(values: pa.Array, vocab: pa.Array) -> np.ndarray:
-    """Raw values -> local ids (vocabulary position + 1; 0 for unknown)."""
-    idx = pc.index_in(pc.cast(values, pa.string()), value_set=vocab)
-    if isinstance(idx, pa.ChunkedArray):
-        idx = idx.combine_chunks()
-    return idx.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
-
-
 def cmd_recommend(args: argparse.Namespace) -> int:
     from recforge.serve.bundle import load_bundle
 
@@ -48,9 +36,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if not registry.get(bundle.model_name).pairwise:
         raise ValueError(f"model {bundle.model_name!r} does not score (user, item) pairs")
     schema = bundle.preprocessor.schema
-    user_vocab = bundle.preprocessor.vocabs[schema.user_key]
-    item_vocab = bundle.preprocessor.vocabs[schema.item_key]
-    users = _encode(pa.array(args.users), user_vocab)
+    pre = bundle.preprocessor
+    users = pre.encode_ids(schema.user_key, args.users)
     unknown = [u for u, i in zip(args.users, users, strict=True) if i == 0]
     if unknown:
         print(f"recforge: warning: unknown users {unknown} get the OOV profile", file=sys.stderr)
@@ -59,8 +46,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         table = read_table(args.seen)
         user_col = schema.field(schema.user_key).source
         item_col = schema.field(schema.item_key).source
-        su = _encode(table.column(user_col), user_vocab)
-        si = _encode(table.column(item_col), item_vocab)
+        su = pre.encode_ids(schema.user_key, table.column(user_col))
+        si = pre.encode_ids(schema.item_key, table.column(item_col))
         shape = (schema.field(schema.user_key).vocab_size, schema.field(schema.item_key).vocab_size)
         seen = InteractionMatrix.from_coo(su, si, shape=shape)
     items, scores = recommend(bundle.model, users, args.k, exclude_seen=not args.include_seen,
@@ -69,7 +56,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     try:
         writer = csv.writer(out)
         writer.writerow(["user", "rank", "item", "score"])
-        raw_items = item_vocab.to_numpy(zero_copy_only=False)
+        raw_items = pre.vocabs[schema.item_key].to_numpy(zero_copy_only=False)
         for row, user in enumerate(args.users):
             for rank in range(items.shape[1]):
                 if items[row, rank] <= 0:

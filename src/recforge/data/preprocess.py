@@ -77,8 +77,8 @@ def _hash_ids(values: pa.ChunkedArray, buckets: int) -> np.ndarray:
     encoded = pc.dictionary_encode(values).combine_chunks()
     uniques = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
     hashed = (pd.util.hash_array(uniques, categorize=False) % np.uint64(buckets)).astype(np.int64)
-    indices = encoded.indices.to_numpy(zero_copy_only=False)
     nulls = encoded.indices.is_null().to_numpy(zero_copy_only=False)
+    indices = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False)
     out = (
         hashed[np.where(nulls, 0, indices)] + 1
         if len(uniques)
@@ -288,6 +288,25 @@ class Preprocessor:
         return self.fit(table).transform(table)
 
     # ---- persistence -------------------------------------------------------------------
+    def encode_ids(self, field: str, values: pa.Array | pa.ChunkedArray | list[Any]) -> np.ndarray:
+        """Raw values of one categorical field -> local ids exactly as :meth:`transform` does.
+
+        Args:
+            field: A categorical field (vocabulary or hashed) or a sequence with its own vocabulary.
+            values: Raw values (strings or numbers; ``3`` and ``3.0`` and ``"3"`` are one id).
+
+        Returns:
+            ``int64`` ids: vocabulary position + 1, hashed bucket + 1, or 0 for unknown and null.
+        """
+        f = self.schema.field(field)
+        arr = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values)
+        strings = _as_strings(arr)
+        if isinstance(f, CategoricalField) and f.hash_buckets:
+            return _hash_ids(strings, f.hash_buckets).astype(np.int64)
+        if field not in self.vocabs:
+            raise ValueError(f"field {field!r} has no fitted vocabulary")
+        return _lookup(strings, self.vocabs[field]).astype(np.int64)
+
     def state_dict(self) -> dict[str, Any]:
         return {"schema": self.schema.to_dict(), "numeric": self.numeric, "fitted": self.fitted}
 

@@ -30,7 +30,6 @@ from recforge.cf.matrix import InteractionMatrix
 from recforge.cf.recommend import recommend as recommend_items
 from recforge.cf.scoring import score_candidates
 from recforge.data.loader import BatchLoader
-from recforge.data.preprocess import _as_strings, _lookup
 from recforge.data.readers import read_table
 from recforge.explain import Explanation, explain_table
 from recforge.features import CategoricalField, NumericField, SequenceField
@@ -312,7 +311,7 @@ class Predictor:
             raise RequestError(f"{what}: mixed or wrong id types ({exc})", field=what) from exc
         if not (pa.types.is_string(arr.type) or pa.types.is_integer(arr.type)):
             raise RequestError(f"{what} must be string or integer ids, got {arr.type}", field=what)
-        return _lookup(_as_strings(arr), self.bundle.preprocessor.vocabs[field]).astype(np.int64)
+        return self.bundle.preprocessor.encode_ids(field, arr)
 
     def _seen_matrix(self, table: pa.Table) -> InteractionMatrix:
         user_key, item_key = self.schema.user_key, self.schema.item_key
@@ -322,9 +321,9 @@ class Predictor:
         missing = [c for c in cols if c not in table.column_names]
         if missing:
             raise ValueError(f"seen interactions lack columns {missing}")
-        vocabs = self.bundle.preprocessor.vocabs
-        users = _lookup(_as_strings(table.column(cols[0])), vocabs[user_key]).astype(np.int64)
-        items = _lookup(_as_strings(table.column(cols[1])), vocabs[item_key]).astype(np.int64)
+        pre = self.bundle.preprocessor
+        users = pre.encode_ids(user_key, table.column(cols[0]))
+        items = pre.encode_ids(item_key, table.column(cols[1]))
         shape = (self.schema.field(user_key).vocab_size, self.schema.field(item_key).vocab_size)
         return InteractionMatrix.from_coo(users, items, shape=shape)
 
