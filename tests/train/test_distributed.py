@@ -23,7 +23,7 @@ from recforge import metrics
 from recforge.config import load_run_config
 from recforge.data.loader import BatchLoader
 from recforge.data.pipeline import encode_run
-from recforge.data.store import EncodedData
+from recforge.data.store import EncodedData, load_encoded, save_encoded
 from recforge.run import train_from_config
 from recforge.serve.bundle import load_bundle
 from recforge.train.distributed import shard_bounds
@@ -93,9 +93,13 @@ def _rows(n: int) -> EncodedData:
     )
 
 
+@pytest.mark.parametrize("mmap", [False, True])
 @pytest.mark.parametrize("n, batch, world", [(103, 10, 3), (101, 25, 2), (52, 25, 4)])
-def test_rank_shards_partition_the_single_process_batches(n, batch, world):
+def test_rank_shards_partition_the_single_process_batches(n, batch, world, mmap, tmp_path):
     data = _rows(n)
+    if mmap:  # memory-mapped batches are gathered in sorted order: ranks must keep that order
+        save_encoded(data, tmp_path / "rows")
+        data = load_encoded(tmp_path / "rows", mmap=True)
     single = [b.sparse[:, 0].tolist() for b in BatchLoader(data, batch, shuffle=True, seed=5)]
     shards = [
         [b.sparse[:, 0].tolist() for b in BatchLoader(data, batch, True, 5, False, r, world)]

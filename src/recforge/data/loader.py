@@ -102,13 +102,15 @@ class BatchLoader:
         for step in range(len(self)):
             start = step * self.batch_size
             end = min(start + self.batch_size, n)
-            if self.world_size > 1:
-                size = end - start
-                start, end = (
-                    start + size * self.rank // self.world_size,
-                    start + size * (self.rank + 1) // self.world_size,
-                )
             index = slice(start, end) if order is None else order[start:end]
+            if self.world_size > 1:
+                if self._mmap and order is not None:
+                    # sort the global batch before slicing, so a rank's rows come in the order
+                    # one process sees them (row order matters, e.g. pairing with negatives)
+                    index = np.sort(index)
+                lo = (end - start) * self.rank // self.world_size
+                hi = (end - start) * (self.rank + 1) // self.world_size
+                index = slice(start + lo, start + hi) if order is None else index[lo:hi]
             yield to_batch(self._gather(index))
 
 
