@@ -119,7 +119,6 @@ def train_from_config(cfg: RunConfig, resume: bool = False, use_cache: bool = Tr
         cfg.model.name, cfg.model.params, run, cfg.train, output_dir=out, resume=resume
     )
     if world.is_main:
-        save_bundle(out / "bundle", cfg.model.name, trainer.model, run.preprocessor, cfg)
         summary = {
             "model": result.model,
             "test": result.test_metrics,
@@ -128,6 +127,12 @@ def train_from_config(cfg: RunConfig, resume: bool = False, use_cache: bool = Tr
             "best_epoch": trainer.best_epoch,
             "processes": world.size,
         }
+        # the bundle carries its own training record, so a served copy can report it
+        metrics = {"summary": summary, "history": list(trainer.history)}
+        save_bundle(
+            out / "bundle", cfg.model.name, trainer.model, run.preprocessor, cfg,
+            extra_meta={"metrics": metrics},
+        )  # fmt: skip
         atomic_write_text(out / "metrics.json", json.dumps(summary, indent=1))
     distributed.barrier()
     return result

@@ -3,6 +3,7 @@ field, recommend/explain through the library, and ModelSlot's atomic, failure-sa
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -180,3 +181,14 @@ def test_slot_reload_swaps_atomically_and_survives_a_bad_bundle(serve_bundles, t
     shutil.copytree(serve_bundles.deepfm_b, live)
     assert slot.poll() is True
     assert slot.get().bundle_id == Predictor.load(serve_bundles.deepfm_b).bundle_id
+
+
+def test_bundle_carries_its_training_record_when_copied(serve_bundles, tmp_path):
+    # a bundle copied away from its output folder (no metrics.json beside it) still reports
+    copy = tmp_path / "copied"
+    shutil.copytree(serve_bundles.deepfm, copy)
+    metrics = Predictor.load(copy).metadata()["training_metrics"]
+    beside = json.loads((serve_bundles.deepfm.parent / "metrics.json").read_text())
+    assert metrics["summary"]["test"] == beside["test"]
+    history = json.loads((serve_bundles.deepfm.parent / "history.json").read_text())
+    assert metrics["history"] == history
