@@ -245,3 +245,25 @@ def test_worker_factory_reads_its_options_from_the_environment(serve_bundles, mo
         too_many = c.post("/predict", json={"records": serve_bundles.records[:3]})
         assert too_many.status_code == 413 and too_many.json()["field"] == "records"
         assert c.post("/admin/reload", headers=AUTH).status_code == 200
+
+
+def test_oversized_body_is_413_before_parsing(serve_bundles):
+    records = serve_bundles.records[:3]
+    small = len(json.dumps({"records": records}).encode())
+    app = create_app(serve_bundles.deepfm, max_body_mb=(small + 10) / 2**20)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert c.post("/predict", json={"records": records}).status_code == 200
+        big = c.post("/predict", json={"records": records * 2})
+        assert big.status_code == 413 and big.json()["field"] == "body"
+
+        def chunked():  # no Content-Length: counted as it arrives
+            body = json.dumps({"records": records * 2}).encode()
+            for i in range(0, len(body), 64):
+                yield body[i : i + 64]
+
+        resp = c.post("/predict", content=chunked(), headers={"content-type": "application/json"})
+        assert resp.status_code == 413
+        # the same app still answers a good request, and malformed JSON is still a 400
+        assert c.post("/predict", json={"records": records}).status_code == 200
+        bad = c.post("/predict", content=b"{", headers={"content-type": "application/json"})
+        assert bad.status_code == 400

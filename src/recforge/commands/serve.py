@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "endpoints are disabled",
     )
     p.add_argument("--max-batch", type=int, default=4096, help="most records per /predict")
+    p.add_argument(
+        "--max-body-mb", type=float, default=64.0, help="largest request body (MiB); else 413"
+    )
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     p.add_argument(
         "--watch",
@@ -53,6 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "bundle_path": str(args.bundle),
         "admin_token": args.admin_token or os.environ.get(TOKEN_ENV) or None,
         "max_batch": args.max_batch,
+        "max_body_mb": args.max_body_mb,
         "seen": args.seen,
         "watch_interval": args.watch_interval if args.watch else None,
     }

@@ -39,6 +39,55 @@ from recforge.serve.predictor import DEFAULT_MAX_RECORDS, ModelSlot, RequestErro
 log = logging.getLogger(__name__)
 
 ENV_CONFIG = "RECFORGE_SERVE_CONFIG"
+DEFAULT_MAX_BODY_MB = 64.0
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` is a 413 before anything parses it.
+
+    A declared ``Content-Length`` over the limit is refused at once; otherwise the body is read
+    (counting, so a chunked body stops being read as soon as it passes the limit) and handed to
+    the app unchanged.
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: nothing to answer
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = bool(message.get("more_body", False))
+            if size > self.max_bytes:
+                await self._refuse(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Any, receive: Any, send: Any) -> None:
+        mb = self.max_bytes / 2**20
+        response = _error(413, f"request body over the {mb:g} MiB limit", "body")
+        await response(scope, receive, send)
 
 
 # ---- request envelopes -----------------------------------------------------------------------
@@ -111,6 +160,7 @@ def create_app(
     seen: str | Path | None = None,
     watch_interval: float | None = None,
     device: str = "cpu",
+    max_body_mb: float = DEFAULT_MAX_BODY_MB,
 ) -> FastAPI:
     """Build the service for the bundle at ``bundle_path`` (loaded before this returns).
 
@@ -123,6 +173,7 @@ def create_app(
         watch_interval: Poll the bundle's ``meta.json`` every this many seconds and reload when
             it changes; ``None`` does not watch.
         device: Device of the model.
+        max_body_mb: Largest request body accepted (MiB); a larger one is a 413.
     """
     slot = ModelSlot(bundle_path, max_records=max_batch, seen=seen, device=device)
 
@@ -138,6 +189,7 @@ def create_app(
     app.add_exception_handler(RequestError, _on_request_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_unexpected)
+    app.add_middleware(BodyLimit, max_bytes=int(max_body_mb * 2**20))
 
     @app.post("/predict")
     def predict(body: PredictRequest) -> JSONResponse:
