@@ -202,7 +202,20 @@ class Predictor:
             )
 
     def _records_table(self, records: list[dict[str, Any]]) -> pa.Table:
-        """Column-wise conversion; a record without a required key is an error."""
+        """Records -> columns in Arrow's C++ converter; a record without a required key is an
+        error. Only when the fast path fails is the batch walked column by column, to name
+        the record and field at fault."""
+        keys = frozenset(self.input_columns)
+        if all(isinstance(r, dict) for r in records) and all(map(keys.issubset, records)):
+            try:
+                table = pa.Table.from_struct_array(pa.array(records))
+                return table.select(self.input_columns)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+                pass  # mixed types in some column: find it below
+        return self._records_table_checked(records)
+
+    def _records_table_checked(self, records: list[dict[str, Any]]) -> pa.Table:
+        """The slow, column-by-column conversion that names the offending record/field."""
         if not all(isinstance(r, dict) for r in records):
             bad = next(i for i, r in enumerate(records) if not isinstance(r, dict))
             raise RequestError(f"record {bad} is not an object", field=f"records[{bad}]")
