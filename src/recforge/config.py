@@ -102,6 +102,11 @@ class TrainConfig:
         threads: torch intra-op threads; 0 leaves torch's default.
         progress: Show a progress bar.
         eval_batch_size: Rows per batch at evaluation.
+        shuffle_window: 0 shuffles the training rows with a full permutation each epoch; a
+            positive value uses a block shuffle with windows of this many rows (for
+            memory-mapped data larger than memory: reads stay local and nearly sequential;
+            see :func:`recforge.data.loader.block_permutation`). Several batches per window,
+            e.g. 64 x batch_size, keep batches well mixed.
         wide_optimizer: ``ftrl`` trains the parameters a model lists under
             ``optimizer_groups()["wide"]`` with FTRL-Proximal (Wide&Deep); ``same`` uses
             ``optimizer`` for everything.
@@ -131,6 +136,7 @@ class TrainConfig:
     threads: int = 0
     progress: bool = True
     eval_batch_size: int = 16384
+    shuffle_window: int = 0
     wide_optimizer: Literal["same", "ftrl"] = "same"
     wide_lr: float = 2.0
     wide_beta: float = 1.0

@@ -51,3 +51,45 @@ def test_memory_mapped_store_round_trip(tmp_path):
         # the mmap path sorts indices within a batch; compare as sets of rows
         assert sorted(x.sparse[:, 0].tolist()) == sorted(y.sparse[:, 0].tolist())
     assert not list(tmp_path.glob(".enc*"))  # no temporary folder left behind
+
+
+def test_block_permutation_is_a_local_permutation():
+    from recforge.data.loader import block_permutation
+
+    for n, window in [(1, 4), (10, 1), (103, 16), (1000, 64), (997, 5000)]:
+        order = block_permutation(n, window, np.random.default_rng(n))
+        assert np.array_equal(np.sort(order), np.arange(n)), (n, window)
+    n, window = 10_007, 400
+    order = block_permutation(n, window, np.random.default_rng(3))
+    block = window // 4
+    for start in range(0, n, window):  # each window draws on at most five blocks of rows
+        assert len(np.unique(order[start : start + window] // block)) <= 5
+    # rows inside a window are shuffled, and blocks come in random order
+    assert not np.array_equal(order[:window], np.sort(order[:window]))
+    firsts = np.sort(order.reshape(-1)[: n - n % window].reshape(-1, window), axis=1)[:, 0]
+    assert not np.all(np.diff(firsts) > 0)
+
+
+def test_loader_block_shuffle_covers_rows_per_epoch_and_shards(tmp_path):
+    data = _data(1003)
+    loader = BatchLoader(data, batch_size=32, shuffle=True, seed=5, shuffle_window=128)
+    rows = torch.cat([b.sparse[:, 0] for b in loader])
+    assert sorted(rows.tolist()) == list(range(1003))
+    loader.set_epoch(1)
+    assert not torch.equal(rows, torch.cat([b.sparse[:, 0] for b in loader]))
+    # two ranks' shares of memory-mapped data put together are the one-process batches
+    save_encoded(data, tmp_path / "d")
+    mapped = load_encoded(tmp_path / "d")
+    one = [
+        sorted(b.sparse[:, 0].tolist())
+        for b in BatchLoader(mapped, 32, shuffle=True, seed=5, shuffle_window=128)
+    ]
+    ranks = [
+        BatchLoader(mapped, 32, shuffle=True, seed=5, rank=r, world_size=2, shuffle_window=128)
+        for r in (0, 1)
+    ]
+    both = [
+        sorted(a.sparse[:, 0].tolist() + b.sparse[:, 0].tolist())
+        for a, b in zip(*ranks, strict=True)
+    ]
+    assert both == one

@@ -208,6 +208,7 @@ class Trainer:
             seed=cfg.seed,
             rank=world.rank,
             world_size=world.size,
+            shuffle_window=cfg.shuffle_window,
         )
         if (
             world.distributed
