@@ -16,9 +16,12 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -92,7 +95,7 @@ def _child_encode(csv: str, cache: str, budget: float, chunk_rows: int) -> None:
 
 
 def _child_train(
-    csv: str, cache: str, budget: float, chunk_rows: int, model: str, batch: int
+    csv: str, cache: str, budget: float, chunk_rows: int, model: str, batch: int, window: int
 ) -> None:
     import torch
 
@@ -106,7 +109,8 @@ def _child_train(
     run = pipeline.encode_run(_config(csv, cache, budget, chunk_rows), seed=0)  # cache: mmap
     mapped = isinstance(run.train.sparse, __import__("numpy").memmap)
     cfg = TrainConfig(epochs=1, batch_size=batch, lr=1e-3, patience=0, lr_patience=0,
-                      progress=False, eval_batch_size=batch * 4)  # fmt: skip
+                      progress=False, eval_batch_size=batch * 4,
+                      shuffle_window=window)  # fmt: skip
     params = {"embedding_dim": 16, "sparse": True}
     start = time.perf_counter()
     result, _ = train_model(model, params, run, cfg)
@@ -114,6 +118,7 @@ def _child_train(
     peak = sampler.stop()
     print(json.dumps({
         "model": model,
+        "shuffle_window": window,
         "memory_mapped": bool(mapped),
         "train_rows": len(run.train),
         "eval_rows": len(run.valid) + len(run.test),
@@ -125,11 +130,46 @@ def _child_train(
     }))  # fmt: skip
 
 
-def _run(cmd: list[str]) -> dict:
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+def _run(cmd: list[str], timeout: float | None = None) -> dict:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"timed_out_after_s": timeout}
     if proc.returncode:
-        raise RuntimeError(f"child failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _run_limited(cmd: list[str], limit_mb: float, timeout: float) -> dict:
+    """Run ``cmd`` inside a cgroup-v1 memory group capped at ``limit_mb`` (page cache included,
+    as the kernel counts it): the child is OOM-killed if what it cannot give back exceeds it."""
+    root = Path("/sys/fs/cgroup/memory")
+    if not (root / "cgroup.procs").exists():
+        raise RuntimeError(f"{root}: no cgroup-v1 memory controller here; drop --memory-limit-mb")
+    group = root / f"recforge_bench_{os.getpid()}"
+    group.mkdir()
+    try:
+        (group / "memory.limit_in_bytes").write_text(str(int(limit_mb * 2**20)))
+        # drop the clean page cache the encoder left, so the child faults the mapped pages in
+        # itself and they are charged to its group (cgroup v1 charges a page to its first user)
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("1")
+        wrapped = ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh", *cmd]
+        result = _run(wrapped, timeout)
+        max_usage = int((group / "memory.max_usage_in_bytes").read_text())
+        result["cgroup"] = {
+            "limit_mb": limit_mb,
+            "max_usage_mb": round(max_usage / 2**20, 1),
+            "limit_hits": int((group / "memory.failcnt").read_text()),
+        }
+        return result
+    finally:
+        for pid in (group / "cgroup.procs").read_text().split():  # a timed-out child
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        while (group / "cgroup.procs").read_text().strip():
+            time.sleep(0.1)
+        group.rmdir()
 
 
 def main() -> None:
@@ -140,6 +180,15 @@ def main() -> None:
     parser.add_argument("--piece-rows", type=int, default=250_000)
     parser.add_argument("--model", default="fm")
     parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument(
+        "--memory-limit-mb",
+        type=float,
+        help="also train under a cgroup memory limit this size (cgroup v1, needs root)",
+    )
+    parser.add_argument(
+        "--shuffle-window", type=int, default=262_144, help="block-shuffle window (rows)"
+    )
+    parser.add_argument("--limit-timeout", type=float, default=240.0, help="seconds per run")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/recforge_bench_mmap"))
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_mmap_train.json")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -149,7 +198,8 @@ def main() -> None:
         if kind == "encode":
             _child_encode(csv, cache, float(budget), int(chunk))
         else:
-            _child_train(csv, cache, float(budget), int(chunk), rest[0], int(rest[1]))
+            _child_train(csv, cache, float(budget), int(chunk), rest[0], int(rest[1]),
+                         int(rest[2]))  # fmt: skip
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     log = logging.getLogger("bench_mmap_train")
@@ -163,28 +213,51 @@ def main() -> None:
         enc = _run([sys.executable, __file__, "--child", "encode", *common])
         log.info("encoded %d rows into %.0f MiB in %.1f s", enc["rows"], enc["encoded_mb"],
                  enc["seconds"])  # fmt: skip
-        tr = _run([sys.executable, __file__, "--child", "train", *common, args.model,
-                   str(args.batch_size)])  # fmt: skip
+        train_cmd = [sys.executable, __file__, "--child", "train", *common, args.model,
+                     str(args.batch_size)]  # fmt: skip
+        tr = _run([*train_cmd, "0"])
         anon = tr["peak_mb"]["RssAnon"] - tr["baseline_mb"]["RssAnon"]
         log.info(
             "%s, 1 epoch over %d memory-mapped rows (%.0f MiB encoded, %.1fx the %.0f MiB "
-            "budget): %.1f s, %d samples/s, test AUC %.4f; peak RssAnon %.0f MiB (%.0f above the "
-            "%.0f MiB after imports), peak RssFile %.0f MiB (mapped pages, reclaimable)",
+            "budget), full shuffle, no limit: %.1f s, %d samples/s, test AUC %.4f; peak "
+            "RssAnon %.0f MiB (%.0f above the %.0f MiB after imports), peak RssFile %.0f MiB "
+            "(mapped pages, reclaimable)",
             tr["model"], tr["train_rows"], enc["encoded_mb"], enc["encoded_mb"] / args.budget_mb,
             args.budget_mb, tr["seconds"], tr["train_samples_per_s"], tr["test_auc"],
             tr["peak_mb"]["RssAnon"], anon, tr["baseline_mb"]["RssAnon"],
             tr["peak_mb"]["RssFile"],
         )  # fmt: skip
+        limited = {}
+        if args.memory_limit_mb:
+            for name, window in (("full", 0), ("block", args.shuffle_window)):
+                r = _run_limited([*train_cmd, str(window)], args.memory_limit_mb,
+                                 args.limit_timeout)  # fmt: skip
+                limited[name] = r
+                if "timed_out_after_s" in r:
+                    log.info("under a %.0f MiB cgroup limit, %s shuffle: not finished in %.0f s "
+                             "(thrashing: each batch faults pages all over the files)",
+                             args.memory_limit_mb, name, r["timed_out_after_s"])  # fmt: skip
+                    continue
+                log.info(
+                    "under a %.0f MiB cgroup limit (page cache included), %s shuffle "
+                    "(window %d): %.1f s, %d samples/s, test AUC %.4f; cgroup max usage "
+                    "%.0f MiB, %d limit hits (pages reclaimed, no OOM kill)",
+                    args.memory_limit_mb, name, window, r["seconds"], r["train_samples_per_s"],
+                    r["test_auc"], r["cgroup"]["max_usage_mb"], r["cgroup"]["limit_hits"],
+                )  # fmt: skip
         summary = {
             "what": "one training epoch over a streamed, memory-mapped encoded cache larger "
             "than the memory budget; RSS split into anonymous and file-backed pages",
             "command": "nice -n 10 python benchmarks/bench_mmap_train.py "
             f"--budget-mb {args.budget_mb:g} --factor {args.factor:g} --model {args.model} "
-            f"--batch-size {args.batch_size}",
+            f"--batch-size {args.batch_size}"
+            + (f" --memory-limit-mb {args.memory_limit_mb:g}" if args.memory_limit_mb else "")
+            + f" --shuffle-window {args.shuffle_window} --limit-timeout {args.limit_timeout:g}",
             "budget_mb": args.budget_mb,
             "csv_mb": round(csv_mb, 1),
             "encode": enc,
             "train": tr,
+            "train_under_limit": limited or None,
             "anon_above_imports_mb": round(anon, 1),
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
