@@ -160,7 +160,8 @@ def encode_run(cfg: DataConfig, seed: int = 0, use_cache: bool = True) -> Encode
         except (OSError, RuntimeError, ValueError) as exc:
             log.warning("ignoring unreadable cache %s (%s)", folder, exc)
     if use_streaming(cfg):
-        run = encode_streaming(cfg, seed, folder)
+        with stream.bounded_arrow_memory():
+            run = encode_streaming(cfg, seed, folder)
         if not use_cache:
             log.info("streamed arrays stay in %s (streaming always writes to disk)", folder)
         return run

@@ -55,6 +55,33 @@ DEFAULT_CHUNK_ROWS = 50_000
 _BLOCK_SIZE = 1 << 20
 
 
+_ARROW_DEFAULT_DECAY_MS = 1000  # jemalloc's dirty-page decay in Arrow's build
+
+
+@contextlib.contextmanager
+def bounded_arrow_memory() -> Iterator[None]:
+    """Return freed Arrow memory to the OS promptly while streaming, where the pool allows it.
+
+    Arrow's allocator keeps freed pages for reuse, so a chunk loop's resident memory settles
+    above what one chunk needs. Measured on a 1M-row click log with 50k-row chunks, anonymous
+    memory above the imports was 205 MiB with Arrow's default pool (mimalloc) and 92 MiB, for
+    about 1.5x the time, with its jemalloc pool and a dirty-page decay of 0. The pool can only be
+    chosen before pyarrow is imported (``ARROW_DEFAULT_MEMORY_POOL=jemalloc``); when it is
+    jemalloc, this block sets the decay to 0 for its duration. Either way, unused memory is
+    released at the end.
+    """
+    pool = pa.default_memory_pool()
+    jemalloc = pool.backend_name == "jemalloc"
+    if jemalloc:
+        pa.jemalloc_set_decay_ms(0)
+    try:
+        yield
+    finally:
+        if jemalloc:
+            pa.jemalloc_set_decay_ms(_ARROW_DEFAULT_DECAY_MS)
+        pool.release_unused()
+
+
 def stream_format(path: str | Path, fmt: str | None = None) -> str | None:
     """The format a file streams as (``csv``, ``tsv`` or ``parquet``), or ``None``."""
     found = (fmt or format_of(path) or "").lower()
