@@ -203,6 +203,70 @@ class AutoRec(RecModel):
         )
         return torch.where(known, pred, torch.as_tensor(fallback, dtype=pred.dtype))
 
+    @torch.no_grad()
+    def for_export(self) -> nn.Module:
+        """A traceable scorer equal to the eval-mode :meth:`forward`.
+
+        The stored matrix only enters prediction through each row's code ``g(V r + mu)``, so
+        the codes of all rows are computed here (in blocks of rows) and the exported graph
+        holds them with the decoder and the two masks: a prediction is then two gathers.
+        """
+        codes = []
+        for start in range(0, self.n_rows, 1024):
+            rows = torch.arange(start, min(start + 1024, self.n_rows))
+            r, _ = self.dense_rows(rows)
+            codes.append(self.g(self.encoder(r)))  # (rows, k)
+        fitted = self.ratings_values.numel() > 0
+        counts = self.ratings_indptr[1:] - self.ratings_indptr[:-1]
+        seen_cols = torch.zeros(self.n_cols, dtype=torch.bool, device=counts.device)
+        seen_cols[self.ratings_indices] = True
+        fallback = self.mean_rating if self.cfg.fallback_rating is None else None
+        return _AutoRecScorer(
+            self,
+            torch.cat(codes),
+            counts > 0,
+            seen_cols,
+            float(fallback if fallback is not None else self.cfg.fallback_rating),
+            fitted,
+        ).eval()
+
+
+class _AutoRecScorer(nn.Module):
+    """AutoRec's eval-mode prediction from precomputed row codes (see ``for_export``)."""
+
+    def __init__(
+        self,
+        model: AutoRec,
+        codes: torch.Tensor,
+        rows_known: torch.Tensor,
+        cols_known: torch.Tensor,
+        fallback: float,
+        fitted: bool,
+    ) -> None:
+        super().__init__()
+        cfg = model.cfg
+        self.user_col, self.item_col = model.user_col, model.item_col
+        self.item_based = cfg.item_based
+        self.f = model.f
+        self.min_rating, self.max_rating = cfg.min_rating, cfg.max_rating
+        self.fallback, self.fitted = fallback, fitted
+        self.register_buffer("codes", codes.detach().clone())  # (n_rows, k) = g(V r + mu)
+        self.register_buffer("weight", model.decoder.weight.detach().clone())  # (n_cols, k)
+        self.register_buffer("bias", model.decoder.bias.detach().clone())  # (n_cols,)
+        self.register_buffer("rows_known", rows_known.clone())
+        self.register_buffer("cols_known", cols_known.clone())
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        users = batch.sparse[:, self.user_col]
+        items = batch.sparse[:, self.item_col]
+        rows, cols = (items, users) if self.item_based else (users, items)
+        pred = self.f((self.weight[cols] * self.codes[rows]).sum(-1) + self.bias[cols])  # (B,)
+        if not self.fitted:
+            return pred
+        pred = pred.clamp(self.min_rating, self.max_rating)
+        known = self.rows_known[rows] & self.cols_known[cols] & (rows > 0) & (cols > 0)
+        return torch.where(known, pred, torch.full_like(pred, self.fallback))
+
 
 def masked_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``sum ||r - h(r)||_O^2``: squared error summed over observed entries only.

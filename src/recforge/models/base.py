@@ -51,6 +51,14 @@ class RecModel(nn.Module, ABC):
         """Logits and an optional extra loss term that the trainer adds to the task loss."""
         return self(batch), None
 
+    def for_export(self) -> nn.Module:
+        """The module an exporter traces in place of this one (same ``forward(batch)`` in eval).
+
+        Itself by default; a model whose prediction needs host-side work that a graph cannot
+        hold (AutoRec reads its stored rating matrix) returns an equivalent, traceable module.
+        """
+        return self
+
     # ---- multi-stage training (FNN): the run orchestrates, the model only declares ------
     def load_pretrained(self) -> None:
         """Load weights that the config names (e.g. FNN's saved FM); nothing by default."""

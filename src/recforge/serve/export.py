@@ -65,13 +65,9 @@ TRACE_BATCH = 3  # rows of the example batch; parity checks use another size
 PARITY_ATOL = 1e-4  # export refuses an artefact whose logits drift further than this
 
 #: Registered models that cannot be exported, and why (``export_bundle`` raises ExportError).
-NOT_EXPORTABLE: dict[str, str] = {
-    "autorec": (
-        "AutoRec densifies rows of its stored CSR training matrix in numpy at prediction "
-        "time (InteractionMatrix.dense_rows) and deduplicates them with torch.unique; "
-        "neither step can be traced into a graph"
-    ),
-}
+#: Empty today: AutoRec, whose prediction reads its stored rating matrix, exports through
+#: :meth:`RecModel.for_export` (precomputed row codes).
+NOT_EXPORTABLE: dict[str, str] = {}
 
 
 class ExportError(RuntimeError):
@@ -228,7 +224,7 @@ def export_model(
         raise ExportError(f"model {model_name!r} cannot be exported: {NOT_EXPORTABLE[model_name]}")
     path = Path(path)
     model.eval()
-    wrapper = BatchInputs(model, schema, task).eval()
+    wrapper = BatchInputs(model.for_export(), schema, task).eval()
     specs = wrapper.specs
     example = batch_inputs(_example_batch(schema, TRACE_BATCH), schema)
     try:
