@@ -148,7 +148,7 @@ def count_rows(path: str | Path, fmt: str | None = None, column: str | None = No
         sep = "\t" if kind == "tsv" else ","
         column = _header_names(Path(path), sep, True, "utf8")[0]
     types = {column: pa.string()}
-    chunks = _chunks(Path(path), kind or "csv", None, [column], types, 1 << 20, _BLOCK_SIZE)
+    chunks = _chunks(Path(path), kind or "csv", None, [column], types, 1 << 16, _BLOCK_SIZE)
     return sum(t.num_rows for t in chunks)
 
 
