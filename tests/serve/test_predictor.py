@@ -17,7 +17,8 @@ from recforge.cf.scoring import score_pairs
 from recforge.data.loader import BatchLoader
 from recforge.explain import explain_table
 from recforge.serve.bundle import load_bundle
-from recforge.serve.predictor import ModelSlot, Predictor, RequestError
+from recforge.serve.predictor import Predictor, RequestError
+from recforge.serve.slot import ModelSlot
 
 
 def _independent_scores(path, records) -> np.ndarray:

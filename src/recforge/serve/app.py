@@ -34,7 +34,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from recforge.serve.predictor import DEFAULT_MAX_RECORDS, ModelSlot, RequestError
+from recforge.serve.predictor import DEFAULT_MAX_RECORDS, RequestError
+from recforge.serve.slot import ModelSlot
 
 log = logging.getLogger(__name__)
 
