@@ -29,7 +29,7 @@ __all__ = ["leave_last_split", "random_split", "split_table", "time_split"]
 SPLIT_KINDS = ("random", "time", "leave_last")
 
 
-def _cut_points(n: int, ratios: Sequence[float]) -> np.ndarray:
+def cut_points(n: int, ratios: Sequence[float]) -> np.ndarray:
     """Boundaries that cut ``n`` rows into parts proportional to ``ratios``.
 
     Args:
@@ -74,7 +74,7 @@ def random_split(
         ``range(n)``.
     """
     n = _num_rows(n_or_table)
-    cuts = _cut_points(n, ratios)
+    cuts = cut_points(n, ratios)
     perm = np.random.default_rng(seed).permutation(n)
     return tuple(np.sort(perm[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True))
 
@@ -95,7 +95,7 @@ def time_split(times: np.ndarray, ratios: Sequence[float]) -> tuple[np.ndarray, 
     t = np.asarray(times).reshape(-1)
     if t.dtype.kind == "f" and np.isnan(t).any():
         raise ValueError("times contain NaN")
-    cuts = _cut_points(t.size, ratios)
+    cuts = cut_points(t.size, ratios)
     order = np.argsort(t, kind="stable")
     return tuple(np.sort(order[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True))
 
