@@ -158,6 +158,8 @@ def train_job(
     Returns:
         The result on rank 0 (and in a single process); ``None`` on the other torchrun ranks.
     """
+    if nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {nproc}")
     env = distributed.env_world()
     if nproc > 1:
         if env is not None and env.size > 1:

@@ -242,3 +242,12 @@ def test_killed_rank_fails_cleanly_and_resumes_to_the_uninterrupted_result(tmp_p
     assert [int(r["epoch"]) for r in history] == list(range(epochs))
     assert history[: saved["epoch"]] == saved["history"]  # earlier epochs were not retrained
     _assert_same_weights(_weights(reference), _weights(out))
+
+
+def test_nproc_below_one_is_an_error(tmp_path):
+    from recforge.config import RunConfig
+    from recforge.run import train_job
+
+    with pytest.raises(ValueError, match="--nproc must be at least 1"):
+        train_job(RunConfig(output_dir=str(tmp_path / "out")), nproc=0)
+    assert not (tmp_path / "out").exists()
