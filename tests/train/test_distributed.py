@@ -251,3 +251,36 @@ def test_nproc_below_one_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="--nproc must be at least 1"):
         train_job(RunConfig(output_dir=str(tmp_path / "out")), nproc=0)
     assert not (tmp_path / "out").exists()
+
+
+def test_ddp_wrapper_coalesces_sparse_embedding_gradients_until_unwrapped(tmp_path):
+    import torch.distributed as dist
+    from torch import nn
+
+    from recforge.train.distributed import unwrap_ddp, wrap_ddp
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 3, sparse=True)
+
+        def forward_train(self, ids: torch.Tensor):  # noqa: ANN202
+            return self.emb(ids).sum(), None
+
+    ids = torch.tensor([1, 1, 4, 1, 4])  # duplicate rows: an uncoalesced grad has 5 entries
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        model = Tiny()
+        ddp = wrap_ddp(model)
+        ddp(ids)[0].backward()
+        grad = model.emb.weight.grad
+        assert grad.is_coalesced() and grad._nnz() == 2
+        torch.testing.assert_close(grad.to_dense()[[1, 4]], torch.tensor([[3.0] * 3, [2.0] * 3]))
+        unwrap_ddp(ddp)
+        model.emb.weight.grad = None
+        model.forward_train(ids)[0].backward()
+        assert model.emb.weight.grad._nnz() == 5  # the hook is gone
+    finally:
+        dist.destroy_process_group()

@@ -258,6 +258,8 @@ class Trainer:
                 break
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
+        if self._ddp is not None:
+            distributed.unwrap_ddp(self._ddp)
         self._ddp = None  # the wrapper's hooks go; the next fit wraps again
         return self.history
 
