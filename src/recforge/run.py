@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from recforge.config import RunConfig, TrainConfig, save_run_config
-from recforge.data.pipeline import EncodedRun, encode_run
+from recforge.data.pipeline import EncodedRun, encode_run, use_streaming
 from recforge.data.preprocess import Preprocessor
 from recforge.io import atomic_write_text
 from recforge.models import registry
@@ -106,10 +106,11 @@ def train_from_config(cfg: RunConfig, resume: bool = False, use_cache: bool = Tr
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_run_config(cfg, out / "config.yaml")
-    if world.distributed and use_cache:
-        # rank 0 encodes and writes the cache; the others then memory-map it
+    if world.distributed and (use_cache or use_streaming(cfg.data)):
+        # rank 0 encodes and writes the cache; the others then memory-map it (streaming always
+        # writes its arrays to the cache folder, so ranks must not stream into it at once)
         if world.is_main:
-            run = encode_run(cfg.data, seed=cfg.train.seed, use_cache=True)
+            run = encode_run(cfg.data, seed=cfg.train.seed, use_cache=use_cache)
         distributed.barrier()
         if not world.is_main:
             run = encode_run(cfg.data, seed=cfg.train.seed, use_cache=True)
