@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -33,6 +35,42 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+def temp_folder_for(folder: Path) -> Path:
+    """A new empty temporary folder next to ``folder`` (same filesystem, so a rename moves it)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+
+
+def replace_folder(tmp: Path, folder: Path) -> None:
+    """Move the finished ``tmp`` to ``folder``, replacing an existing one.
+
+    The old folder is renamed aside first and deleted after, so ``folder`` is missing only
+    between two renames, never while a large tree is being deleted.
+    """
+    folder = Path(folder)
+    old = None
+    if folder.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+        os.replace(folder, old / folder.name)
+    os.replace(tmp, folder)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: Path) -> Iterator[Path]:
+    """Write a folder atomically: fill the yielded temporary folder; on success it replaces
+    ``folder``, on error it is deleted and ``folder`` is left as it was."""
+    tmp = temp_folder_for(folder)
+    try:
+        yield tmp
+        replace_folder(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

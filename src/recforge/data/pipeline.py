@@ -18,12 +18,10 @@ supports every split kind and gives the same rows as the in-memory path.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,7 @@ from recforge.data.readers import compression_of, read_table
 from recforge.data.split import cut_points, split_table
 from recforge.data.store import EncodedData, EncodedWriter, load_encoded, save_encoded
 from recforge.features import Schema
-from recforge.io import cache_dir
+from recforge.io import atomic_folder, cache_dir
 
 log = logging.getLogger(__name__)
 _SPLITS = ("train", "valid", "test")
@@ -177,19 +175,11 @@ def encode_run(cfg: DataConfig, seed: int = 0, use_cache: bool = True) -> Encode
 
 
 def _write_cache(run: EncodedRun, folder: Path) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         run.preprocessor.save(tmp / "preprocessor")
         for name, data in zip(_SPLITS, (run.train, run.valid, run.test), strict=True):
             save_encoded(data, tmp / name)
         (tmp / "complete").write_text("ok")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # ---- streaming -------------------------------------------------------------------------
@@ -331,13 +321,11 @@ def encode_streaming(cfg: DataConfig, seed: int, folder: Path) -> EncodedRun:
         for chunk, codes in chunks(train_path):
             yield chunk if codes is None else chunk.filter(pa.array(codes == 0))
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    writers: list[EncodedWriter] = []
-    try:
+    # the writers abort (close their files) on error before the temporary folder is deleted
+    with atomic_folder(folder) as tmp, contextlib.ExitStack() as stack:
         pre = Preprocessor(schema).fit_stream(train_rows(), seed=seed)
         pre.save(tmp / "preprocessor")
-        writers = [EncodedWriter(tmp / name) for name in _SPLITS]  # inside tmp: removed with it
+        writers = [stack.enter_context(EncodedWriter(tmp / name)) for name in _SPLITS]
         groups = [stream.FirstSeenIndex() for _ in _SPLITS]
         sources = [(train_path, None)] + [
             (Path(p), code) for code, p in ((1, cfg.valid), (2, cfg.test)) if p is not None
@@ -361,14 +349,6 @@ def encode_streaming(cfg: DataConfig, seed: int, folder: Path) -> EncodedRun:
         for w in writers:
             w.close()
         (tmp / "complete").write_text("ok")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        for w in writers:
-            w.abort()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     parts = [load_encoded(folder / name) for name in _SPLITS]
     log.info("streamed %s rows into %s", "/".join(str(len(p)) for p in parts), folder)
     return EncodedRun(pre, *parts, cache_path=folder)

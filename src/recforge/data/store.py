@@ -8,15 +8,15 @@ cache behind.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from recforge.io import atomic_folder, replace_folder, temp_folder_for
 
 
 @dataclass
@@ -74,21 +74,12 @@ class EncodedData:
 
 def save_encoded(data: EncodedData, folder: Path) -> None:
     """Write ``data`` to ``folder`` atomically (temporary folder, then rename)."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         names = []
         for name, arr in data.arrays().items():
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
             names.append(name)
         (tmp / "meta.json").write_text(json.dumps({"arrays": names, "rows": len(data)}))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load_encoded(folder: Path, mmap: bool = True) -> EncodedData:
@@ -140,8 +131,7 @@ class EncodedWriter:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self.folder.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.folder.name}.", dir=self.folder.parent))
+        self._tmp = temp_folder_for(self.folder)
         self._files: dict[str, Any] = {}
         self._specs: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
         self.rows = 0
@@ -178,9 +168,7 @@ class EncodedWriter:
                 fh.close()
             meta = {"arrays": list(self._files), "rows": self.rows}
             (self._tmp / "meta.json").write_text(json.dumps(meta))
-            if self.folder.exists():
-                shutil.rmtree(self.folder)
-            os.replace(self._tmp, self.folder)
+            replace_folder(self._tmp, self.folder)
         except BaseException:
             self.abort()
             raise

@@ -15,9 +15,6 @@ corrupt or do not match the model they declare.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,7 @@ from recforge.config import RunConfig, save_run_config
 from recforge.data.loader import BatchLoader
 from recforge.data.preprocess import Preprocessor
 from recforge.data.store import EncodedData
+from recforge.io import atomic_folder
 from recforge.models import registry
 from recforge.models.base import RecModel
 
@@ -102,9 +100,7 @@ def save_bundle(
 ) -> Path:
     """Write a bundle atomically; returns its folder."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         preprocessor.save(tmp / "preprocessor")
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         torch.save(state, tmp / "model.pt")
@@ -119,12 +115,6 @@ def save_bundle(
             **(extra_meta or {}),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=list))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

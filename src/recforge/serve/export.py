@@ -32,9 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -49,6 +47,7 @@ from torch import nn
 from recforge.data.preprocess import Preprocessor
 from recforge.data.store import EncodedData
 from recforge.features import Batch, Schema, random_batch
+from recforge.io import atomic_folder
 from recforge.models.base import RecModel
 
 log = logging.getLogger(__name__)
@@ -396,9 +395,7 @@ def export_bundle(
     out = Path(out_dir) if out_dir is not None else bundle_dir.with_name(f"{bundle_dir.name}-{fmt}")
     bundle = load_bundle(bundle_dir)
     schema = bundle.preprocessor.schema
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         specs = export_model(
             bundle.model,
             schema,
@@ -429,12 +426,6 @@ def export_bundle(
             "source_meta": bundle.meta,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=list))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("exported %s (%s) to %s", bundle.model_name, fmt, out)
     return out
 
