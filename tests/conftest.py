@@ -48,3 +48,23 @@ def tiny_schema() -> Schema:
 @pytest.fixture
 def tiny_batch(tiny_schema: Schema):
     return random_batch(tiny_schema, 32, torch.Generator().manual_seed(0))
+
+
+def _randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Move every float parameter and buffer off its initial value (LR and popularity start
+    at zero, so comparisons of their outputs would hold even for code that ignores inputs)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.is_floating_point():
+                p.add_(0.1 * torch.randn(p.shape, generator=g))
+        for b in model.buffers():
+            if b.is_floating_point():
+                b.add_(0.1 * torch.rand(b.shape, generator=g))  # positive: variances stay valid
+    return model
+
+
+@pytest.fixture
+def randomise():
+    """``randomise(model, seed)``: perturb all float weights and buffers in place."""
+    return _randomise

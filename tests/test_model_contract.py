@@ -84,13 +84,16 @@ def test_a_few_steps_lower_the_loss(name, tiny_schema, tiny_batch):
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
-def test_save_load_round_trip(name, tiny_schema, tiny_batch):
-    model = _build(name, tiny_schema, seed=1)
+def test_save_load_round_trip(name, tiny_schema, tiny_batch, randomise):
+    model = randomise(_build(name, tiny_schema, seed=1), 1)
     model.eval()
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     buffer.seek(0)
-    fresh = _build(name, tiny_schema, seed=2)
+    fresh = randomise(_build(name, tiny_schema, seed=2), 2).eval()
+    with torch.no_grad():
+        before = fresh(tiny_batch)
+        assert not torch.allclose(before, model(tiny_batch)), f"{name}: load would be untested"
     fresh.load_state_dict(torch.load(buffer, weights_only=True))
     fresh.eval()
     with torch.no_grad():
