@@ -36,7 +36,12 @@ import torch
 from torch import nn
 
 from recforge.features import Batch, Field, Schema
-from recforge.layers.embedding import FeatureEmbedding, FusedEmbedding, masked_mean
+from recforge.layers.embedding import (
+    FeatureEmbedding,
+    FieldVectors,
+    FusedEmbedding,
+    masked_mean,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -264,7 +269,7 @@ def load_feature_embedding(
 
 
 # ---- the TorchRec-backed embedding layer ----------------------------------------------------
-class TorchRecEmbedding(nn.Module):
+class TorchRecEmbedding(FieldVectors):
     """:class:`FeatureEmbedding`'s output contract over TorchRec collections (shardable).
 
     The categorical tables live in an ``EmbeddingCollection`` (``pooled=False``: every feature
@@ -330,16 +335,6 @@ class TorchRecEmbedding(nn.Module):
             )
         )
 
-    @property
-    def num_fields(self) -> int:
-        """Number of field vectors :meth:`forward` returns."""
-        return len(self.output_dims)
-
-    @property
-    def output_dim(self) -> int:
-        """Width of :meth:`flat`."""
-        return sum(self.output_dims)
-
     def _lookup(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Feature name -> ``(B, D)`` (sparse fields, pooled sequences) or ``(B, L, D)``."""
         from torchrec import KeyedJaggedTensor
@@ -373,18 +368,6 @@ class TorchRecEmbedding(nn.Module):
                 pooled = v if self.pooled else masked_mean(v, batch.lengths[s.name])
                 out.append(pooled[:, None])
         return out
-
-    def forward(self, batch: Batch) -> torch.Tensor:
-        """Field embeddings stacked as ``(B, F, D)``; all fields must share one dimension."""
-        if len(set(self.output_dims)) > 1:
-            raise ValueError(
-                "fields have different embedding dimensions; use flat() or give one dim"
-            )
-        return torch.cat(self._field_vectors(batch), dim=1)
-
-    def flat(self, batch: Batch) -> torch.Tensor:
-        """All field embeddings concatenated: ``(B, sum of field dims)``."""
-        return torch.cat([b.flatten(1) for b in self._field_vectors(batch)], dim=1)
 
     def sparse_only(self, batch: Batch) -> torch.Tensor:
         """Embeddings of the sparse fields only: ``(B, Fs, D)``."""

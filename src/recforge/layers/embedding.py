@@ -75,7 +75,43 @@ def masked_mean(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return total / lengths.clamp(min=1).to(values.dtype).unsqueeze(-1)
 
 
-class FeatureEmbedding(nn.Module):
+class FieldVectors(nn.Module):
+    """What every field-embedding layer returns, built from its ``_field_vectors(batch)``.
+
+    Subclasses (:class:`FeatureEmbedding`, and TorchRec's adapter in
+    :mod:`recforge.distributed.torchrec_bridge`) set ``output_dims`` (one width per field
+    vector) and return one ``(B, n, d)`` block per group of fields, in output order.
+    """
+
+    output_dims: tuple[int, ...]
+
+    def _field_vectors(self, batch: Batch) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    @property
+    def num_fields(self) -> int:
+        """Number of field vectors :meth:`forward` returns."""
+        return len(self.output_dims)
+
+    @property
+    def output_dim(self) -> int:
+        """Width of :meth:`flat`."""
+        return sum(self.output_dims)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Field embeddings stacked as ``(B, F, D)``; all fields must share one dimension."""
+        if len(set(self.output_dims)) > 1:
+            raise ValueError(
+                "fields have different embedding dimensions; use flat() or give one dim"
+            )
+        return torch.cat(self._field_vectors(batch), dim=1)
+
+    def flat(self, batch: Batch) -> torch.Tensor:
+        """All field embeddings concatenated: ``(B, sum of field dims)``."""
+        return torch.cat([b.flatten(1) for b in self._field_vectors(batch)], dim=1)
+
+
+class FeatureEmbedding(FieldVectors):
     """Embeds every field of a fitted schema.
 
     Sparse fields and sequences with their own vocabulary share fused tables (one per
@@ -150,16 +186,6 @@ class FeatureEmbedding(nn.Module):
             cols = [i for i, f in enumerate(schema.sparse_fields) if self._where[f.name][0] == key]
             self._sparse_groups.append((key, cols))
 
-    @property
-    def num_fields(self) -> int:
-        """Number of field vectors :meth:`forward` returns."""
-        return len(self.output_dims)
-
-    @property
-    def output_dim(self) -> int:
-        """Width of :meth:`flat`."""
-        return sum(self.output_dims)
-
     def table_of(self, name: str) -> FusedEmbedding:
         return self.tables[self._where[name][0]]  # type: ignore[return-value]
 
@@ -197,18 +223,6 @@ class FeatureEmbedding(nn.Module):
             out.append(batch.dense[:, j, None, None] * self.dense_weight[key][counters[key]])
             counters[key] += 1
         return out
-
-    def forward(self, batch: Batch) -> torch.Tensor:
-        """Field embeddings stacked as ``(B, F, D)``; all fields must share one dimension."""
-        if len(set(self.output_dims)) > 1:
-            raise ValueError(
-                "fields have different embedding dimensions; use flat() or give one dim"
-            )
-        return torch.cat(self._field_vectors(batch), dim=1)
-
-    def flat(self, batch: Batch) -> torch.Tensor:
-        """All field embeddings concatenated: ``(B, sum of field dims)``."""
-        return torch.cat([b.flatten(1) for b in self._field_vectors(batch)], dim=1)
 
     def sparse_only(self, batch: Batch) -> torch.Tensor:
         """Embeddings of the sparse fields only: ``(B, Fs, D)`` (requires one dimension)."""
