@@ -14,7 +14,6 @@ Optimisers: ``adam`` (mini-batches of rows), or the paper's full-batch ``rprop``
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from recforge.cf.scoring import score_pairs
+from recforge.cf.selection import BestEpoch
 from recforge.models.autorec import AutoRec, masked_loss
 
 log = logging.getLogger(__name__)
@@ -134,8 +134,8 @@ def train_autorec(
         return total
 
     history = AutoRecHistory()
-    best_state: dict[str, torch.Tensor] | None = None
-    stale, seen_rows, train_seconds = 0, 0, 0.0
+    selection = BestEpoch("autorec", False, cfg.patience, cfg.max_seconds)
+    seen_rows, train_seconds = 0, 0.0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         start = time.perf_counter()
@@ -156,20 +156,12 @@ def train_autorec(
         record: dict[str, float] = {"epoch": epoch, "loss": epoch_loss / matrix.nnz}
         if valid is not None and epoch % cfg.eval_every == 0:
             record["valid_rmse"] = rmse_of(model, *valid)
-            if record["valid_rmse"] < history.best_rmse:
+            if selection.observe(model, epoch, record["valid_rmse"], epochs=cfg.eval_every):
                 history.best_rmse, history.best_epoch = record["valid_rmse"], epoch
-                best_state = copy.deepcopy(model.state_dict())
-                stale = 0
-            else:
-                stale += cfg.eval_every
         history.records.append(record)
         log.info("autorec epoch %d %s", epoch, record)
-        if cfg.patience and stale >= cfg.patience:
+        if selection.should_stop(epoch, train_seconds):
             break
-        if cfg.max_seconds and train_seconds >= cfg.max_seconds:
-            log.info("autorec: time limit reached after epoch %d", epoch)
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    selection.restore(model)
     history.rows_per_second = seen_rows / max(train_seconds, 1e-9)
     return history

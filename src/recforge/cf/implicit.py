@@ -12,7 +12,6 @@ best). :func:`trainer_negative_fn` plugs the same sampler into the generic
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from recforge.cf.scoring import model_device, pair_batch
+from recforge.cf.selection import BestEpoch
 from recforge.data.sampling import NegativeSampler
 from recforge.features import Batch
 from recforge.models.base import RecModel
@@ -136,7 +136,8 @@ def train_implicit(
     else:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
     history = ImplicitHistory()
-    best_state, best_value, stale, seconds, instances = None, -np.inf, 0, 0.0, 0
+    selection = BestEpoch("implicit", True, cfg.patience, cfg.max_seconds)
+    seconds, instances = 0.0, 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         start = time.perf_counter()
@@ -157,21 +158,12 @@ def train_implicit(
         record: dict[str, float] = {"epoch": epoch, "loss": float(total) / len(users)}
         if evaluate is not None:
             record.update(evaluate(model))
-            value = record[cfg.monitor]
-            if value > best_value:
-                best_value, history.best_epoch, stale = value, epoch, 0
-                history.best = dict(record)
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
+            if selection.observe(model, epoch, record[cfg.monitor]):
+                history.best_epoch, history.best = epoch, dict(record)
         history.records.append(record)
         log.info("implicit epoch %d %s", epoch, record)
-        if cfg.patience and stale >= cfg.patience:
+        if selection.should_stop(epoch, seconds):
             break
-        if cfg.max_seconds and seconds >= cfg.max_seconds:
-            log.info("implicit: time limit reached after epoch %d", epoch)
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    selection.restore(model)
     history.instances_per_second = instances / max(seconds, 1e-9)
     return history
