@@ -74,6 +74,30 @@ def _join(left: pa.Table, right: pa.Table, key: str, columns: list[str]) -> pa.T
     return left
 
 
+def _join_users(
+    ratings: pa.Table, users: Path | None, delimiter: str, column_names: list[str]
+) -> tuple[pa.Table, bool]:
+    """Append the user side file's demographics (``_USER_SIDE``) to ``ratings`` by ``user_id``.
+
+    Args:
+        ratings: The ratings, ``user_id`` as text.
+        users: The header-less user file (``u.user``, ``users.dat``); ``None`` joins nothing.
+        delimiter: Its column separator.
+        column_names: Its columns in file order (``user_id`` and the ``_USER_SIDE`` names).
+
+    Returns:
+        The ratings and whether the user features were added.
+    """
+    if users is None:
+        return ratings, False
+    table = read_table(
+        users, fmt="csv", delimiter=delimiter, header=False, column_names=column_names,
+        schema=_text_schema(("user_id", *_USER_SIDE)),
+    )  # fmt: skip
+    table = _as_string(table, ["user_id", *_USER_SIDE])
+    return _join(ratings, table, "user_id", list(_USER_SIDE)), True
+
+
 def _schema(
     implicit: bool, time_column: str | None, user_side: bool, genres: bool, embedding_dim: int
 ) -> Schema:
@@ -141,16 +165,11 @@ def prepare_100k(
     )
     ratings = _as_string(ratings, ["user_id", "item_id"])
     ratings = ratings.set_column(3, "timestamp", pc.cast(ratings["timestamp"], pa.int64()))
-    user_side = genres = False
     users = find_file(path, ["u.user"]) if side_features else None
-    if users is not None:
-        table = read_table(
-            users, fmt="csv", delimiter="|", header=False,
-            column_names=["user_id", "age", "gender", "occupation", "zip"],
-            schema=_text_schema(("user_id", *_USER_SIDE)),
-        )  # fmt: skip
-        table = _as_string(table, ["user_id", *_USER_SIDE])
-        ratings, user_side = _join(ratings, table, "user_id", list(_USER_SIDE)), True
+    ratings, user_side = _join_users(
+        ratings, users, "|", ["user_id", "age", "gender", "occupation", "zip"]
+    )
+    genres = False
     items = find_file(path, ["u.item"]) if side_features else None
     if items is not None:
         names = ["item_id", "title", "release", "video_release", "url", *_ML100K_GENRES]
@@ -203,16 +222,11 @@ def prepare_1m(
         ratings = check_table(ratings, base, csv)
         log.warning("%s has no timestamps: time splits are unavailable", csv)
     ratings = _as_string(ratings, ["user_id", "item_id"])
-    user_side = genres = False
     users = find_file(path, ["users.dat"]) if side_features else None
-    if users is not None:
-        table = read_table(
-            users, fmt="csv", delimiter="::", header=False,
-            column_names=["user_id", "gender", "age", "occupation", "zip"],
-            schema=_text_schema(("user_id", *_USER_SIDE)),
-        )  # fmt: skip
-        table = _as_string(table, ["user_id", *_USER_SIDE])
-        ratings, user_side = _join(ratings, table, "user_id", list(_USER_SIDE)), True
+    ratings, user_side = _join_users(
+        ratings, users, "::", ["user_id", "gender", "age", "occupation", "zip"]
+    )
+    genres = False
     movies = find_file(path, ["movies.dat"]) if side_features else None
     if movies is not None:
         table = read_table(
