@@ -181,6 +181,7 @@ def test_fitted_autorec_exports_with_its_rating_matrix(item_based, tiny_schema, 
         expected = model(batch).numpy()
     assert n_users > 20 and n_items > 30
     assert len(np.unique(expected[:4])) == 1  # the four unknown pairs get the fallback
+    np.testing.assert_allclose(expected[:4], float(model.mean_rating), rtol=1e-6)
     for fmt in ("torchscript", "onnx"):
         path = tmp_path / f"autorec.{fmt}"
         specs = export_model(model, tiny_schema, path, fmt, task="regression",

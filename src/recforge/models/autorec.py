@@ -95,6 +95,7 @@ class AutoRec(RecModel):
         self.register_buffer("ratings_values", torch.zeros(0))
         self.register_buffer("mean_rating", torch.tensor((cfg.min_rating + cfg.max_rating) / 2))
         self._matrix: InteractionMatrix | None = None
+        self._known: tuple[torch.Tensor, torch.Tensor] | None = None  # rows, cols with ratings
 
     # ---- the stored training matrix ----------------------------------------------------
     def set_ratings(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> None:
@@ -107,6 +108,7 @@ class AutoRec(RecModel):
         self.ratings_values = torch.from_numpy(m.values).to(device)
         self.mean_rating = torch.tensor(float(m.values.mean()) if m.nnz else 3.0, device=device)
         self._matrix = m
+        self._known = None
 
     @property
     def matrix(self) -> InteractionMatrix:
@@ -120,6 +122,15 @@ class AutoRec(RecModel):
             )
         return self._matrix
 
+    def known(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks of the rows and of the columns that hold a training rating (cached)."""
+        if self._known is None:
+            rows = (self.ratings_indptr[1:] - self.ratings_indptr[:-1]) > 0
+            cols = torch.zeros(self.n_cols, dtype=torch.bool, device=rows.device)
+            cols[self.ratings_indices] = True
+            self._known = (rows, cols)
+        return self._known
+
     def interactions(self) -> InteractionMatrix:
         """User x item matrix of the training ratings (``recommend`` uses it as seen items)."""
         return self.matrix.transpose() if self.cfg.item_based else self.matrix
@@ -131,6 +142,7 @@ class AutoRec(RecModel):
                 incoming = state_dict[prefix + name]
                 setattr(self, name, torch.empty_like(incoming, device=self.ratings_indptr.device))
         self._matrix = None
+        self._known = None
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     # ---- the autoencoder ---------------------------------------------------------------
@@ -194,11 +206,9 @@ class AutoRec(RecModel):
             # raw reconstruction: lets a pointwise loss flow before/while fitting
             return pred
         pred = pred.clamp(self.cfg.min_rating, self.cfg.max_rating)
-        counts_rows = self.ratings_indptr[1:] - self.ratings_indptr[:-1]
-        seen_cols = torch.zeros(self.n_cols, dtype=torch.bool, device=pred.device)
-        seen_cols[self.ratings_indices] = True
-        known = (counts_rows[rows] > 0) & seen_cols[cols] & (rows > 0) & (cols > 0)
-        fallback = (
+        rows_known, cols_known = self.known()
+        known = rows_known[rows] & cols_known[cols] & (rows > 0) & (cols > 0)
+        fallback = (  # a tensor, so a GPU forward does not wait on the host
             self.mean_rating if self.cfg.fallback_rating is None else self.cfg.fallback_rating
         )
         return torch.where(known, pred, torch.as_tensor(fallback, dtype=pred.dtype))
@@ -217,18 +227,15 @@ class AutoRec(RecModel):
             r, _ = self.dense_rows(rows)
             codes.append(self.g(self.encoder(r)))  # (rows, k)
         fitted = self.ratings_values.numel() > 0
-        counts = self.ratings_indptr[1:] - self.ratings_indptr[:-1]
-        seen_cols = torch.zeros(self.n_cols, dtype=torch.bool, device=counts.device)
-        seen_cols[self.ratings_indices] = True
-        fallback = self.mean_rating if self.cfg.fallback_rating is None else None
         return _AutoRecScorer(
-            self,
-            torch.cat(codes),
-            counts > 0,
-            seen_cols,
-            float(fallback if fallback is not None else self.cfg.fallback_rating),
-            fitted,
+            self, torch.cat(codes), *self.known(), self.fallback_value(), fitted
         ).eval()
+
+    def fallback_value(self) -> float:
+        """The prediction for a pair without training evidence (see the module docstring)."""
+        if self.cfg.fallback_rating is None:
+            return float(self.mean_rating)
+        return float(self.cfg.fallback_rating)
 
 
 class _AutoRecScorer(nn.Module):
