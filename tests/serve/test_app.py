@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from recforge.cf.scoring import score_pairs
 from recforge.explain import explain_table
 from recforge.serve.app import ENV_CONFIG, create_app, create_app_from_env
 from recforge.serve.bundle import load_bundle
@@ -100,8 +101,11 @@ def test_admin_endpoints_need_the_token(client, serve_bundles):
     bad = client.post("/admin/reload", json={"path": "/no/such/bundle"}, headers=AUTH)
     assert bad.status_code == 422 and "still serving" in bad.json()["detail"]
     assert client.get("/health").json()["last_reload_error"]
+    generation = client.get("/health").json()["generation"]
     ok = client.post("/admin/reload", headers=AUTH)  # same path again
     assert ok.status_code == 200 and ok.json()["bundle"] == ok.json()["previous"]
+    assert ok.json()["generation"] == generation + 1  # a reload did happen
+    assert client.get("/health").json()["generation"] == generation + 1
     with TestClient(create_app(serve_bundles.deepfm)) as no_admin:
         assert no_admin.post("/admin/reload", headers=AUTH).status_code == 404
 
@@ -122,6 +126,16 @@ def test_recommend_and_explain_endpoints(serve_bundles):
             json={"user": "u2", "k": 2, "candidates": ["i3", "i4", "i5"], "exclude_seen": False},
         )
         assert cands.status_code == 200 and set(cands.json()["items"]) <= {"i3", "i4", "i5"}
+        # the two best of the three candidates, best first, by the model's own pair scores
+        pre = Predictor.load(serve_bundles.gmf).bundle
+        raw = score_pairs(
+            pre.model,
+            pre.preprocessor.encode_ids("user", ["u2"] * 3),
+            pre.preprocessor.encode_ids("item", ["i3", "i4", "i5"]),
+        )
+        order = np.argsort(-raw, kind="stable")[:2]
+        assert cands.json()["items"] == [["i3", "i4", "i5"][j] for j in order]
+        np.testing.assert_allclose(cands.json()["scores"], raw[order], rtol=1e-5)
     record = next(r for r in serve_bundles.records if len(r["hist_item_ids"]) >= 3)
     with TestClient(create_app(serve_bundles.din)) as c:
         resp = c.post("/explain", json={"record": record})

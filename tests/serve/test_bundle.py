@@ -9,7 +9,9 @@ import sys
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 
+from recforge.data.loader import BatchLoader
 from recforge.data.preprocess import Preprocessor
 from recforge.features import CategoricalField, NumericField, Schema
 from recforge.models import registry
@@ -41,8 +43,16 @@ def bundle_dir(tmp_path):
     pre = Preprocessor(schema).fit(TABLE)
     seed_everything(0)
     model = registry.build("fm", pre.schema, {})
+    with torch.no_grad():  # nn.init moves FM's zero first-order weights: inputs matter
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
     path = save_bundle(tmp_path / "bundle", "fm", model, pre)
-    expected = load_bundle(path).predict_table(TABLE)
+    # the in-memory model on the preprocessed table, independent of what save/load does
+    model.eval()
+    with torch.no_grad():
+        batch = next(iter(BatchLoader(pre.transform(TABLE), len(TABLE))))
+        expected = torch.sigmoid(model(batch)).numpy()
+    assert np.ptp(expected) > 1e-4
     return path, expected
 
 
@@ -62,8 +72,14 @@ def test_fresh_process_scores_raw_records(bundle_dir):
 
 def test_unknown_categories_score_without_error(bundle_dir):
     path, _ = bundle_dir
-    scores = load_bundle(path).predict_records([{"u": "never-seen", "i": "nope", "p": 3.0}])
+    bundle = load_bundle(path)
+    scores = bundle.predict_records([{"u": "never-seen", "i": "nope", "p": 3.0}])
     assert scores.shape == (1,) and np.isfinite(scores).all()
+    # unknown categories are the OOV id: the same score as missing values
+    oov = bundle.predict_records([{"u": None, "i": None, "p": 3.0}])
+    known = bundle.predict_records([{"u": "a", "i": "x", "p": 3.0}])
+    np.testing.assert_allclose(scores, oov, rtol=1e-6)
+    assert abs(float(known[0]) - float(scores[0])) > 1e-6
 
 
 def test_corrupt_and_mismatched_bundles_are_refused(bundle_dir, tmp_path):
