@@ -119,6 +119,8 @@ def test_shard_bounds_cover_rows_in_order():
         bounds = [shard_bounds(n, r, 3) for r in range(3)]
         assert bounds[0][0] == 0 and bounds[-1][1] == n
         assert all(bounds[r][1] == bounds[r + 1][0] for r in range(2))
+        sizes = [hi - lo for lo, hi in bounds]
+        assert max(sizes) - min(sizes) <= 1  # balanced, not all rows on one rank
 
 
 # ---- two processes against one -------------------------------------------------------------
@@ -142,6 +144,8 @@ def test_two_gloo_processes_match_one_process(dnn_runs):
     history_two = json.loads((root / "two" / "history.json").read_text())
     for a, b in zip(history_one, history_two, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    # both runs trained (equal untrained weights would also match)
+    assert len(history_one) >= 2 and history_one[-1]["train_loss"] < history_one[0]["train_loss"]
     assert printed["test"]["auc"] == pytest.approx(single.test_metrics["auc"], abs=1e-4)
 
 
