@@ -20,8 +20,21 @@ def _data(n: int = 103) -> EncodedData:
     )
 
 
+def _assert_rows_intact(batch, data: EncodedData) -> None:
+    """Every array of ``batch`` holds exactly the rows its ids name (sparse[:, 0] = row id)."""
+    rows = batch.sparse[:, 0].numpy()
+    np.testing.assert_array_equal(batch.sparse.numpy(), data.sparse[rows])
+    np.testing.assert_array_equal(batch.dense.numpy(), data.dense[rows])
+    np.testing.assert_array_equal(batch.label.numpy(), data.label[rows])
+    for name in data.sequences:
+        np.testing.assert_array_equal(batch.sequences[name].numpy(), data.sequences[name][rows])
+        np.testing.assert_array_equal(batch.lengths[name].numpy(), data.lengths[name][rows])
+
+
 def test_every_row_once_per_epoch_and_seeded():
     loader = BatchLoader(_data(), batch_size=10, shuffle=True, seed=1)
+    for batch in loader:
+        _assert_rows_intact(batch, _data())
     rows = torch.cat([b.sparse[:, 0] for b in loader])
     assert sorted(rows.tolist()) == list(range(103))
     again = torch.cat([b.sparse[:, 0] for b in BatchLoader(_data(), 10, shuffle=True, seed=1)])
@@ -50,6 +63,7 @@ def test_memory_mapped_store_round_trip(tmp_path):
     for x, y in zip(a, b, strict=True):
         # the mmap path sorts indices within a batch; compare as sets of rows
         assert sorted(x.sparse[:, 0].tolist()) == sorted(y.sparse[:, 0].tolist())
+        _assert_rows_intact(y, data)
     assert not list(tmp_path.glob(".enc*"))  # no temporary folder left behind
 
 
@@ -75,6 +89,8 @@ def test_loader_block_shuffle_covers_rows_per_epoch_and_shards(tmp_path):
     loader = BatchLoader(data, batch_size=32, shuffle=True, seed=5, shuffle_window=128)
     rows = torch.cat([b.sparse[:, 0] for b in loader])
     assert sorted(rows.tolist()) == list(range(1003))
+    for batch in loader:
+        _assert_rows_intact(batch, data)
     loader.set_epoch(1)
     assert not torch.equal(rows, torch.cat([b.sparse[:, 0] for b in loader]))
     # two ranks' shares of memory-mapped data put together are the one-process batches
