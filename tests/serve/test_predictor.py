@@ -49,8 +49,9 @@ def test_unknown_categories_score_like_missing_ones(serve_bundles):
     base = dict(serve_bundles.records[0])
     unknown = {**base, "user_id": "never-seen", "site": "nowhere", "hist_cats": ["zz", "yy"]}
     as_null = {**base, "user_id": None, "site": None, "hist_cats": [None, None]}
-    a, b = pred.predict([unknown, as_null])
+    a, b, known = pred.predict([unknown, as_null, base])
     assert a == pytest.approx(b, rel=1e-6)
+    assert abs(float(known) - float(a)) > 1e-6  # known values are not all mapped to OOV
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +204,8 @@ class Predictor:
         error. Only when the fast path fails is the batch walked column by column, to name
         the record and field at fault."""
         keys = frozenset(self.input_columns)
-        if all(isinstance(r, dict) for r in records) and all(map(keys.issubset, records)):
+        is_dict = map(isinstance, records, repeat(dict))  # C-level passes, no per-record bytecode
+        if all(is_dict) and all(map(keys.issubset, records)):
             try:
                 table = pa.Table.from_struct_array(pa.array(records))
                 return table.select(self.input_columns)
