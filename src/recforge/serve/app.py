@@ -196,55 +196,23 @@ def create_app(
     def predict(body: PredictRequest) -> JSONResponse:
         predictor = slot.get()
         scores = predictor.predict(body.records)
-        return JSONResponse(
-            {
-                "scores": scores.astype(float).tolist(),
-                "model": predictor.model_name,
-                "bundle": predictor.bundle_id,
-                "generation": predictor.generation,
-            }
-        )
+        return _reply(predictor, scores=scores.astype(float).tolist())
 
     @app.post("/recommend")
     def recommend(body: RecommendRequest) -> JSONResponse:
         predictor = slot.get()
         rec = predictor.recommend(body.user, body.k, body.candidates, body.exclude_seen)
-        return JSONResponse(
-            {
-                "user": rec.user,
-                "items": rec.items,
-                "scores": rec.scores,
-                "model": predictor.model_name,
-                "bundle": predictor.bundle_id,
-            }
-        )
+        return _reply(predictor, user=rec.user, items=rec.items, scores=rec.scores)
 
     @app.post("/explain")
     def explain(body: ExplainRequest) -> JSONResponse:
         predictor = slot.get()
         expl = predictor.explain(body.record)
-        return JSONResponse(
-            {
-                "model": expl.model,
-                "kind": expl.kind,
-                "score": expl.score,
-                "weights": expl.to_records(),
-                "bundle": predictor.bundle_id,
-            }
-        )
+        return _reply(predictor, kind=expl.kind, score=expl.score, weights=expl.to_records())
 
     @app.get("/health")
     def health() -> JSONResponse:
-        predictor = slot.get()
-        return JSONResponse(
-            {
-                "status": "ok",
-                "model": predictor.model_name,
-                "bundle": predictor.bundle_id,
-                "generation": predictor.generation,
-                "last_reload_error": slot.last_error,
-            }
-        )
+        return _reply(slot.get(), status="ok", last_reload_error=slot.last_error)
 
     @app.get("/metadata")
     def metadata() -> JSONResponse:
@@ -275,6 +243,18 @@ def create_app(
             )
 
     return app
+
+
+def _reply(predictor: Any, **body: Any) -> JSONResponse:
+    """A response naming the model, bundle and generation that answered it."""
+    return JSONResponse(
+        {
+            **body,
+            "model": predictor.model_name,
+            "bundle": predictor.bundle_id,
+            "generation": predictor.generation,
+        }
+    )
 
 
 def _bearer_check(token: str) -> Any:
