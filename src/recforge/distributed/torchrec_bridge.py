@@ -147,25 +147,19 @@ def to_torchrec_configs(specs: Sequence[TableSpec], pooled: bool = False) -> lis
         A list of ``torchrec.EmbeddingBagConfig`` or ``torchrec.EmbeddingConfig``.
     """
     tr = _require_torchrec()
+    extra: dict[str, Any] = {}
     if pooled:
         from torchrec.modules.embedding_configs import PoolingType
 
-        return [
-            tr.EmbeddingBagConfig(
-                name=s.name,
-                num_embeddings=s.num_embeddings,
-                embedding_dim=s.embedding_dim,
-                feature_names=list(s.feature_names),
-                pooling=PoolingType.MEAN,
-            )
-            for s in specs
-        ]
+        extra["pooling"] = PoolingType.MEAN
+    config = tr.EmbeddingBagConfig if pooled else tr.EmbeddingConfig
     return [
-        tr.EmbeddingConfig(
+        config(
             name=s.name,
             num_embeddings=s.num_embeddings,
             embedding_dim=s.embedding_dim,
             feature_names=list(s.feature_names),
+            **extra,
         )
         for s in specs
     ]
