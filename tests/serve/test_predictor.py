@@ -109,6 +109,12 @@ def test_recommend_matches_the_library(serve_bundles):
         seen_items = set(np.array(seen.column("item").to_pylist())[np.array(
             seen.column("user").to_pylist()) == user])  # fmt: skip
         assert not seen_items & set(rec.items)
+        # brute force, independent of cf.recommend: score every known item, drop the seen
+        all_items = np.arange(1, len(item_vocab) + 1)
+        raw = score_pairs(bundle.model, np.full(len(all_items), uid), all_items)
+        unseen = np.array([item_vocab[i - 1] not in seen_items for i in all_items])
+        best = np.argsort(-np.where(unseen, raw, -np.inf), kind="stable")[:4]
+        assert rec.items == [item_vocab[all_items[j] - 1] for j in best]
     # candidates: ranked by the model's own pair scores, seen ones dropped
     cands = ["i1", "i2", "i5", "i7", "i9"]
     rec = pred.recommend("u0", k=3, candidates=cands, exclude_seen=False)
