@@ -1,13 +1,18 @@
 """Run configuration: YAML <-> typed dataclasses, dotted command-line overrides.
 
 Every key maps onto a dataclass field; an unknown key is an error naming where it appeared.
-Values are type-checked and converted (``"3e-4"`` -> float). Nothing is ``eval``-ed: override
-values are parsed with ``yaml.safe_load``.
+Values are type-checked and converted (``"3e-4"`` -> float) and range-checked by the
+dataclasses themselves (``train.epochs: must be at least 1, got 0``). Nothing is ``eval``-ed:
+override values are parsed with ``yaml.safe_load``.
+
+This module knows no model: ``model.params`` is checked against the model's own config class
+by the command layer (:func:`recforge.commands.core.validate_model_section`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +26,43 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid."""
+
+
+class FieldValueError(ConfigError):
+    """One field's value is out of range, raised by a config dataclass's ``__post_init__``.
+
+    The message reads ``SECTION.KEY: DETAIL``; :func:`from_dict` re-raises it as
+    ``WHERE.KEY: DETAIL`` so it names the file (or override) the value came from.
+    """
+
+    def __init__(self, section: str, key: str, detail: str) -> None:
+        self.key = key
+        self.detail = detail
+        super().__init__(f"{section}.{key}: {detail}")
+
+
+def _at_least(section: str, obj: Any, key: str, low: int) -> None:
+    value = getattr(obj, key)
+    if not value >= low:
+        raise FieldValueError(section, key, f"must be at least {low}, got {value!r}")
+
+
+def _positive(section: str, obj: Any, key: str) -> None:
+    value = getattr(obj, key)
+    if not (value > 0 and math.isfinite(value)):
+        raise FieldValueError(section, key, f"must be a positive number, got {value!r}")
+
+
+def _non_negative(section: str, obj: Any, key: str) -> None:
+    value = getattr(obj, key)
+    if not (value >= 0 and math.isfinite(value)):
+        raise FieldValueError(section, key, f"must be a non-negative number, got {value!r}")
+
+
+def _open_unit(section: str, obj: Any, key: str) -> None:
+    value = getattr(obj, key)
+    if not 0 < value < 1:
+        raise FieldValueError(section, key, f"must be strictly between 0 and 1, got {value!r}")
 
 
 @dataclass
@@ -48,6 +90,12 @@ class DataConfig:
             streaming path's own peak does not grow with the data but has a fixed part, about
             270 MiB measured with the default chunks).
         chunk_rows: Rows per chunk when streaming.
+
+    Raises:
+        FieldValueError: ``valid_ratio`` or ``test_ratio`` outside (0, 1) or summing to 1 or
+            more (no training rows left; a dataset whose own files give both splits ignores
+            them, a dataset giving one split uses only the other ratio), ``chunk_rows < 1``,
+            ``memory_budget_mb <= 0``.
     """
 
     dataset: str = "synthetic"
@@ -64,6 +112,19 @@ class DataConfig:
     streaming: Literal["auto", "always", "never"] = "auto"
     memory_budget_mb: float = 2048.0
     chunk_rows: int = 50_000
+
+    def __post_init__(self) -> None:
+        _open_unit("data", self, "valid_ratio")
+        _open_unit("data", self, "test_ratio")
+        if not self.valid_ratio + self.test_ratio < 1:
+            raise FieldValueError(
+                "data",
+                "test_ratio",
+                f"valid_ratio + test_ratio must be below 1 (rows are left for training), "
+                f"got {self.valid_ratio!r} + {self.test_ratio!r}",
+            )
+        _positive("data", self, "memory_budget_mb")
+        _at_least("data", self, "chunk_rows", 1)
 
 
 @dataclass
@@ -90,9 +151,14 @@ class TrainConfig:
             ``embedding_regularizer`` that the BARS benchmark tunes (dense gradients only).
         dense_l2: L2 penalty (weight decay) on dense weights.
         loss: ``auto`` (by task), ``bce``, ``mse`` or ``bpr`` (ranking).
-        negatives: Sampled negatives per positive for the ranking task.
-        metric: Validation metric for early stopping; ``auto`` is AUC for binary, RMSE for
-            regression.
+        negatives: Sampled negatives per positive for the ranking task (drawn from the items
+            the user has no training positive with).
+        top_k: Cut-off K of the ranking metrics (``hr@K``, ``ndcg@K``).
+        eval_negatives: Sampled candidates each held-out positive is ranked against when the
+            data carries none of its own (NCF: 99).
+        metric: Validation metric for early stopping and learning-rate reduction (``auc``,
+            ``logloss``, ``rmse``, ``mae``, ``hr@K``, ``ndcg@K``); ``auto`` is AUC for binary,
+            RMSE for regression and NDCG@top_k for ranking.
         patience: Epochs without improvement before stopping; 0 disables early stopping.
         lr_patience: Epochs without improvement before the learning rate is reduced; 0 disables.
         lr_factor: Factor of each learning-rate reduction.
@@ -115,6 +181,12 @@ class TrainConfig:
         wide_beta: FTRL beta.
         wide_l1: FTRL L1 strength.
         wide_l2: FTRL L2 strength.
+
+    Raises:
+        FieldValueError: ``epochs``, ``batch_size``, ``eval_batch_size`` or ``negatives`` below
+            1; ``lr`` or ``wide_lr`` not positive; ``patience``, ``lr_patience``, ``threads``,
+            ``shuffle_window``, ``embedding_l2``, ``dense_l2``, ``wide_beta``, ``wide_l1`` or
+            ``wide_l2`` negative; ``lr_factor`` outside (0, 1).
     """
 
     epochs: int = 10
@@ -126,6 +198,8 @@ class TrainConfig:
     dense_l2: float = 0.0
     loss: Literal["auto", "bce", "mse", "bpr"] = "auto"
     negatives: int = 1
+    top_k: int = 10
+    eval_negatives: int = 99
     metric: str = "auto"
     patience: int = 2
     lr_patience: int = 1
@@ -142,6 +216,17 @@ class TrainConfig:
     wide_beta: float = 1.0
     wide_l1: float = 1.0
     wide_l2: float = 1.0
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "eval_batch_size", "negatives"):
+            _at_least("train", self, key, 1)
+        for key in ("patience", "lr_patience", "threads", "shuffle_window"):
+            _at_least("train", self, key, 0)
+        for key in ("lr", "wide_lr"):
+            _positive("train", self, key)
+        for key in ("embedding_l2", "dense_l2", "wide_beta", "wide_l1", "wide_l2"):
+            _non_negative("train", self, key)
+        _open_unit("train", self, "lr_factor")
 
 
 @dataclass
@@ -230,7 +315,12 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(known)}")
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except FieldValueError as exc:  # name the file or override the value came from
+        raise ConfigError(f"{where}.{exc.key}: {exc.detail}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -259,7 +349,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def load_run_config(
     path: str | Path | None = None, overrides: list[str] | None = None
 ) -> RunConfig:
-    """Read a YAML run config (or defaults), apply overrides, validate into :class:`RunConfig`."""
+    """Read a YAML run config (or defaults), apply overrides, validate into :class:`RunConfig`.
+
+    ``model.params`` is only checked to be a mapping here; the command layer checks it against
+    the model's config class (:func:`recforge.commands.core.validate_model_section`).
+    """
     data: dict[str, Any] = {}
     if path is not None:
         text = Path(path).read_text()
@@ -267,11 +361,7 @@ def load_run_config(
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
     data = apply_overrides(data, overrides or [])
-    cfg = from_dict(RunConfig, data, where=str(path) if path else "config")
-    from recforge.models import registry
-
-    registry.make_config(cfg.model.name, cfg.model.params)  # validate the model's options
-    return cfg
+    return from_dict(RunConfig, data, where=str(path) if path else "config")
 
 
 def save_run_config(cfg: RunConfig, path: str | Path) -> None:

@@ -314,6 +314,7 @@ def write_leaderboard(
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from recforge.commands.core import validate_model_section
     from recforge.config import load_run_config, to_dict
     from recforge.data.pipeline import encode_run
 
@@ -321,6 +322,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.path:
         overrides.append(f"data.path={args.path}")
     cfg = load_run_config(None, overrides)
+    validate_model_section(cfg)
     models = resolve_models(args.models)
     params = parse_model_params(args.model_params, models)
     run = encode_run(cfg.data, seed=cfg.train.seed, use_cache=not args.no_cache)

@@ -7,12 +7,16 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from recforge.io import atomic_write
+
+if TYPE_CHECKING:
+    from recforge.config import RunConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,11 +75,35 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def validate_model_section(cfg: RunConfig, where: str | None = None) -> None:
+    """Check ``cfg.model`` against the registry: a known name, params its config class accepts.
+
+    ``recforge.config`` knows no model, so every command that loads a run config calls this
+    right after :func:`~recforge.config.load_run_config`, before any work.
+
+    Raises:
+        ConfigError: one line naming the model section (and ``where``, the config file).
+    """
+    from recforge.config import ConfigError
+    from recforge.models import registry
+
+    prefix = f"{where}: " if where else ""
+    try:
+        registry.get(cfg.model.name)
+    except KeyError as exc:  # str() of a KeyError would quote the message
+        raise ConfigError(f"{prefix}model.name: {exc.args[0]}") from None
+    try:
+        registry.make_config(cfg.model.name, cfg.model.params)
+    except ConfigError as exc:
+        raise ConfigError(f"{prefix}{exc}") from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from recforge.config import load_run_config
     from recforge.run import train_job
 
     cfg = load_run_config(args.config, args.overrides)
+    validate_model_section(cfg, args.config)
     result = train_job(cfg, nproc=args.nproc, resume=args.resume, use_cache=not args.no_cache)
     if result is None:  # a torchrun rank other than 0: rank 0 reports
         return 0
