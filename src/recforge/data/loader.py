@@ -15,9 +15,18 @@ class BatchLoader:
     """Iterate over :class:`EncodedData` in mini-batches.
 
     In-memory arrays are wrapped as tensors once and gathered with ``index_select``;
-    memory-mapped arrays are gathered with numpy fancy indexing (indices sorted within a batch
-    for locality). Each epoch's order is ``permutation(seed, epoch)``, so a resumed run sees
-    exactly the batches an uninterrupted one would.
+    memory-mapped arrays are gathered with numpy fancy indexing. Each epoch's order is
+    ``permutation(seed, epoch)``, so a resumed run sees exactly the batches an uninterrupted one
+    would.
+
+    Both paths yield the same batches, rows in the same order (the permutation's), so a run
+    reading the memory-mapped cache and one holding its data in memory train bit-identically.
+    Indices are not sorted within a batch (measured, 4096-row batches of 2M-4M rows x 40 int32
+    columns): sorting costs about 80 us a batch and made memory-mapped gathers no faster, with
+    the file's pages cached (640 us unsorted, 710 us sorted, the sort included) or evicted with
+    ``posix_fadvise`` (full permutation about 4 ms a batch either way; block shuffle with
+    64-batch windows about 1.15 ms either way). A page fault reads around the page it hits
+    whatever the order of the faults, and the block shuffle keeps a window's reads local.
 
     With ``world_size > 1`` (distributed data parallel) every rank draws the same permutation
     and yields its contiguous slice ``[b*rank//N, b*(rank+1)//N)`` of each global batch of ``b``
@@ -97,8 +106,6 @@ class BatchLoader:
                 return {k: v[index] for k, v in self._tensors.items()}
             idx = torch.from_numpy(index)
             return {k: v.index_select(0, idx) for k, v in self._tensors.items()}
-        if not isinstance(index, slice):
-            index = np.sort(index)
         return {
             k: torch.from_numpy(_writable(np.ascontiguousarray(v[index])))
             for k, v in self.data.arrays().items()
@@ -112,10 +119,7 @@ class BatchLoader:
             end = min(start + self.batch_size, n)
             index = slice(start, end) if order is None else order[start:end]
             if self.world_size > 1:
-                if self._mmap and order is not None:
-                    # sort the global batch before slicing, so a rank's rows come in the order
-                    # one process sees them (row order matters, e.g. pairing with negatives)
-                    index = np.sort(index)
+                # a rank's rows are a contiguous slice of the global batch, in its order
                 lo = (end - start) * self.rank // self.world_size
                 hi = (end - start) * (self.rank + 1) // self.world_size
                 index = slice(start + lo, start + hi) if order is None else index[lo:hi]
