@@ -80,7 +80,7 @@ def main() -> int:
     base = SimConfig(shift_step=args.log_steps + shift_online)
     calibration = None
     if args.calibrate:
-        from recforge.data.news import calibrate
+        from recforge.online.calibration import calibrate
 
         calibration = calibrate(
             SHARED / "globo-news-clicks" / "clicks.csv.xz",

@@ -41,6 +41,38 @@ def test_fnn_trains_its_fm_stage_first_in_the_same_run(monkeypatch):
 
     monkeypatch.setattr(FNN, "init_from_fm", spy)
     result, _ = train_model("fnn", {}, run, cfg)
-    assert result.extra["pretraining"]["model"] == "fm" and len(seen) == 1
+    assert result.extra["pretraining"]["fm"]["model"] == "fm" and len(seen) == 1
     result, _ = train_model("fnn", {"pretrain_fm": False}, run, cfg)
     assert "pretraining" not in result.extra and len(seen) == 1
+
+
+def test_fnn_loads_its_fm_stage_from_a_saved_bundle(tmp_path):
+    """``pretrained_fm`` names a bundle: the engine loads it (on the same encoding) instead of
+    training an FM, and refuses a bundle of another model or of other data."""
+    import pytest
+    import torch
+
+    from recforge.serve.bundle import save_bundle
+
+    table, schema = make_click_log(rows=3_000, seed=0, n_users=100, n_items=200)
+    train, valid, test = split_table(table, "time", ratios=(0.8, 0.1, 0.1), time_column="ts")
+    pre = Preprocessor(schema).fit(train)
+    run = EncodedRun(pre, pre.transform(train), pre.transform(valid), pre.transform(test))
+    cfg = TrainConfig(epochs=1, batch_size=512, progress=False, seed=0)
+    _, fm_trainer = train_model("fm", {}, run, cfg)
+    save_bundle(tmp_path / "fm", "fm", fm_trainer.model, pre)
+    fnn_cfg = TrainConfig(epochs=1, batch_size=512, progress=False, seed=0, lr=1e-12)
+    result, trainer = train_model("fnn", {"pretrained_fm": str(tmp_path / "fm")}, run, fnn_cfg)
+    assert result.extra["pretraining"]["fm"]["path"] == str(tmp_path / "fm")
+    fm_table = fm_trainer.model.embedding.tables["16"].weight
+    torch.testing.assert_close(trainer.model.embedding.tables["16"].weight, fm_table)
+    _, lr_trainer = train_model("lr", {}, run, cfg)
+    save_bundle(tmp_path / "lr", "lr", lr_trainer.model, pre)
+    with pytest.raises(ValueError, match="not a fm"):
+        train_model("fnn", {"pretrained_fm": str(tmp_path / "lr")}, run, cfg)
+    other = Preprocessor(schema).fit(valid)
+    from recforge.models import registry
+
+    save_bundle(tmp_path / "other", "fm", registry.build("fm", other.schema), other)
+    with pytest.raises(ValueError, match="other data"):
+        train_model("fnn", {"pretrained_fm": str(tmp_path / "other")}, run, cfg)

@@ -108,7 +108,7 @@ class Explanation:
 def _behaviour_labels(
     model: RecModel, batch: Batch, row: int, raw: dict[str, Sequence[Any]] | None
 ) -> list[str]:
-    pairs = getattr(model, "behaviours", ())
+    pairs = model.behaviours
     length = int(batch.lengths[pairs[0][0]][row])
     parts = []
     for seq, _ in pairs:
@@ -140,18 +140,17 @@ def explain_batch(
     Raises:
         ValueError: The model exposes no attention.
     """
-    weights_fn = getattr(model, "attention_weights", None)
-    if weights_fn is None:
+    if not model.explainable:
         raise ValueError(f"{type(model).__name__} exposes no attention weights to explain")
     model.eval()
     one = batch.select(torch.tensor([row]))
-    weights = weights_fn(one)[0].float().cpu().numpy()
+    weights = model.attention_weights(one)[0].float().cpu().numpy()
     score = float(torch.sigmoid(model(one)[0].float()))
     name = model_name or type(model).__name__
-    if hasattr(model, "pair_names"):
+    if model.pair_names:
         labels = [f"{a} x {b}" for a, b in model.pair_names]
         return Explanation(name, "pair", labels, weights, score)
-    if not hasattr(model, "behaviours"):
+    if not model.behaviours:
         labels = [str(i) for i in range(len(weights))]
         return Explanation(name, "behaviour", labels, weights, score)
     labels = _behaviour_labels(model, one, 0, raw)

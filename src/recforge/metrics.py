@@ -439,6 +439,22 @@ def rank_of_target(scores: np.ndarray, target_col: int | np.ndarray) -> np.ndarr
     return (s >= target).sum(axis=1).astype(np.int64) - 1
 
 
+def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = (10,)) -> dict[str, float]:
+    """HR@K and NDCG@K from the 0-based rank of each user's single held-out item.
+
+    ``HR@K = mean(rank < K)``, ``NDCG@K = mean(1[rank < K] / log2(rank + 2))``.
+    """
+    r = np.asarray(ranks, dtype=np.float64)
+    out: dict[str, float] = {}
+    for k in ks:
+        hit = r < k
+        out[f"hr@{k}"] = float(hit.mean()) if r.size else float("nan")
+        out[f"ndcg@{k}"] = (
+            float(np.where(hit, 1.0 / np.log2(r + 2.0), 0.0).mean()) if r.size else float("nan")
+        )
+    return out
+
+
 # ----------------------------------------------------------------------------- dispatch
 
 _BINARY = {"auc", "logloss", "gauc"}

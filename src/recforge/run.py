@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,10 +17,12 @@ from typing import Any
 from recforge.config import RunConfig, TrainConfig, save_run_config
 from recforge.data.pipeline import EncodedRun, encode_run, use_streaming
 from recforge.data.preprocess import Preprocessor
-from recforge.io import atomic_write_text
+from recforge.io import atomic_write_text, replace_folder
 from recforge.models import registry
+from recforge.models.base import PretrainStage, RecModel
 from recforge.serve.bundle import save_bundle
 from recforge.train import Trainer, distributed, seed_everything
+from recforge.train.trainer import CHECKPOINT
 
 log = logging.getLogger(__name__)
 
@@ -54,31 +57,23 @@ def train_model(
 ) -> tuple[TrainResult, Trainer]:
     """Build ``model_name`` for the run's schema, train it, evaluate on the test split.
 
-    A model that declares a pretraining stage (FNN: an FM) gets it trained first with the same
-    options, and is initialised from it; a model whose config names saved weights loads them.
+    The stages a model declares with :meth:`RecModel.pretraining` (FNN: an FM; NeuMF: GMF and
+    MLP) are trained first on the same data, with the run's options plus the stage's overrides,
+    or loaded from the bundle a stage names; the model is then initialised from them.
     ``pretrained`` maps model names to models already trained on this run (``compare`` passes
-    its FM) so a stage one is not trained twice.
+    its FM) so a stage is not trained twice.
     """
     seed_everything(train_cfg.seed)
     model = registry.build(model_name, run.schema, params)
     start = time.perf_counter()
-    stage_one = model.pretraining() if not resume else None
     extra: dict[str, Any] = {}
-    if stage_one is not None:
-        name, stage_params = stage_one
-        reuse = (pretrained or {}).get(name)
-        try:
-            if reuse is None:
-                raise ValueError("no trained stage-one model to reuse")
-            model.init_from_pretrained(reuse)
-            extra["pretraining"] = {"model": name, "reused": True}
-        except ValueError:
-            log.info("%s: stage one, training %s", model_name, name)
-            first, first_trainer = train_model(name, stage_params, run, train_cfg)
-            model.init_from_pretrained(first_trainer.model)
-            extra["pretraining"] = {"model": name, "test": first.test_metrics}
-    else:
-        model.load_pretrained()
+    stages = model.pretraining() if not resume else []
+    if stages:
+        trained, record = {}, {}
+        for stage in stages:
+            trained[stage.key], record[stage.key] = _run_stage(stage, run, train_cfg, pretrained)
+        model.init_from_pretrained(trained)
+        extra["pretraining"] = record
     trainer = Trainer(model, train_cfg, output_dir=output_dir)
     history = trainer.fit(run.train, run.valid, resume=resume)
     seconds = time.perf_counter() - start
@@ -95,17 +90,67 @@ def train_model(
     return result, trainer
 
 
+def _run_stage(
+    stage: PretrainStage,
+    run: EncodedRun,
+    train_cfg: TrainConfig,
+    pretrained: dict[str, Any] | None,
+) -> tuple[RecModel, dict[str, Any]]:
+    """One pretraining stage: reuse, load from a bundle, or train; returns model and record."""
+    reuse = (pretrained or {}).get(stage.model)
+    if reuse is not None and _same_shapes(reuse, registry.build(stage.model, run.schema,
+                                                                 stage.params)):  # fmt: skip
+        return reuse, {"model": stage.model, "reused": True}
+    if stage.path is not None:
+        from recforge.serve.bundle import load_bundle
+
+        bundle = load_bundle(stage.path)
+        if bundle.model_name != stage.model:
+            raise ValueError(f"{stage.path}: holds a {bundle.model_name}, not a {stage.model}")
+        if bundle.preprocessor.fingerprint() != run.preprocessor.fingerprint():
+            raise ValueError(f"{stage.path}: was trained on other data (its encoding differs)")
+        log.info("stage %s: loaded %s from %s", stage.key, stage.model, stage.path)
+        return bundle.model, {"model": stage.model, "path": str(stage.path)}
+    stage_cfg = replace(train_cfg, **stage.train) if stage.train else train_cfg
+    log.info("stage %s: training %s", stage.key, stage.model)
+    first, first_trainer = train_model(stage.model, stage.params, run, stage_cfg)
+    return first_trainer.model, {
+        "model": stage.model,
+        "test": first.test_metrics,
+        "best_epoch": first_trainer.best_epoch,
+    }
+
+
+def _same_shapes(a: RecModel, b: RecModel) -> bool:
+    """True when two models have the same parameters and shapes (a reusable stage)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
+
+
+def partial_folder(out: Path) -> Path:
+    """Where a run into ``out`` writes until it finishes (then renamed to ``out``)."""
+    return out.parent / f".{out.name}.partial"
+
+
 def train_from_config(cfg: RunConfig, resume: bool = False, use_cache: bool = True) -> TrainResult:
     """The ``recforge train`` job: data -> model -> trainer -> test metrics -> bundle.
+
+    Outputs (config, checkpoints, history, bundle, ``metrics.json``) are written to a fresh
+    folder next to ``cfg.output_dir`` (:func:`partial_folder`) and published by one rename
+    when the run has finished, so ``output_dir`` never mixes two runs and a finished bundle is
+    replaced only by another finished one. ``resume`` continues from the checkpoint of an
+    interrupted run (its partial folder) or of the finished one.
 
     Inside a distributed process group every rank runs this; rank 0 alone writes the config,
     the data cache, checkpoints, the bundle and ``metrics.json``.
     """
     world = distributed.current_world()
     out = Path(cfg.output_dir)
+    stage = partial_folder(out)
     if world.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_run_config(cfg, out / "config.yaml")
+        _prepare_partial(out, stage, resume)
+        save_run_config(cfg, stage / "config.yaml")
+    distributed.barrier()
     if world.distributed and (use_cache or use_streaming(cfg.data)):
         # rank 0 encodes and writes the cache; the others then memory-map it (streaming always
         # writes its arrays to the cache folder, so ranks must not stream into it at once)
@@ -117,8 +162,9 @@ def train_from_config(cfg: RunConfig, resume: bool = False, use_cache: bool = Tr
     else:
         run = encode_run(cfg.data, seed=cfg.train.seed, use_cache=use_cache)
     result, trainer = train_model(
-        cfg.model.name, cfg.model.params, run, cfg.train, output_dir=out, resume=resume
+        cfg.model.name, cfg.model.params, run, cfg.train, output_dir=stage, resume=resume
     )
+    result.output_dir = out
     if world.is_main:
         summary = {
             "model": result.model,
@@ -128,15 +174,29 @@ def train_from_config(cfg: RunConfig, resume: bool = False, use_cache: bool = Tr
             "best_epoch": trainer.best_epoch,
             "processes": world.size,
         }
+        if "pretraining" in result.extra:
+            summary["pretraining"] = result.extra["pretraining"]
         # the bundle carries its own training record, so a served copy can report it
         metrics = {"summary": summary, "history": list(trainer.history)}
         save_bundle(
-            out / "bundle", cfg.model.name, trainer.model, run.preprocessor, cfg,
+            stage / "bundle", cfg.model.name, trainer.model, run.preprocessor, cfg,
             extra_meta={"metrics": metrics},
         )  # fmt: skip
-        atomic_write_text(out / "metrics.json", json.dumps(summary, indent=1))
+        atomic_write_text(stage / "metrics.json", json.dumps(summary, indent=1, default=float))
+        replace_folder(stage, out)
     distributed.barrier()
     return result
+
+
+def _prepare_partial(out: Path, stage: Path, resume: bool) -> None:
+    """A fresh partial folder; on resume it starts from the newest checkpoint there is."""
+    if stage.exists() and not (resume and (stage / CHECKPOINT).exists()):
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True, exist_ok=True)
+    if resume and not (stage / CHECKPOINT).exists() and (out / CHECKPOINT).exists():
+        for name in (CHECKPOINT, "history.json"):
+            if (out / name).exists():
+                shutil.copy2(out / name, stage / name)
 
 
 def train_job(

@@ -8,10 +8,11 @@ import numpy as np
 import torch
 
 from recforge import metrics
-from recforge.cf.evaluate import full_ranking, metrics_from_ranks, rating_metrics, sampled_ranking
-from recforge.cf.matrix import InteractionMatrix
+from recforge.cf.evaluate import full_ranking, rating_metrics, sampled_ranking
+from recforge.data.matrix import InteractionMatrix
 from recforge.data.split import leave_last_split
 from recforge.features import Batch, CategoricalField, Schema
+from recforge.metrics import metrics_from_ranks
 from recforge.models.base import ModelConfig, RecModel
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from recforge.cf.matrix import InteractionMatrix
 from recforge.cf.recommend import recommend
+from recforge.data.matrix import InteractionMatrix
 from recforge.features import Batch, CategoricalField, Schema
 from recforge.models.base import ModelConfig, RecModel
 

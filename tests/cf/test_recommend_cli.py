@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from recforge.cf.matrix import InteractionMatrix
 from recforge.cf.recommend import recommend
+from recforge.data.matrix import InteractionMatrix
 from recforge.data.preprocess import Preprocessor
 from recforge.features import CategoricalField, Schema
 from recforge.models import registry

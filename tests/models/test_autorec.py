@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from recforge.cf.autorec_train import AutoRecTrainConfig, rmse_of, train_autorec
-from recforge.cf.evaluate import full_ranking
-from recforge.cf.matrix import InteractionMatrix
+from recforge.cf.evaluate import full_ranking, rating_metrics
 from recforge.cf.scoring import score_pairs
+from recforge.config import TrainConfig
+from recforge.data.matrix import InteractionMatrix
+from recforge.data.store import EncodedData
 from recforge.features import CategoricalField, Schema
 from recforge.models.autorec import AutoRec, AutoRecConfig, masked_loss
 from recforge.models.popularity import ItemPopularity, PopularityConfig
+from recforge.train import Trainer
 
 
 @pytest.fixture(autouse=True)
@@ -36,6 +38,23 @@ def _schema(n_users: int, n_items: int) -> Schema:
         user_key="user",
         item_key="item",
     )
+
+
+def _ratings(users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> EncodedData:
+    """Encoded rows (user, item) -> rating, as the data pipeline produces them."""
+    return EncodedData(
+        sparse=np.column_stack([users, items]).astype(np.int32),
+        dense=np.zeros((len(users), 0), dtype=np.float32),
+        label=np.asarray(ratings, dtype=np.float32),
+    )
+
+
+def _fit(model: AutoRec, users, items, ratings, epochs: int) -> Trainer:  # noqa: ANN001
+    """Train through the engine, as ``recforge train`` does (no validation: last epoch)."""
+    cfg = TrainConfig(epochs=epochs, batch_size=16, lr=1e-2, patience=0, progress=False)
+    trainer = Trainer(model, cfg)
+    trainer.fit(_ratings(users, items, ratings))
+    return trainer
 
 
 def _low_rank_ratings(n_users: int, n_items: int, seed: int = 0) -> np.ndarray:
@@ -101,10 +120,9 @@ def _fit_low_rank(item_based: bool) -> tuple[float, float]:
     model = AutoRec(
         _schema(n_users, n_items), AutoRecConfig(hidden=8, item_based=item_based, l2_lambda=0.1)
     )
-    model.set_ratings(*train)
-    train_autorec(model, AutoRecTrainConfig(epochs=300, batch_size=16, lr=1e-2, patience=0))
+    _fit(model, *train, epochs=300)
     baseline = float(np.sqrt(np.mean((test[2] - train[2].mean()) ** 2)))
-    return rmse_of(model, *test), baseline
+    return rating_metrics(model, *test)["rmse"], baseline
 
 
 def test_reconstructs_a_known_low_rank_matrix() -> None:
@@ -162,8 +180,7 @@ def test_recovers_planted_preferences_far_better_than_popularity() -> None:
     schema = _schema(n_users, n_items)
     torch.manual_seed(0)
     model = AutoRec(schema, AutoRecConfig(hidden=12, l2_lambda=0.1))
-    model.set_ratings(users, items, ratings[train])
-    train_autorec(model, AutoRecTrainConfig(epochs=150, batch_size=16, lr=1e-2, patience=0))
+    _fit(model, users, items, ratings[train], epochs=150)
     pop = ItemPopularity(schema, PopularityConfig())
     pop.set_counts(items)
     seen = InteractionMatrix.from_coo(users, items, shape=(n_users + 1, n_items + 1))
@@ -173,23 +190,29 @@ def test_recovers_planted_preferences_far_better_than_popularity() -> None:
     assert ours["hr@5"] > 0.8 and ours["hr@5"] > base["hr@5"] + 0.4, (ours, base)
 
 
-def test_observed_objective_equals_the_dense_masked_objective() -> None:
-    from recforge.cf.autorec_train import _objective
-
+def test_epoch_objective_sums_to_eq3() -> None:
+    """The engine's batches of rows add up to eq. 3: masked error + lambda/2 (|W|^2 + |V|^2)."""
     full = _low_rank_ratings(12, 9)
     rng = np.random.default_rng(3)
     uu, ii = np.nonzero(rng.random(full.shape) < 0.4)
     for item_based in (True, False):
         torch.manual_seed(0)
         model = AutoRec(_schema(12, 9), AutoRecConfig(hidden=5, item_based=item_based))
-        model.set_ratings(uu + 1, ii + 1, full[uu, ii])
-        rows = torch.tensor([1, 3, 4, 7])
-        grads = []
-        for dense in (True, False):
-            model.zero_grad()
-            loss = _objective(model, rows, 9, dense=dense)
-            loss.backward()
-            grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
-        torch.testing.assert_close(grads[0][0], grads[1][0])
-        for a, b in zip(grads[0][1], grads[1][1], strict=True):
-            torch.testing.assert_close(a, b)
+        data = _ratings(uu + 1, ii + 1, full[uu, ii])
+        model.fit_statistics(data)
+        rows = model.training_data(data)
+        assert model.own_objective and len(rows) == len(np.unique(ii if item_based else uu))
+        batches = [torch.from_numpy(rows.sparse[s : s + 4]).long() for s in range(0, len(rows), 4)]
+        from recforge.features import Batch
+
+        total = sum(model.objective(Batch(sparse=b, dense=torch.zeros(len(b), 0))) for b in batches)
+        # brute force: every observed entry of the dense matrix, once
+        dense = torch.zeros(model.n_rows, model.n_cols)
+        r_idx, c_idx = (ii + 1, uu + 1) if item_based else (uu + 1, ii + 1)
+        dense[r_idx, c_idx] = torch.from_numpy(full[uu, ii])
+        mask = (dense > 0).float()
+        with torch.no_grad():
+            err = ((model.reconstruct(dense) - dense) * mask).square().sum()
+            w, v = model.decoder.weight, model.encoder.weight
+            expected = err + 0.5 * model.cfg.l2_lambda * (w.square().sum() + v.square().sum())
+        torch.testing.assert_close(total.detach(), expected, rtol=1e-5, atol=1e-3)

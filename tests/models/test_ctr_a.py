@@ -14,18 +14,17 @@ from torch import nn
 
 from recforge.config import from_dict
 from recforge.features import Batch, CategoricalField, NumericField, Schema, random_batch
-from recforge.models import registry
-from recforge.models.base import RecModel
-from recforge.models.lr import LogisticRegression, LRConfig
-from recforge.models.wide_deep import (
+from recforge.layers.crossproduct import (
     HASH_MULTIPLIER,
     HASH_OFFSET,
     HASH_PRIME,
-    WideDeep,
-    WideDeepConfig,
     cross_ids,
     cross_rows,
 )
+from recforge.models import registry
+from recforge.models.base import RecModel
+from recforge.models.lr import LogisticRegression, LRConfig
+from recforge.models.wide_deep import WideDeep, WideDeepConfig
 from recforge.train.ftrl import FTRL
 
 SCHEMA = Schema(

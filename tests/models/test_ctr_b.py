@@ -13,7 +13,7 @@ from recforge.models.afm import AFM, AFMConfig
 from recforge.models.deepfm import DeepFM, DeepFMConfig
 from recforge.models.dnn import DNN, DNNConfig
 from recforge.models.fm import FM, FMConfig
-from recforge.models.fnn import FNN, FNNConfig, load_pretrained
+from recforge.models.fnn import FNN, FNNConfig
 from recforge.models.lr import LogisticRegression, LRConfig
 from recforge.models.nfm import NFM, NFMConfig
 
@@ -139,19 +139,6 @@ def test_fnn_from_fm_copies_vectors_and_first_order_weights() -> None:
     # an FNN with a random init differs
     other = FNN(schema, FNNConfig(hidden=SMALL))
     assert not torch.allclose(other.embedding.flat(batch), fm.embedding.flat(batch))
-
-
-def test_fnn_load_pretrained_from_state_dict(tmp_path) -> None:
-    torch.manual_seed(0)
-    schema = _schema()
-    fm = _trained_looking_fm(schema)
-    path = tmp_path / "fm.pt"
-    torch.save(fm.state_dict(), path)
-    fnn = FNN(schema, FNNConfig(hidden=SMALL, pretrained_fm=str(path)))
-    load_pretrained(fnn)
-    batch = _batch(schema)
-    torch.testing.assert_close(fnn.embedding(batch), fm.embedding(batch))
-    torch.testing.assert_close(fnn.linear(batch), fm.linear(batch))
 
 
 def test_fnn_from_fm_rejects_other_dimension() -> None:

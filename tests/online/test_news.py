@@ -6,14 +6,8 @@ import pyarrow as pa
 import pyarrow.csv  # noqa: F401  (pa.csv)
 
 from recforge.data import datasets
-from recforge.data.news import (
-    calibrate,
-    calibrate_globo,
-    fit_bias,
-    prepare_globo,
-    prepare_mind,
-    read_mind_behaviors,
-)
+from recforge.data.news import prepare_globo, prepare_mind, read_mind_behaviors
+from recforge.online.calibration import calibrate, calibrate_globo, fit_bias
 from recforge.online.simulator import NewsSimulator, SimConfig
 
 MIND_ROWS = (

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pytest
 import torch
 
-from recforge.cf.matrix import InteractionMatrix
 from recforge.cf.recommend import recommend
 from recforge.cf.scoring import score_pairs
 from recforge.data.loader import BatchLoader
+from recforge.data.matrix import InteractionMatrix
 from recforge.explain import explain_table
 from recforge.serve.bundle import load_bundle
 from recforge.serve.predictor import Predictor, RequestError

@@ -24,7 +24,7 @@ from recforge.config import load_run_config
 from recforge.data.loader import BatchLoader
 from recforge.data.pipeline import encode_run
 from recforge.data.store import EncodedData, load_encoded, save_encoded
-from recforge.run import train_from_config
+from recforge.run import partial_folder, train_from_config
 from recforge.serve.bundle import load_bundle
 from recforge.train.distributed import shard_bounds
 
@@ -78,10 +78,13 @@ def _weights(output_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    # N ranks average N half-batch gradients where one process takes one mean: float32 rounding
+    # of the two sums, which Adam's normalisation lifts to ~1e-5 on rarely-updated rows after a
+    # few epochs (measured up to 1.3e-5); a wrong shard or a lost gradient moves weights ~1e-2
     assert a.keys() == b.keys()
     for key in a:
         diff = float((a[key].double() - b[key].double()).abs().max())
-        assert diff < 1e-5, (key, diff)
+        assert diff < 5e-5, (key, diff)
 
 
 # ---- sharding (no processes) ---------------------------------------------------------------
@@ -228,7 +231,8 @@ def test_killed_rank_fails_cleanly_and_resumes_to_the_uninterrupted_result(tmp_p
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     deadline = time.monotonic() + WORKER_TIMEOUT_S
-    while not (out / "checkpoint.pt").exists() and job.poll() is None:
+    partial = partial_folder(out)  # a run writes here until it has finished
+    while not (partial / "checkpoint.pt").exists() and job.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.02)
     workers = _workers(job.pid)
@@ -237,7 +241,8 @@ def test_killed_rank_fails_cleanly_and_resumes_to_the_uninterrupted_result(tmp_p
     _, stderr = job.communicate(timeout=WORKER_TIMEOUT_S)
     assert job.returncode != 0
     assert "distributed run failed" in stderr, stderr
-    saved = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert not out.exists()  # an interrupted run publishes nothing
+    saved = torch.load(partial / "checkpoint.pt", weights_only=False)
     assert 1 <= saved["epoch"] < epochs and saved["world_size"] == 2
 
     proc = _cli("train", "-c", str(config), "--nproc", "2", "--resume", cwd=tmp_path)
@@ -264,6 +269,8 @@ def test_ddp_wrapper_coalesces_sparse_embedding_gradients_until_unwrapped(tmp_pa
     from recforge.train.distributed import unwrap_ddp, wrap_ddp
 
     class Tiny(nn.Module):
+        own_objective = False  # the RecModel hook the wrapper reads
+
         def __init__(self) -> None:
             super().__init__()
             self.emb = nn.Embedding(10, 3, sparse=True)

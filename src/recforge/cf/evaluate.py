@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from recforge import metrics
-from recforge.cf.matrix import InteractionMatrix
 from recforge.cf.scoring import model_device, score_candidates, score_grid, score_pairs
+from recforge.data.matrix import InteractionMatrix
 from recforge.models.base import RecModel
 
 
@@ -29,20 +29,6 @@ def rating_metrics(
     pred = score_pairs(model, users, items)
     y = np.asarray(ratings, dtype=np.float64)
     return {"rmse": metrics.rmse(y, pred), "mae": metrics.mae(y, pred)}
-
-
-def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = (10,)) -> dict[str, float]:
-    """HR@K and NDCG@K from the 0-based rank of each user's single held-out item.
-
-    ``HR@K = mean(rank < K)``, ``NDCG@K = mean(1[rank < K] / log2(rank + 2))``.
-    """
-    r = np.asarray(ranks, dtype=np.float64)
-    out: dict[str, float] = {}
-    for k in ks:
-        hit = r < k
-        out[f"hr@{k}"] = float(hit.mean())
-        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(r + 2.0), 0.0).mean())
-    return out
 
 
 @torch.no_grad()
@@ -74,7 +60,7 @@ def sampled_ranking(
     for s in range(0, len(users), batch_users):
         scores = score_candidates(model, users[s : s + batch_users], cand[s : s + batch_users])
         ranks[s : s + batch_users] = metrics.rank_of_target(scores.cpu().numpy(), 0)
-    return metrics_from_ranks(ranks, ks)
+    return metrics.metrics_from_ranks(ranks, ks)
 
 
 @torch.no_grad()
@@ -114,7 +100,7 @@ def full_ranking(
         excluded[torch.arange(len(u), device=device), t] = True
         above = (scores >= target) & ~excluded
         ranks[s : s + batch_users] = above.sum(1).cpu().numpy()
-    return metrics_from_ranks(ranks, ks)
+    return metrics.metrics_from_ranks(ranks, ks)
 
 
 def _seen_mask(

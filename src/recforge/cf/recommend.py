@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recforge.cf.matrix import InteractionMatrix
 from recforge.cf.scoring import score_grid
+from recforge.data.matrix import InteractionMatrix
 from recforge.models.base import RecModel
 
 
@@ -39,10 +39,9 @@ def recommend(
     if schema.item_key is None:
         raise ValueError("recommend needs schema.item_key")
     if exclude_seen and seen is None:
-        getter = getattr(model, "interactions", None)
-        if getter is None:
+        seen = model.interactions()
+        if seen is None:
             raise ValueError("exclude_seen=True needs `seen` (the training interactions)")
-        seen = getter()
     model.eval()
     n_items = schema.field(schema.item_key).vocab_size
     users = np.asarray(user_ids, dtype=np.int64)

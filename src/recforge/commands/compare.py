@@ -128,11 +128,16 @@ def train_one(
 
     pretrained = {"fm": init_fm} if init_fm is not None else None
     result, trainer = train_model(name, params, run, train_cfg, output_dir, pretrained=pretrained)
-    stage = result.extra.get("pretraining")
-    if stage is None:
-        init = f"fm:{params['pretrained_fm']}" if params.get("pretrained_fm") else "random"
+    stages = result.extra.get("pretraining")
+    if not stages:
+        init = "random"
     else:
-        init = "fm (this comparison)" if stage.get("reused") else "fm (trained first)"
+        init = ", ".join(
+            f"{s['model']}:{s['path']}" if "path" in s
+            else f"{s['model']} (this comparison)" if s.get("reused")
+            else f"{s['model']} (trained first)"
+            for s in stages.values()
+        )  # fmt: skip
     result.extra["init"] = init
     return result, trainer
 

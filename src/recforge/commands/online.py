@@ -93,7 +93,7 @@ def cmd_online(args: argparse.Namespace) -> int:
     sim = SimConfig(n_users=args.users, n_topics=args.topics, shift_step=shift, seed=args.seed)
     calibration = None
     if args.globo or args.mind:
-        from recforge.data.news import calibrate
+        from recforge.online.calibration import calibrate
 
         calibration = calibrate(args.globo, args.mind, base=sim)
         sim = calibration.apply(sim)

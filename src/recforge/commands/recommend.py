@@ -6,8 +6,8 @@ import argparse
 import csv
 import sys
 
-from recforge.cf.matrix import InteractionMatrix
 from recforge.cf.recommend import recommend
+from recforge.data.matrix import InteractionMatrix
 from recforge.data.readers import read_table
 from recforge.models import registry
 

@@ -167,11 +167,25 @@ def encode_run(cfg: DataConfig, seed: int = 0, use_cache: bool = True) -> Encode
     train_t, valid_t, test_t = split_missing(raw, cfg, seed)
     pre = Preprocessor(raw.schema).fit(train_t)
     parts = [pre.transform(t) for t in (train_t, valid_t, test_t)]
+    candidates = raw.extras.get("test_negatives")
+    if candidates is not None and raw.test is not None and raw.schema.item_key is not None:
+        parts[2].extras["candidates"] = encode_candidates(pre, raw.schema.item_key, candidates)
     run = EncodedRun(pre, *parts)
     if use_cache:
         _write_cache(run, folder)
         run.cache_path = folder
     return run
+
+
+def encode_candidates(pre: Preprocessor, item_field: str, raw_ids: np.ndarray) -> np.ndarray:
+    """A dataset's fixed evaluation candidates (raw item ids, one row per test row), encoded.
+
+    The NCF protocol ranks each test item among 99 given negatives; the engine reads them from
+    ``test.extras["candidates"]`` (items unknown to the training vocabulary become OOV id 0).
+    """
+    raw_ids = np.asarray(raw_ids)
+    values = pa.array(raw_ids.reshape(-1).astype(str))
+    return pre.encode_ids(item_field, values).astype(np.int32).reshape(raw_ids.shape)
 
 
 def _write_cache(run: EncodedRun, folder: Path) -> None:

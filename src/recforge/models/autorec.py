@@ -14,10 +14,14 @@ ablation). Training minimises the error on *observed* entries only plus weight d
 User-based AutoRec (U-AutoRec) does the same over user vectors. The prediction for user ``u``
 and item ``i`` is entry ``u`` of ``h(r_i)`` (I-AutoRec), clipped to the rating range.
 
-The model keeps the training rating matrix as registered buffers (CSR arrays), set once with
-:meth:`AutoRec.set_ratings`, so ``forward(batch)`` scores any ``(user, item)`` pairs as the
-:class:`~recforge.models.base.RecModel` contract asks. Training uses :meth:`AutoRec.reconstruct`
-on densified row batches (see :mod:`recforge.cf.autorec_train`).
+The model keeps the training rating matrix as registered buffers (CSR arrays), set from the
+training split by :meth:`AutoRec.fit_statistics` (or :meth:`AutoRec.set_ratings`), so
+``forward(batch)`` scores any ``(user, item)`` pairs as the
+:class:`~recforge.models.base.RecModel` contract asks. The engine trains it like every model:
+:meth:`AutoRec.training_data` hands it the ids of the matrix rows that hold a rating (the unit of
+AutoRec's data is a whole rating row), and :meth:`AutoRec.objective` is eq. 3 on a batch of rows,
+densified per batch: the masked squared error summed over the batch's observed entries plus the
+batch's share ``B / n`` of the weight decay, so an epoch's terms add up to eq. 3 exactly.
 
 In eval mode, predictions are clipped to ``[min_rating, max_rating]`` and the fallback below
 applies; in training mode (and before :meth:`AutoRec.set_ratings`) ``forward`` returns the raw
@@ -35,10 +39,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from recforge.cf.matrix import InteractionMatrix
+from recforge.data.matrix import InteractionMatrix
+from recforge.data.store import EncodedData
 from recforge.features import Batch, Schema
 from recforge.layers.mlp import activation
 from recforge.models.base import ModelConfig, RecModel
@@ -75,6 +79,7 @@ class AutoRec(RecModel):
     """I-AutoRec / U-AutoRec with the training rating matrix stored as CSR buffers."""
 
     config_class = AutoRecConfig
+    own_objective = True
 
     def __init__(self, schema: Schema, cfg: AutoRecConfig) -> None:
         super().__init__(schema, cfg)
@@ -110,6 +115,29 @@ class AutoRec(RecModel):
         self._matrix = m
         self._known = None
 
+    def fit_statistics(self, train: EncodedData) -> None:
+        """Store the training split's ratings (its user, item and label columns)."""
+        sparse = np.asarray(train.sparse)
+        self.set_ratings(sparse[:, self.user_col], sparse[:, self.item_col], train.label)
+
+    def training_data(self, train: EncodedData) -> EncodedData:
+        """One row per rating row of the matrix that holds a rating: its id in column 0."""
+        rows = np.flatnonzero(self.matrix.row_counts > 0).astype(np.int32)
+        if rows.size == 0:
+            raise ValueError("AutoRec: the training split holds no rating")
+        return EncodedData(
+            sparse=rows[:, None],
+            dense=np.zeros((rows.size, 0), dtype=np.float32),
+            label=np.zeros(rows.size, dtype=np.float32),
+        )
+
+    def objective(self, batch: Batch) -> torch.Tensor:
+        """Eq. 3 on a batch of rows: masked squared error plus its share of the weight decay."""
+        rows = batch.sparse[:, 0].cpu()
+        r, mask = self.dense_rows(rows)
+        share = len(rows) / max(int((self.matrix.row_counts > 0).sum()), 1)
+        return masked_loss(self.reconstruct(r), r, mask) + self.regularization() * share
+
     @property
     def matrix(self) -> InteractionMatrix:
         """The training matrix in the model's orientation (items x users for I-AutoRec)."""
@@ -131,7 +159,7 @@ class AutoRec(RecModel):
             self._known = (rows, cols)
         return self._known
 
-    def interactions(self) -> InteractionMatrix:
+    def interactions(self) -> InteractionMatrix | None:
         """User x item matrix of the training ratings (``recommend`` uses it as seen items)."""
         return self.matrix.transpose() if self.cfg.item_based else self.matrix
 
@@ -153,33 +181,6 @@ class AutoRec(RecModel):
             ``(B, n_cols)`` partially observed rows (zeros where unobserved) -> ``(B, n_cols)``.
         """
         return self.f(self.decoder(self.g(self.encoder(r))))
-
-    def observed_reconstruction(
-        self, pos: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, n_rows: int
-    ) -> torch.Tensor:
-        """``h(r)`` at the observed entries only, from the batch's sparse (COO) entries.
-
-        Equal to ``reconstruct(dense)[pos, cols]`` but costs ``O(nnz k)`` instead of
-        ``O(B n_cols k)``: ``V r`` is a weighted sum of ``V``'s columns at the observed entries
-        and the output is decoded only where the masked loss of eq. 3 looks.
-
-        Args:
-            pos: ``(nnz,)`` row of each entry within the batch, non-decreasing.
-            cols: ``(nnz,)`` column of each entry.
-            values: ``(nnz,)`` observed ratings.
-            n_rows: Rows in the batch.
-
-        Returns:
-            ``(nnz,)`` reconstructed values at the observed entries.
-        """
-        # V r + mu as a weighted bag of V's columns (one bag per row)
-        offsets = torch.searchsorted(pos, torch.arange(n_rows, device=pos.device))
-        pre = F.embedding_bag(
-            cols, self.encoder.weight.t(), offsets, mode="sum", per_sample_weights=values
-        )  # (B, k)
-        hidden = self.g(pre + self.encoder.bias)  # (B, k)
-        w = self.decoder.weight[cols]  # (nnz, k)
-        return self.f((w * hidden[pos]).sum(-1) + self.decoder.bias[cols])  # (nnz,)
 
     def regularization(self) -> torch.Tensor:
         """``lambda/2 (||W||_F^2 + ||V||_F^2)`` (biases are not penalised)."""

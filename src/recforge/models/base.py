@@ -1,21 +1,43 @@
 """The contract every recforge model honours.
 
 A model is an ``nn.Module`` built as ``Model(schema, cfg)`` from a fitted :class:`Schema` and its
-frozen config dataclass. ``forward(batch)`` returns raw logits of shape ``(B,)`` (never
-probabilities); the trainer owns the loss, optimizer, device, seeding and I/O. Models with extra
-training objectives (DIEN's auxiliary loss) override :meth:`RecModel.forward_train`.
+frozen config dataclass. ``forward(batch)`` returns raw logits of shape ``(B,)`` (ratings for
+regression models; never probabilities). The engine (:class:`recforge.train.Trainer`) owns the
+loss, optimizer, device, seeding and I/O, and calls the model only through the hooks declared
+here; nothing is probed with ``getattr``. Every hook has a default, so a plain CTR model
+implements ``forward`` and nothing else.
+
+Hooks, in the order the engine uses them:
+
+* :meth:`RecModel.pretraining` / :meth:`RecModel.init_from_pretrained`: stages the engine trains
+  first (FNN: an FM; NeuMF: GMF and MLP) and how their weights initialise this model.
+* :meth:`RecModel.fit_statistics`: parts estimated by counting rather than gradients (item
+  popularity, AutoRec's stored rating matrix), set once from the training split.
+* :meth:`RecModel.training_data`: the rows the engine iterates over (the training split itself,
+  or AutoRec's rows of the rating matrix).
+* :meth:`RecModel.optimizer_groups`: parameters that want their own optimizer (Wide&Deep's wide
+  part with FTRL).
+* :meth:`RecModel.forward_train` (logits plus an optional extra loss, DIEN's auxiliary loss) or,
+  when :attr:`RecModel.own_objective` is set, :meth:`RecModel.objective` (the model's whole
+  loss, AutoRec's masked reconstruction error).
+* :meth:`RecModel.interactions`, :meth:`RecModel.attention_weights`, :meth:`RecModel.for_export`:
+  what serving, ``recommend``, ``explain`` and the exporters read.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
 from recforge.features import Batch, Schema
+
+if TYPE_CHECKING:
+    from recforge.data.matrix import InteractionMatrix
+    from recforge.data.store import EncodedData
 
 
 @dataclass(frozen=True)
@@ -30,11 +52,46 @@ class ModelConfig:
     embedding_dim: int | None = None
     sparse: bool = False
 
+    def __post_init__(self) -> None:
+        if self.embedding_dim is not None and self.embedding_dim < 1:
+            raise ValueError(f"embedding_dim: must be at least 1, got {self.embedding_dim}")
+
+
+@dataclass(frozen=True)
+class PretrainStage:
+    """A model the engine trains before this one, whose weights initialise it.
+
+    Args:
+        key: Name under which :meth:`RecModel.init_from_pretrained` receives the trained model.
+        model: Registry name of the stage's model.
+        params: Its model params.
+        train: Overrides of the run's training options for this stage (e.g. the optimizer).
+        path: A saved bundle of the stage's model that the engine loads instead of training
+            one (FNN's ``pretrained_fm``).
+    """
+
+    key: str
+    model: str
+    params: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+
 
 class RecModel(nn.Module, ABC):
-    """Base class: stores the schema and config; subclasses wire shared layers."""
+    """Base class: stores the schema and config; subclasses wire shared layers.
+
+    Attributes:
+        own_objective: True when :meth:`objective` is the model's whole training loss (the
+            engine's task loss is then not used).
+        behaviours: ``(sequence field, candidate field)`` pairs whose attention
+            :meth:`attention_weights` reports, one weight per behaviour (DIN, DIEN).
+        pair_names: Field pairs whose attention :meth:`attention_weights` reports (AFM).
+    """
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    own_objective: ClassVar[bool] = False
+    behaviours: tuple[tuple[str, str], ...] = ()
+    pair_names: list[tuple[str, str]] = []  # noqa: RUF012 (read-only default)
 
     def __init__(self, schema: Schema, cfg: ModelConfig) -> None:
         super().__init__()
@@ -43,13 +100,10 @@ class RecModel(nn.Module, ABC):
         self.schema = schema
         self.cfg = cfg
 
+    # ---- prediction ------------------------------------------------------------------
     @abstractmethod
     def forward(self, batch: Batch) -> torch.Tensor:
-        """Logits ``(B,)``."""
-
-    def forward_train(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits and an optional extra loss term that the trainer adds to the task loss."""
-        return self(batch), None
+        """Logits ``(B,)`` (predictions for regression)."""
 
     def for_export(self) -> nn.Module:
         """The module an exporter traces in place of this one (same ``forward(batch)`` in eval).
@@ -59,14 +113,45 @@ class RecModel(nn.Module, ABC):
         """
         return self
 
-    # ---- multi-stage training (FNN): the run orchestrates, the model only declares ------
-    def load_pretrained(self) -> None:
-        """Load weights that the config names (e.g. FNN's saved FM); nothing by default."""
+    # ---- training --------------------------------------------------------------------
+    def pretraining(self) -> list[PretrainStage]:
+        """Models to train first whose weights initialise this one (none by default)."""
+        return []
 
-    def pretraining(self) -> tuple[str, dict[str, Any]] | None:
-        """``(model name, params)`` of a model to train first whose weights initialise this one."""
+    def init_from_pretrained(self, trained: dict[str, RecModel]) -> None:
+        """Initialise from the trained stage models, keyed by :attr:`PretrainStage.key`."""
+        if trained:
+            raise TypeError(f"{type(self).__name__} declares no pretraining stage")
+
+    def fit_statistics(self, train: EncodedData) -> None:
+        """Set parts estimated by counting on the training split; nothing by default."""
+
+    def training_data(self, train: EncodedData) -> EncodedData:
+        """The rows the engine iterates over in an epoch: the training split by default."""
+        return train
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Named parameter groups with their own optimizer (``wide``: FTRL); none by default."""
+        return {}
+
+    def forward_train(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits and an optional extra loss term that the engine adds to the task loss."""
+        return self(batch), None
+
+    def objective(self, batch: Batch) -> torch.Tensor:
+        """The whole training loss of a batch of :meth:`training_data` (``own_objective``)."""
+        raise NotImplementedError(f"{type(self).__name__} uses the engine's task loss")
+
+    # ---- reading a trained model -----------------------------------------------------
+    def interactions(self) -> InteractionMatrix | None:
+        """The training user x item matrix the model holds (seen items), if any."""
         return None
 
-    def init_from_pretrained(self, other: RecModel) -> None:
-        """Copy weights from the stage-one model named by :meth:`pretraining`."""
-        raise TypeError(f"{type(self).__name__} declares no pretraining stage")
+    @property
+    def explainable(self) -> bool:
+        """True when :meth:`attention_weights` is implemented."""
+        return type(self).attention_weights is not RecModel.attention_weights
+
+    def attention_weights(self, batch: Batch) -> torch.Tensor:
+        """Attention weight per behaviour ``(B, L)`` or per field pair ``(B, P)``."""
+        raise ValueError(f"{type(self).__name__} exposes no attention weights to explain")

@@ -7,9 +7,9 @@ dense input of a feed-forward network, ``z = (w0, z_1, ..., z_n)`` with
 first-order weights ``w_i`` and latent vectors ``v_i``, and the whole network is fine-tuned:
 ``l_1 = tanh(W_1 z + b_1)``, ``l_2 = tanh(W_2 l_1 + b_2)``, ``y = sigmoid(W_3 l_2 + b_3)``.
 
-Use :meth:`FNN.from_fm` / :meth:`FNN.init_from_fm` with a trained :class:`recforge.models.fm.FM`,
-:func:`load_pretrained` for ``FNNConfig.pretrained_fm`` (a saved FM), or
-:func:`train_fnn_two_stage` to run both stages with the :class:`recforge.train.Trainer`.
+The engine runs both stages: :meth:`FNN.pretraining` declares the FM (or, with
+``FNNConfig.pretrained_fm``, the saved FM bundle the engine loads instead of training one) and
+:meth:`FNN.init_from_pretrained` copies its weights; :meth:`FNN.from_fm` does the same by hand.
 """
 
 from __future__ import annotations
@@ -17,15 +17,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 
 from recforge.features import Batch, Schema
 from recforge.layers import MLP, FeatureEmbedding, LinearPart
-from recforge.models.base import ModelConfig, RecModel
-from recforge.models.fm import FM, FMConfig
+from recforge.models.base import ModelConfig, PretrainStage, RecModel
+from recforge.models.fm import FM
 from recforge.models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -38,10 +36,8 @@ class FNNConfig(ModelConfig):
     activation: Hidden activation (the paper uses tanh).
     dropout: Dropout after each hidden layer.
     batch_norm: Batch normalisation in each hidden layer.
-    pretrained_fm: Path of a saved FM (a bundle directory or a ``state_dict`` file) whose
-        weights initialise ``z``; ``None`` leaves a random initialisation (or use
-        :func:`train_fnn_two_stage`). Loading happens in :func:`load_pretrained`, never in the
-        constructor.
+    pretrained_fm: Path of a saved FM bundle whose weights initialise ``z`` (the engine loads
+        it; never the constructor); ``None`` trains the FM in the same run (``pretrain_fm``).
     pretrain_fm: With no ``pretrained_fm``, train an FM first in the same run (stage one) and
         initialise from it, as the paper does; ``False`` keeps the random initialisation.
     """
@@ -91,22 +87,19 @@ class FNN(RecModel):
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.mlp(self.dense_input(batch)).squeeze(-1)  # (B,)
 
-    def load_pretrained(self) -> None:
-        """Initialise from ``cfg.pretrained_fm`` when it names a saved FM."""
-        if self.cfg.pretrained_fm:  # type: ignore[attr-defined]
-            load_pretrained(self)
-
-    def pretraining(self) -> tuple[str, dict] | None:
+    def pretraining(self) -> list[PretrainStage]:
         """Stage one of the paper: an FM with this model's embedding dimension."""
         cfg = self.cfg
-        if cfg.pretrained_fm or not cfg.pretrain_fm:  # type: ignore[attr-defined]
-            return None
-        return "fm", {"embedding_dim": self.embedding.dims[0], "sparse": cfg.sparse}
+        if not (cfg.pretrained_fm or cfg.pretrain_fm):
+            return []
+        params = {"embedding_dim": self.embedding.dims[0], "sparse": cfg.sparse}
+        return [PretrainStage("fm", "fm", params, path=cfg.pretrained_fm)]
 
-    def init_from_pretrained(self, other: RecModel) -> None:
-        if not isinstance(other, FM):
-            raise TypeError(f"FNN initialises from an FM, not {type(other).__name__}")
-        self.init_from_fm(other)
+    def init_from_pretrained(self, trained: dict[str, RecModel]) -> None:
+        fm = trained.get("fm")
+        if not isinstance(fm, FM):
+            raise TypeError(f"FNN initialises from an FM, not {type(fm).__name__}")
+        self.init_from_fm(fm)
 
     @torch.no_grad()
     def init_from_fm(self, fm: FM) -> FNN:
@@ -130,77 +123,6 @@ class FNN(RecModel):
         dim = fm.cfg.embedding_dim or fm.schema.embedding_dim
         cfg = dataclasses.replace(cfg, embedding_dim=dim)
         return cls(fm.schema, cfg).init_from_fm(fm)
-
-
-def _fm_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """An FM ``state_dict`` and its config params from a bundle directory or a weights file."""
-    if path.is_dir():
-        try:  # the serving bundle (schema + preprocessor + config + weights)
-            from recforge.serve.bundle import load_bundle  # type: ignore[attr-defined]
-        except ImportError as exc:
-            raise RuntimeError(f"{path}: reading bundles needs recforge.serve.bundle") from exc
-        bundle = load_bundle(path)
-        model = bundle.model
-        if not isinstance(model, FM):
-            raise ValueError(f"{path}: holds a {type(model).__name__}, not an FM")
-        return model.state_dict(), dataclasses.asdict(model.cfg)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]  # a checkpoint {"model": state_dict, ...}
-    return state, {}
-
-
-def load_pretrained(model: FNN, path: str | Path | None = None) -> FNN:
-    """Initialise ``model`` from the FM saved at ``path`` (default ``cfg.pretrained_fm``).
-
-    Args:
-        model: The FNN to initialise in place.
-        path: A bundle directory or a file holding an FM ``state_dict`` (or a checkpoint with a
-            ``"model"`` entry) for the same fitted schema.
-
-    Returns:
-        The model, for chaining.
-    """
-    path = path or model.cfg.pretrained_fm  # type: ignore[attr-defined]
-    if path is None:
-        return model
-    state, params = _fm_state(Path(path))
-    dim = params.get("embedding_dim") or model.embedding.dims[0]
-    fm = FM(model.schema, FMConfig(embedding_dim=dim))
-    fm.load_state_dict(state)
-    log.info("FNN initialised from the FM at %s", path)
-    return model.init_from_fm(fm)
-
-
-def train_fnn_two_stage(
-    schema: Schema,
-    train: Any,
-    valid: Any,
-    cfg: FNNConfig,
-    train_cfg: Any,
-    fm_cfg: FMConfig | None = None,
-) -> tuple[FNN, FM, Any, Any]:
-    """Stage one: train an FM; stage two: initialise an FNN from it and train the FNN.
-
-    Args:
-        schema: Fitted schema.
-        train: Training ``EncodedData``.
-        valid: Validation ``EncodedData`` (early stopping).
-        cfg: FNN options (``pretrained_fm`` is ignored: the FM is trained here).
-        train_cfg: A :class:`recforge.config.TrainConfig` used for both stages.
-        fm_cfg: FM options; defaults to the FNN's embedding dimension.
-
-    Returns:
-        ``(fnn, fm, fm_history, fnn_history)``.
-    """
-    from recforge.train import Trainer
-
-    dim = cfg.embedding_dim or schema.embedding_dim
-    fm = FM(schema, fm_cfg or FMConfig(embedding_dim=dim, sparse=cfg.sparse))
-    fm_history = Trainer(fm, train_cfg, task=schema.task).fit(train, valid)
-    fnn = FNN.from_fm(fm, dataclasses.replace(cfg, pretrained_fm=None))
-    fnn_history = Trainer(fnn, train_cfg, task=schema.task).fit(train, valid)
-    return fnn, fm, fm_history, fnn_history
 
 
 SPEC = ModelSpec(

@@ -24,7 +24,7 @@ from torch import nn
 
 from recforge.features import Batch, Schema
 from recforge.layers import MLP, FusedEmbedding
-from recforge.models.base import ModelConfig, RecModel
+from recforge.models.base import ModelConfig, PretrainStage, RecModel
 from recforge.models.registry import ModelSpec
 
 _PAPER = "He, Liao, Zhang, Nie, Hu & Chua, Neural Collaborative Filtering, WWW 2017"
@@ -110,12 +110,21 @@ class NeuMFConfig(ModelConfig):
     num_layers: MLP tower layers.
     dropout: Dropout after each tower layer.
     alpha: Trade-off between the pretrained GMF and MLP output weights.
+    pretrain: Train a GMF and an MLP first (same factors, layers and dropout) and initialise
+        from them (paper section 3.4.1); ``False`` starts from a random initialisation.
+    pretrain_optimizer: Optimizer of the two pretraining stages (the paper: Adam). The paper
+        fine-tunes the pretrained NeuMF with vanilla SGD, which is the run's ``train.optimizer``
+        in the shipped config (``configs/models/neumf.yaml``).
+    pretrain_lr: Learning rate of the two pretraining stages.
     """
 
     factors: int = 8
     num_layers: int = 3
     dropout: float = 0.0
     alpha: float = 0.5
+    pretrain: bool = True
+    pretrain_optimizer: str = "adam"
+    pretrain_lr: float = 1e-3
 
 
 class _PairModel(RecModel):
@@ -170,8 +179,29 @@ class NeuMF(_PairModel):
         phi = torch.cat([self.gmf(ids), self.mlp(ids)], dim=-1)  # (B, 2f) = [phi^GMF; phi^MLP]
         return self.predict(phi).squeeze(-1)  # (B,)
 
+    def pretraining(self) -> list[PretrainStage]:
+        """GMF and MLP with this model's sizes, trained first (paper section 3.4.1)."""
+        cfg = self.cfg
+        if not cfg.pretrain:
+            return []
+        train = {"optimizer": cfg.pretrain_optimizer, "lr": cfg.pretrain_lr}
+        common = {"factors": cfg.factors, "sparse": cfg.sparse}
+        return [
+            PretrainStage("gmf", "gmf", common, train),
+            PretrainStage(
+                "mlp", "ncf_mlp",
+                {**common, "num_layers": cfg.num_layers, "dropout": cfg.dropout}, train,
+            ),
+        ]  # fmt: skip
+
+    def init_from_pretrained(self, trained: dict[str, RecModel]) -> None:
+        gmf, mlp = trained.get("gmf"), trained.get("mlp")
+        if not isinstance(gmf, GMF) or not isinstance(mlp, NCFMLP):
+            raise TypeError("NeuMF initialises from a trained GMF ('gmf') and MLP ('mlp')")
+        self.init_from_parts(gmf, mlp)
+
     @torch.no_grad()
-    def load_pretrained(self, gmf: GMF, mlp: NCFMLP, alpha: float | None = None) -> None:
+    def init_from_parts(self, gmf: GMF, mlp: NCFMLP, alpha: float | None = None) -> None:
         """Initialise from trained GMF and MLP models (paper section 3.4.1).
 
         Embeddings and tower weights are copied; the output layer becomes

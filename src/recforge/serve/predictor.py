@@ -24,10 +24,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from recforge.cf.matrix import InteractionMatrix
 from recforge.cf.recommend import recommend as recommend_items
 from recforge.cf.scoring import score_candidates
 from recforge.data.loader import BatchLoader
+from recforge.data.matrix import InteractionMatrix
 from recforge.data.readers import read_table
 from recforge.explain import Explanation, explain_table
 from recforge.features import CategoricalField, NumericField, SequenceField
@@ -119,7 +119,7 @@ class Predictor:
 
     @property
     def explainable(self) -> bool:
-        return hasattr(self.bundle.model, "attention_weights")
+        return self.bundle.model.explainable
 
     def metadata(self) -> dict[str, Any]:
         """Model name, params, schema, inputs and training metrics (JSON-ready)."""
@@ -272,7 +272,7 @@ class Predictor:
         seen = None
         if exclude_seen:
             seen = self._seen
-            if seen is None and hasattr(self.bundle.model, "interactions"):
+            if seen is None:
                 seen = self.bundle.model.interactions()
             if seen is None:
                 raise RequestError(

@@ -205,13 +205,16 @@ def gather_rows(local: torch.Tensor, total: int) -> torch.Tensor:
 
 
 class _ForwardTrain(nn.Module):
-    """Exposes a model's ``forward_train`` (logits, extra loss) as ``forward`` for DDP."""
+    """Exposes a model's training call as ``forward`` for DDP: ``objective`` (its whole loss)
+    for a model with ``own_objective``, else ``forward_train`` (logits, extra loss)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, batch: Any) -> Any:
+        if self.model.own_objective:
+            return self.model.objective(batch)
         return self.model.forward_train(batch)
 
 

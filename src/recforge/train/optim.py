@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from recforge.config import TrainConfig
+from recforge.models.base import RecModel
 
 
 class SparseRowAdam(torch.optim.Optimizer):
@@ -77,14 +78,13 @@ def embedding_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.
     return sparse, dense
 
 
-def build_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+def build_optimizers(model: RecModel, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
     """One or more optimizers covering every trainable parameter exactly once."""
     sparse_emb, dense_emb = embedding_parameters(model)
     taken = {id(p) for p in sparse_emb + dense_emb}
     wide: list[nn.Parameter] = []
-    groups_fn = getattr(model, "optimizer_groups", None)
-    if cfg.wide_optimizer == "ftrl" and callable(groups_fn):
-        wide = [p for p in groups_fn().get("wide", []) if p.requires_grad]
+    if cfg.wide_optimizer == "ftrl":
+        wide = [p for p in model.optimizer_groups().get("wide", []) if p.requires_grad]
     wide_ids = {id(p) for p in wide}
     sparse_emb = [p for p in sparse_emb if id(p) not in wide_ids]
     dense_emb = [p for p in dense_emb if id(p) not in wide_ids]

@@ -32,6 +32,7 @@ from torch import nn
 from recforge import metrics
 from recforge.config import TrainConfig
 from recforge.data.loader import BatchLoader
+from recforge.data.sampling import NegativeSampler
 from recforge.data.store import EncodedData
 from recforge.features import Batch
 from recforge.io import atomic_write, atomic_write_text
@@ -42,6 +43,7 @@ from recforge.train.optim import build_optimizers, scale_lr
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
+_NO_POSITIVES = 2**40  # a user id above every real one: the sampler knows no positive of it
 NegativeFn = Callable[[Batch, int, torch.Generator], torch.Tensor]
 
 
@@ -59,10 +61,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Trainer:
-    """Fits a :class:`RecModel` on encoded data.
+    """Fits a :class:`RecModel` on encoded data: the one training loop of recforge.
 
-    A model may define ``fit_statistics(train)``; it is called once before the first epoch to
-    set parts estimated by counting rather than by gradients (e.g. item popularity).
+    The model is called only through the hooks of :class:`RecModel`: ``fit_statistics(train)``
+    once before the first epoch (parts estimated by counting: item popularity, AutoRec's rating
+    matrix), ``training_data(train)`` for the rows an epoch iterates over, and either
+    ``forward_train`` (task loss plus an optional extra term) or, for a model with
+    ``own_objective``, ``objective`` (its whole loss: AutoRec's masked reconstruction error).
+
+    For the ranking task, each positive is paired with ``cfg.negatives`` items drawn uniformly
+    from those the user has no training positive with (fresh every batch), and validation ranks
+    each held-out positive among ``cfg.eval_negatives`` such items (or the candidates the data
+    carries in ``extras["candidates"]``, e.g. the NCF test negatives): HR@K and NDCG@K.
 
     Args:
         model: The model (built after :func:`seed_everything` for reproducible init).
@@ -71,7 +81,8 @@ class Trainer:
         output_dir: Where checkpoints, ``history.json`` and ``learning_curve.png`` go; ``None``
             keeps everything in memory.
         negative_fn: For ranking, ``fn(batch, k, generator) -> (B, k)`` negative item ids; the
-            default samples uniformly from the item field's known ids.
+            default samples uniformly from the items the row's user has no training positive
+            with.
     """
 
     def __init__(
@@ -100,6 +111,8 @@ class Trainer:
         self._shard = (0, 0, 0)  # (lo, hi, rows) of the current global batch on this rank
         self.optimizers = build_optimizers(model, cfg)
         self.negative_fn = negative_fn
+        self._sampler: NegativeSampler | None = None  # training positives (ranking)
+        self._positives: EncodedData | None = None
         self.history: list[dict[str, float]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_value: float | None = None
@@ -127,12 +140,16 @@ class Trainer:
 
     @property
     def metric_names(self) -> list[str]:
+        if self.task == "ranking":
+            return [f"hr@{self.cfg.top_k}", f"ndcg@{self.cfg.top_k}"]
         return ["rmse", "mae"] if self.task == "regression" else ["auc", "logloss"]
 
     @property
     def monitor(self) -> str:
         if self.cfg.metric != "auto":
             return self.cfg.metric
+        if self.task == "ranking":
+            return f"ndcg@{self.cfg.top_k}"
         return "rmse" if self.task == "regression" else "auc"
 
     def _autocast(self):
@@ -141,6 +158,10 @@ class Trainer:
         )
 
     def _loss(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
+        if self.model.own_objective:
+            with self._autocast():
+                call = self.model.objective if self._ddp is None else self._ddp
+                return call(batch).float()
         with self._autocast():
             forward = self.model.forward_train if self._ddp is None else self._ddp
             logits, extra = forward(batch)
@@ -170,7 +191,14 @@ class Trainer:
         col = schema.sparse_index(schema.item_key)
         if self.negative_fn is not None:
             neg_ids = self.negative_fn(batch, k, generator).to(batch.sparse.device)
-        else:
+        elif self._sampler is not None:
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            users = batch.sparse[:, schema.sparse_index(schema.user_key)].cpu().numpy()
+            # a user with every item as a positive has no negative: uniform for that row
+            users = np.where(self._sampler.num_negatives(users) > 0, users, _NO_POSITIVES)
+            neg = self._sampler.sample(users, k, rng=np.random.default_rng(seed))
+            neg_ids = torch.from_numpy(neg).to(batch.sparse.device)
+        else:  # no user field: uniform over the item vocabulary
             n_items = schema.field(schema.item_key).vocab_size
             lo, hi, rows = self._shard if self.world.distributed else (0, len(batch), len(batch))
             # drawn for the whole global batch, so N ranks use the single-process negatives
@@ -197,12 +225,15 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         resumed = self.load_checkpoint() if resume else False
-        fit_statistics = getattr(self.model, "fit_statistics", None)
-        if callable(fit_statistics) and not resumed:
-            fit_statistics(train)  # count-based parts (item popularity) come from the data
+        if not resumed:
+            self.model.fit_statistics(train)  # count-based parts come from the data
+        if self.task == "ranking":
+            self._positives = train
+            if self.negative_fn is None and self.model.schema.user_key is not None:
+                self._sampler = _positive_sampler(self.model.schema, train)
         world = self.world
         loader = BatchLoader(
-            train,
+            self.model.training_data(train),
             cfg.batch_size,
             shuffle=True,
             seed=cfg.seed,
@@ -219,7 +250,8 @@ class Trainer:
         # rank 0 keeps the single-process streams; other ranks draw their own dropout masks
         # (and custom negatives, which cannot be drawn for the global batch)
         rank_offset = 1_000_003 * world.rank
-        custom_negatives = rank_offset if self.negative_fn is not None else 0
+        custom = self.negative_fn is not None or self._sampler is not None
+        custom_negatives = rank_offset if custom else 0
         higher = metrics.higher_is_better(self.monitor)
         while self.epoch < cfg.epochs:
             epoch = self.epoch
@@ -340,7 +372,14 @@ class Trainer:
         return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
     def evaluate(self, data: EncodedData) -> dict[str, float]:
-        """Validation/test metrics; GAUC too when the data carries user groups."""
+        """Validation/test metrics; GAUC too when the data carries user groups.
+
+        Ranking: HR@K and NDCG@K of each positive row's item ranked among its candidates (see
+        :meth:`rank_positives`).
+        """
+        if self.task == "ranking":
+            ranks = self.rank_positives(data)
+            return metrics.metrics_from_ranks(ranks, (self.cfg.top_k,))
         scores = self.predict(data)
         names = list(self.metric_names)
         groups = data.extras.get("group")
@@ -351,6 +390,66 @@ class Trainer:
         if task == "binary" and len(np.unique(labels)) < 2:
             names = [n for n in names if n == "logloss"]
         return metrics.compute(names, labels, scores, groups=groups, task=task)
+
+    @torch.no_grad()
+    def rank_positives(self, data: EncodedData) -> np.ndarray:
+        """0-based rank of each positive row's item among its candidate items.
+
+        Candidates are ``data.extras["candidates"]`` (encoded item ids, one row per data row)
+        when present, else ``cfg.eval_negatives`` distinct items drawn (with a fixed seed) from
+        those the user has no positive with in the training data nor in ``data``. Each
+        candidate is scored on a copy of the row with its item replaced, so context features
+        stay as observed. Ties count against the positive (a constant scorer ranks last).
+        """
+        schema = self.model.schema
+        if schema.item_key is None:
+            raise ValueError("the ranking task needs schema.item_key")
+        item_col = schema.sparse_index(schema.item_key)
+        keep = np.flatnonzero(np.asarray(data.label) > 0)
+        rows = data.take(keep)
+        candidates = rows.extras.get("candidates")
+        if candidates is None:
+            candidates = self._eval_candidates(rows)
+        candidates = np.asarray(candidates, dtype=np.int64)
+        n_cand = candidates.shape[1] + 1
+        per_batch = max(self.cfg.eval_batch_size // n_cand, 1)
+        self.model.eval()
+        ranks = []
+        for start in range(0, len(rows), per_batch):
+            part = rows.take(np.arange(start, min(start + per_batch, len(rows))))
+            batch = next(iter(BatchLoader(part, len(part)))).to(self.device)
+            items = torch.cat(
+                [batch.sparse[:, item_col : item_col + 1],
+                 torch.from_numpy(candidates[start : start + len(part)]).to(self.device)],
+                dim=1,
+            )  # fmt: skip
+            wide = batch.select(torch.arange(len(part), device=self.device).repeat(n_cand))
+            wide = wide.with_sparse_column(item_col, items.T.reshape(-1))
+            with self._autocast():
+                scores = self.model(wide).float().view(n_cand, len(part)).T
+            ranks.append(metrics.rank_of_target(scores.cpu().numpy(), 0))
+        return np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
+
+    def _eval_candidates(self, rows: EncodedData) -> np.ndarray:
+        schema = self.model.schema
+        if schema.user_key is None:
+            raise ValueError("sampled ranking evaluation needs schema.user_key")
+        user_col = schema.sparse_index(schema.user_key)
+        item_col = schema.sparse_index(schema.item_key)
+        parts = [rows] if self._positives is None else [self._positives, rows]
+        users = np.concatenate([np.asarray(p.sparse[:, user_col]) for p in parts])
+        items = np.concatenate([np.asarray(p.sparse[:, item_col]) for p in parts])
+        n_items = schema.field(schema.item_key).vocab_size
+        sampler = NegativeSampler(users, items, n_items)
+        rng = np.random.default_rng(self.cfg.seed)
+        eval_users = np.asarray(rows.sparse[:, user_col])
+        n = self.cfg.eval_negatives
+        available = int(sampler.num_negatives(eval_users).min(initial=n))
+        if available < n:
+            log.warning("ranking evaluation: %d candidates per positive, not %d (a user has "
+                        "fewer items left)", available, n)  # fmt: skip
+            n = available
+        return sampler.sample_fixed_candidates(eval_users, n, rng=rng)
 
     # ---- checkpoints ---------------------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:
@@ -426,6 +525,18 @@ class Trainer:
             )
         log.info("resumed from %s at epoch %d", path, self.epoch)
         return True
+
+
+def _positive_sampler(schema: Any, train: EncodedData) -> NegativeSampler:
+    """Negatives for ranking: items the row's user has no positive training row with."""
+    user_col = schema.sparse_index(schema.user_key)
+    item_col = schema.sparse_index(schema.item_key)
+    positive = np.asarray(train.label) > 0
+    return NegativeSampler(
+        np.asarray(train.sparse[:, user_col])[positive],
+        np.asarray(train.sparse[:, item_col])[positive],
+        schema.field(schema.item_key).vocab_size,
+    )
 
 
 def _dense_embedding_gradients(model: nn.Module) -> None:
