@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from recforge.config import TrainConfig
 from recforge.models.drn import DuelingQ
 from recforge.online.dbgd import DuelingBanditGD
 from recforge.online.interleaving import (
@@ -36,6 +37,7 @@ from recforge.online.interleaving import (
 )
 from recforge.online.policies import Policy, Step, top_k
 from recforge.online.replay import ReplayMemory
+from recforge.train.optim import build_optimizers
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +109,8 @@ class DRNAgent(Policy):
                 state_dim, action_dim, cfg.state_hidden, cfg.value_hidden, cfg.advantage_hidden
             )
         self.target = copy.deepcopy(self.q)
-        self.opt = torch.optim.Adam(self.q.parameters(), lr=cfg.lr)
+        # the engine's optimizer factory (Adam), for the Q-network's own TD updates
+        (self.opt,) = build_optimizers(self.q, TrainConfig(lr=cfg.lr, optimizer="adam"))
         self.replay = ReplayMemory(cfg.replay_capacity, seed=cfg.seed)
         self.rng = np.random.default_rng(cfg.seed + 1)
         self.dbgd = DuelingBanditGD(cfg.alpha, cfg.eta, seed=cfg.seed + 2)

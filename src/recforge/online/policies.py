@@ -24,7 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from recforge.config import TrainConfig
+from recforge.data.store import EncodedData
 from recforge.features import Batch, NumericField, Schema
+from recforge.train import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +163,9 @@ class StaticCTRPolicy(Policy):
         epochs: Passes over the log.
         lr: Adam learning rate.
         seed: Seed of initialisation and shuffling.
+
+    The pretraining runs the engine (:class:`recforge.train.Trainer`) on the logged
+    impressions, as ``recforge train`` would.
     """
 
     name = "static"
@@ -207,16 +213,12 @@ class StaticCTRPolicy(Policy):
             ]
         )
         y = np.concatenate([s.clicks.reshape(-1) for s in steps]).astype(np.float32)
-        x_t, y_t = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
-        opt = torch.optim.Adam(self.model.parameters(), lr=self.lr)
-        loss_fn = nn.BCEWithLogitsLoss()
-        gen = torch.Generator().manual_seed(self.seed)
-        self.model.train()
-        for _ in range(self.epochs):
-            for idx in torch.randperm(len(y_t), generator=gen).split(256):
-                batch = Batch(sparse=torch.zeros(len(idx), 0, dtype=torch.long), dense=x_t[idx])
-                loss = loss_fn(self.model(batch), y_t[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        log.info("static %s trained on %d logged impressions", self.model_name, len(y_t))
+        data = EncodedData(
+            sparse=np.zeros((len(y), 0), dtype=np.int32),
+            dense=np.ascontiguousarray(x, dtype=np.float32),
+            label=y,
+        )
+        cfg = TrainConfig(epochs=self.epochs, batch_size=256, lr=self.lr, patience=0,
+                          lr_patience=0, seed=self.seed, device="cpu", progress=False)  # fmt: skip
+        Trainer(self.model, cfg, task="binary").fit(data)  # the one training loop
+        log.info("static %s trained on %d logged impressions", self.model_name, len(y))

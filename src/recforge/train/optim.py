@@ -78,12 +78,16 @@ def embedding_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.
     return sparse, dense
 
 
-def build_optimizers(model: RecModel, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
-    """One or more optimizers covering every trainable parameter exactly once."""
+def build_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    """One or more optimizers covering every trainable parameter exactly once.
+
+    The one optimizer factory of recforge: the Trainer builds every model's optimizers here, and
+    DRN's online Q-network (a plain ``nn.Module``, not a registry model) its TD-update one.
+    """
     sparse_emb, dense_emb = embedding_parameters(model)
     taken = {id(p) for p in sparse_emb + dense_emb}
     wide: list[nn.Parameter] = []
-    if cfg.wide_optimizer == "ftrl":
+    if cfg.wide_optimizer == "ftrl" and isinstance(model, RecModel):
         wide = [p for p in model.optimizer_groups().get("wide", []) if p.requires_grad]
     wide_ids = {id(p) for p in wide}
     sparse_emb = [p for p in sparse_emb if id(p) not in wide_ids]

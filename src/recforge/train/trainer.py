@@ -302,7 +302,8 @@ class Trainer:
 
         self.model.train()
         world = self.world
-        total, seen, start = 0.0, 0, time.perf_counter()
+        total, seen, batches, start = 0.0, 0, 0, time.perf_counter()
+        own = self.model.own_objective
         show = self.cfg.progress and world.is_main
         bar = tqdm(loader, desc=f"epoch {epoch}", disable=not show, leave=False, unit="batch")
         for step, batch in enumerate(bar):
@@ -322,17 +323,21 @@ class Trainer:
                 loss.backward()
             for opt in self.optimizers:
                 opt.step()
-            total += float(loss.detach()) * len(batch)
+            # mean loss per row; a model's own objective (a sum over its rows) per batch
+            total += float(loss.detach()) * (1 if own else len(batch))
+            batches += 1
             seen += len(batch)
             if step % 20 == 0:
                 rate = seen * world.size / max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix(loss=f"{total / seen:.4f}", samples_s=f"{rate:,.0f}")
-        total, seen = distributed.all_reduce_sum([total, float(seen)])
+                bar.set_postfix(
+                    loss=f"{total / max(batches if own else seen, 1):.4f}", samples_s=f"{rate:,.0f}"
+                )
+        total, seen, batches = distributed.all_reduce_sum([total, float(seen), float(batches)])
         elapsed = time.perf_counter() - start
         self._emb_penalty.clear()
         return {
             "epoch": float(epoch),
-            "train_loss": total / max(seen, 1),
+            "train_loss": total / max(batches if own else seen, 1),
             "train_seconds": elapsed,
             "train_samples_per_s": seen / max(elapsed, 1e-9),
         }
