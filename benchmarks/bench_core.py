@@ -33,9 +33,9 @@ import torch
 
 from recforge import metrics
 from recforge.config import TrainConfig
+from recforge.data.encode.preprocess import Preprocessor
 from recforge.data.loader import BatchLoader
-from recforge.data.preprocess import Preprocessor
-from recforge.data.synthetic import make_wide_log
+from recforge.data.sources.synthetic import make_wide_log
 from recforge.train.trainer import Trainer, seed_everything
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from bench_core import build, train_config  # the same models and options as the core benchmark
 
-from recforge.data.preprocess import Preprocessor
+from recforge.data.encode.preprocess import Preprocessor
+from recforge.data.sources.synthetic import make_wide_log
 from recforge.data.store import load_encoded, save_encoded
-from recforge.data.synthetic import make_wide_log
 from recforge.train import Trainer
 from recforge.train.distributed import current_world, launch
 

@@ -29,9 +29,9 @@ import numpy as np
 import onnxruntime
 import torch
 
+from recforge.data.encode.preprocess import Preprocessor
 from recforge.data.loader import BatchLoader
-from recforge.data.preprocess import Preprocessor
-from recforge.data.synthetic import make_wide_log
+from recforge.data.sources.synthetic import make_wide_log
 from recforge.models import registry
 from recforge.serve.bundle import save_bundle
 from recforge.serve.export import encoded_inputs, export_bundle, load_exported

@@ -67,7 +67,7 @@ class _Sampler:
 
 def _config(csv: str, cache: str, budget: float, chunk_rows: int):  # noqa: ANN202
     from recforge.config import DataConfig
-    from recforge.data.synthetic import click_log_schema
+    from recforge.data.sources.synthetic import click_log_schema
 
     schema_path = Path(cache + ".schema.json")
     schema_path.write_text(click_log_schema().to_json())

@@ -1,6 +1,7 @@
 """Peak memory of streaming preprocessing on a CSV several times larger than the memory budget.
 
-Writes a synthetic click-log CSV (``recforge.data.synthetic``) of at least ``--factor`` times
+Writes a synthetic click-log CSV (``recforge.data.sources.synthetic``) of at least ``--factor``
+times
 ``--budget-mb`` under ``--workdir`` (in /tmp, never in the repository), then runs
 ``pipeline.encode_run`` (random 80/10/10 split, fit on train, encode all three splits) in a
 child process and reports the child's peak RSS (``getrusage(RUSAGE_SELF).ru_maxrss`` read in
@@ -34,7 +35,7 @@ def _child(mode: str, csv: str, cache: str, budget: float, chunk_rows: int) -> N
     """Encode ``csv`` with ``streaming=mode``; print one JSON line of measurements."""
     from recforge.config import DataConfig
     from recforge.data import pipeline
-    from recforge.data.synthetic import click_log_schema
+    from recforge.data.sources.synthetic import click_log_schema
 
     baseline = _rss_now_mb()
     schema_path = Path(cache + ".schema.json")
@@ -69,7 +70,7 @@ def _child(mode: str, csv: str, cache: str, budget: float, chunk_rows: int) -> N
 
 def _write_csv(path: Path, min_bytes: int, piece_rows: int, max_rows: int | None = None) -> int:
     """Append click-log pieces (different seeds) to ``path`` until it holds ``min_bytes``."""
-    from recforge.data.synthetic import make_click_log, write_click_log
+    from recforge.data.sources.synthetic import make_click_log, write_click_log
 
     rows, seed = 0, 0
     piece = path.with_suffix(".piece.csv")

@@ -148,7 +148,7 @@ def _bundles(work: Path, models: list[str], rows: int) -> dict[str, list[Path]]:
 
 
 def _payloads(rows: int, batches: list[int]) -> dict[int, bytes]:
-    from recforge.data.synthetic import make_click_log
+    from recforge.data.sources.synthetic import make_click_log
 
     table, _ = make_click_log(**{**LOG_OPTIONS, "rows": rows})
     tail = table.slice(table.num_rows - max(batches)).drop_columns(["label", "ts"]).to_pylist()

@@ -1,6 +1,7 @@
 """Reproduce the behaviour-sequence comparison (Base < DIN <= DIEN) on Amazon Beauty.
 
-Protocol: the DIN paper's preparation of an Amazon review category (``recforge.data.amazon``,
+Protocol: the DIN paper's preparation of an Amazon review category
+(``recforge.data.sources.amazon``,
 catalogue entry ``amazon-beauty``): each review after a user's first is predicted from the
 reviews before it (at most 100), one positive and one sampled never-reviewed negative; the
 last review per user is the test pair, the one before it the validation pair. Models select
@@ -34,8 +35,8 @@ import numpy as np
 import torch
 
 from recforge.config import TrainConfig
-from recforge.data.amazon import prepare_beauty
-from recforge.data.preprocess import Preprocessor
+from recforge.data.encode.preprocess import Preprocessor
+from recforge.data.sources.amazon import prepare_beauty
 from recforge.models import registry
 from recforge.train.trainer import Trainer, seed_everything
 
@@ -192,7 +193,7 @@ def main() -> None:
 
 def throughput(args: argparse.Namespace, steps: int = 5) -> None:
     """Training samples/s (forward, backward, Adam step) with every history of length 100."""
-    from recforge.data.amazon import amazon_schema
+    from recforge.data.sources.amazon import amazon_schema
     from recforge.features import random_batch
 
     schema = amazon_schema(100)

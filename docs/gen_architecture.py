@@ -6,11 +6,11 @@ pyproject.toml) and every import between recforge's subpackages, as grimp reads 
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import grimp
 import matplotlib
+import tomllib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -52,8 +52,9 @@ def main() -> None:
                                 "shrinkA": 4, "shrinkB": 4})  # fmt: skip
     for unit, (x, y) in pos.items():
         files = sum(1 for m in graph.modules if unit_of(m) == unit)
-        ax.add_patch(FancyBboxPatch((x - 0.09, y - 0.18), 0.18, 0.36,
-                                    boxstyle="round,pad=0.01", fc="#dbe9f6", ec="#1f4e79"))  # fmt: skip
+        box = FancyBboxPatch((x - 0.09, y - 0.18), 0.18, 0.36, boxstyle="round,pad=0.01",
+                             fc="#dbe9f6", ec="#1f4e79")  # fmt: skip
+        ax.add_patch(box)
         ax.text(x, y, f"{unit.removeprefix('recforge.')}\n{files} module(s)", ha="center",
                 va="center", fontsize=8)  # fmt: skip
     ax.set_xlim(-0.02, 1.02)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.csv as pacsv
 import pytest
 
-from recforge.data.synthetic import make_click_log, write_click_log
+from recforge.data.sources.synthetic import make_click_log, write_click_log
 
 
 def _run(*args: str, env_dir: Path, check: bool = True) -> subprocess.CompletedProcess:

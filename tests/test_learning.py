@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from recforge.config import TrainConfig
+from recforge.data.encode.preprocess import Preprocessor
+from recforge.data.encode.split import split_table
 from recforge.data.pipeline import EncodedRun
-from recforge.data.preprocess import Preprocessor
-from recforge.data.split import split_table
-from recforge.data.synthetic import make_click_log
+from recforge.data.sources.synthetic import make_click_log
 from recforge.run import train_model
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from recforge.config import RunConfig, TrainConfig, save_run_config
+from recforge.data.encode.preprocess import Preprocessor
 from recforge.data.pipeline import EncodedRun, encode_run, use_streaming
-from recforge.data.preprocess import Preprocessor
 from recforge.io import atomic_write_text, replace_folder
 from recforge.models import registry
 from recforge.models.base import PretrainStage, RecModel
@@ -253,11 +253,12 @@ def demo(
     """Train the registered models on the embedded synthetic click log; return results.
 
     No network and no files are needed: the log comes from
-    :func:`recforge.data.synthetic.make_click_log` (Zipf ids, heavy-tailed numerics with missing
+    :func:`recforge.data.sources.synthetic.make_click_log` (Zipf ids, heavy-tailed numerics with
+    missing
     values, behaviour sequences, planted interactions and interest drift).
     """
-    from recforge.data.split import split_table
-    from recforge.data.synthetic import make_click_log
+    from recforge.data.encode.split import split_table
+    from recforge.data.sources.synthetic import make_click_log
 
     # ~50 impressions per user and ~25 per item, so a short run can learn the planted signal
     table, schema = make_click_log(

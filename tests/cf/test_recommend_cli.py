@@ -12,8 +12,8 @@ import pyarrow as pa
 import torch
 
 from recforge.cf.recommend import recommend
+from recforge.data.encode.preprocess import Preprocessor
 from recforge.data.matrix import InteractionMatrix
-from recforge.data.preprocess import Preprocessor
 from recforge.features import CategoricalField, Schema
 from recforge.models import registry
 from recforge.serve.bundle import save_bundle

@@ -9,8 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from recforge.data import datasets
-from recforge.data.amazon import build_din_samples, prepare_beauty, read_mcauley, sample_unseen
+from recforge.data.sources import catalogue as datasets
+from recforge.data.sources.amazon import (
+    build_din_samples,
+    prepare_beauty,
+    read_mcauley,
+    sample_unseen,
+)
 
 
 def _write_beauty(folder: Path) -> dict[int, list[int]]:

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recforge.data import avazu, criteo, datasets, libfm_sets, movielens
-from recforge.data.readers import DataError
+from recforge.data.read.readers import DataError
+from recforge.data.sources import avazu, criteo, libfm_sets, movielens
+from recforge.data.sources import catalogue as datasets
 from recforge.features import NumericField, SequenceField
 
 MINE = (

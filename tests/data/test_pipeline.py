@@ -11,7 +11,7 @@ import pytest
 
 from recforge.config import DataConfig
 from recforge.data import pipeline
-from recforge.data.readers import DataError
+from recforge.data.read.readers import DataError
 from recforge.features import CategoricalField, NumericField, Schema
 
 

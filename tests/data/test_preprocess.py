@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from recforge.data.preprocess import Preprocessor
-from recforge.data.readers import DataError
+from recforge.data.encode.preprocess import Preprocessor
+from recforge.data.read.readers import DataError
 from recforge.features import CategoricalField, NumericField, Schema, SequenceField
 
 

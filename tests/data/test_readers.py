@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recforge.data.readers import (
+from recforge.data.read.readers import (
     DataError,
     check_numeric,
     find_file,

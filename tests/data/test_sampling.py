@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recforge.data.sampling import NegativeSampler
+from recforge.data.encode.sampling import NegativeSampler
 
 
 def _interactions(seed: int = 0, n_users: int = 60, n_items: int = 500):

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from recforge.data.split import leave_last_split, random_split, split_table, time_split
+from recforge.data.encode.split import leave_last_split, random_split, split_table, time_split
 
 
 def _assert_partition(parts: tuple[np.ndarray, ...], n: int) -> None:

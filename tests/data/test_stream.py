@@ -12,11 +12,11 @@ import pytest
 
 from recforge.config import DataConfig
 from recforge.data import pipeline
-from recforge.data.preprocess import Preprocessor
-from recforge.data.readers import DataError, read_table
+from recforge.data.encode.preprocess import Preprocessor
+from recforge.data.read.readers import DataError, read_table
+from recforge.data.read.stream import FirstSeenIndex, NumericSummary, iter_chunks
+from recforge.data.sources.synthetic import make_click_log, write_click_log
 from recforge.data.store import EncodedData, EncodedWriter, load_encoded
-from recforge.data.stream import FirstSeenIndex, NumericSummary, iter_chunks
-from recforge.data.synthetic import make_click_log, write_click_log
 from recforge.features import CategoricalField, NumericField, Schema, SequenceField
 
 ROWS = 3000

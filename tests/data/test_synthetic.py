@@ -13,8 +13,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import OneHotEncoder
 
-from recforge.data import datasets
-from recforge.data.synthetic import make_click_log, make_wide_log, write_click_log
+from recforge.data.sources import catalogue as datasets
+from recforge.data.sources.synthetic import make_click_log, make_wide_log, write_click_log
 from recforge.features import CategoricalField, NumericField, Schema, SequenceField
 
 COLUMNS = [

@@ -280,8 +280,8 @@ def _click_log() -> tuple[Schema, Any, Any, Any]:
     Segment x category and device x hour tables are planted strongly; ids, sites, factors and
     sequences are dropped, so first-order models cannot reach the planted signal.
     """
-    from recforge.data.preprocess import Preprocessor
-    from recforge.data.synthetic import make_click_log
+    from recforge.data.encode.preprocess import Preprocessor
+    from recforge.data.sources.synthetic import make_click_log
 
     table, schema = make_click_log(
         rows=24_000,

@@ -176,8 +176,8 @@ def test_recovers_planted_preferences_far_better_than_popularity(name: str, para
 
 
 def test_neumf_pretraining_runs_gmf_and_mlp_stages_in_the_engine() -> None:
+    from recforge.data.encode.preprocess import Preprocessor
     from recforge.data.pipeline import EncodedRun
-    from recforge.data.preprocess import Preprocessor
     from recforge.run import train_model
 
     tr_u, tr_i, te_u, te_i, n_users, n_items = _planted()

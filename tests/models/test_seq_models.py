@@ -239,7 +239,7 @@ def test_explain_command_on_a_saved_bundle(tmp_path, capsys) -> None:  # type: i
     import pyarrow.parquet as pq
 
     from recforge.cli import main
-    from recforge.data.preprocess import Preprocessor
+    from recforge.data.encode.preprocess import Preprocessor
     from recforge.serve.bundle import save_bundle
 
     schema = dataclasses.replace(_schema(), embedding_dim=4)

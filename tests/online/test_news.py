@@ -5,8 +5,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv  # noqa: F401  (pa.csv)
 
-from recforge.data import datasets
-from recforge.data.news import prepare_globo, prepare_mind, read_mind_behaviors
+from recforge.data.sources import catalogue as datasets
+from recforge.data.sources.news import prepare_globo, prepare_mind, read_mind_behaviors
 from recforge.online.calibration import calibrate, calibrate_globo, fit_bias
 from recforge.online.simulator import NewsSimulator, SimConfig
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from recforge.config import DataConfig, ModelSection, RunConfig, TrainConfig
-from recforge.data.preprocess import Preprocessor
-from recforge.data.synthetic import make_click_log
+from recforge.data.encode.preprocess import Preprocessor
+from recforge.data.sources.synthetic import make_click_log
 from recforge.features import CategoricalField, Schema
 from recforge.models import registry
 from recforge.run import train_from_config

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 import torch
 
+from recforge.data.encode.preprocess import Preprocessor
 from recforge.data.loader import BatchLoader
-from recforge.data.preprocess import Preprocessor
 from recforge.features import CategoricalField, NumericField, Schema
 from recforge.models import registry
 from recforge.serve.bundle import load_bundle, save_bundle

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from recforge.config import TrainConfig
-from recforge.data.preprocess import Preprocessor
-from recforge.data.synthetic import make_click_log
+from recforge.data.encode.preprocess import Preprocessor
+from recforge.data.sources.synthetic import make_click_log
 from recforge.features import Batch, CategoricalField, NumericField, Schema, random_batch
 from recforge.layers.sequence import MODES, MaskedGRU
 from recforge.models import registry

@@ -301,7 +301,7 @@ def test_streamed_files_without_cache_two_ranks_equal_one_process(tmp_path):
     # streaming writes its arrays to the cache folder even with --no-cache; under DDP rank 0
     # streams alone and the other rank maps the result (a simultaneous stream into the same
     # folder is a race this small file rarely hits, so this checks the path and the equality)
-    from recforge.data.synthetic import click_log_schema, make_click_log, write_click_log
+    from recforge.data.sources.synthetic import click_log_schema, make_click_log, write_click_log
 
     table, _ = make_click_log(rows=1600, seed=0, n_users=40, n_items=60)
     write_click_log(table, tmp_path / "log.csv")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from recforge.config import TrainConfig
-from recforge.data.preprocess import Preprocessor
+from recforge.data.encode.preprocess import Preprocessor
 from recforge.features import CategoricalField, NumericField, Schema
 from recforge.models import registry
 from recforge.train import Trainer, seed_everything

@@ -122,7 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _read(path: str, bundle) -> pa.Table:  # noqa: ANN001
-    from recforge.data.readers import read_table
+    from recforge.data.read.readers import read_table
 
     return read_table(path, schema=bundle.preprocessor.schema)
 
@@ -170,7 +170,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    from recforge.data import datasets
+    from recforge.data.sources import catalogue as datasets
 
     if args.action == "list":
         for name, spec in datasets.catalogue().items():

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from recforge.data.readers import read_table
+    from recforge.data.read.readers import read_table
     from recforge.explain import explain_table
     from recforge.io import atomic_write_text
     from recforge.serve.bundle import load_bundle

@@ -8,7 +8,7 @@ import sys
 
 from recforge.cf.recommend import recommend
 from recforge.data.matrix import InteractionMatrix
-from recforge.data.readers import read_table
+from recforge.data.read.readers import read_table
 from recforge.models import registry
 
 

@@ -30,10 +30,11 @@ import numpy as np
 import pyarrow as pa
 
 from recforge.config import DataConfig
-from recforge.data import datasets, stream
-from recforge.data.preprocess import Preprocessor
-from recforge.data.readers import compression_of, read_table
-from recforge.data.split import cut_points, split_table
+from recforge.data.encode.preprocess import Preprocessor
+from recforge.data.encode.split import cut_points, split_table
+from recforge.data.read import stream
+from recforge.data.read.readers import compression_of, read_table
+from recforge.data.sources import catalogue as datasets
 from recforge.data.store import EncodedData, EncodedWriter, load_encoded, save_encoded
 from recforge.features import Schema
 from recforge.io import atomic_folder, cache_dir

@@ -3,7 +3,7 @@
 :func:`calibrate` fits the simulator's free parameters: freshness decay (ages of clicks since an
 article's first click), popularity spread (log click counts per article), users' return rates
 and their spread (sessions per user over the log span) from Globo, and the base click logit from
-MIND's click-through rate. The logs are read by :mod:`recforge.data.news`.
+MIND's click-through rate. The logs are read by :mod:`recforge.data.sources.news`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recforge.data.news import read_globo_clicks, read_mind_behaviors
+from recforge.data.sources.news import read_globo_clicks, read_mind_behaviors
 from recforge.online.simulator import NewsSimulator, SimConfig
 
 log = logging.getLogger(__name__)

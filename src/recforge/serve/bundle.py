@@ -24,8 +24,8 @@ import pyarrow as pa
 import torch
 
 from recforge.config import RunConfig, save_run_config
+from recforge.data.encode.preprocess import Preprocessor
 from recforge.data.loader import BatchLoader
-from recforge.data.preprocess import Preprocessor
 from recforge.data.store import EncodedData
 from recforge.io import atomic_folder
 from recforge.models import registry

@@ -44,7 +44,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from recforge.data.preprocess import Preprocessor
+from recforge.data.encode.preprocess import Preprocessor
 from recforge.data.store import EncodedData
 from recforge.features import Batch, Schema, random_batch
 from recforge.io import atomic_folder

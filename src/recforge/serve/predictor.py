@@ -28,7 +28,7 @@ from recforge.cf.recommend import recommend as recommend_items
 from recforge.cf.scoring import score_candidates
 from recforge.data.loader import BatchLoader
 from recforge.data.matrix import InteractionMatrix
-from recforge.data.readers import read_table
+from recforge.data.read.readers import read_table
 from recforge.explain import Explanation, explain_table
 from recforge.features import CategoricalField, NumericField, SequenceField
 from recforge.models import registry

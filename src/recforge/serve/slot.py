@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from recforge.data.readers import read_table
+from recforge.data.read.readers import read_table
 from recforge.serve.predictor import DEFAULT_MAX_RECORDS, Predictor
 
 log = logging.getLogger(__name__)

@@ -31,8 +31,8 @@ from torch import nn
 
 from recforge import metrics
 from recforge.config import TrainConfig
+from recforge.data.encode.sampling import NegativeSampler
 from recforge.data.loader import BatchLoader
-from recforge.data.sampling import NegativeSampler
 from recforge.data.store import EncodedData
 from recforge.features import Batch
 from recforge.io import atomic_write, atomic_write_text

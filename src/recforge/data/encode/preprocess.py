@@ -20,9 +20,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recforge.data.readers import check_columns, check_numeric, validate_labels
+from recforge.data.read.readers import check_columns, check_numeric, validate_labels
+from recforge.data.read.stream import NumericSummary, ValueCounts
 from recforge.data.store import EncodedData
-from recforge.data.stream import NumericSummary, ValueCounts
 from recforge.features import CategoricalField, NumericField, Schema, SequenceField
 from recforge.io import atomic_write, atomic_write_text
 
@@ -165,7 +165,7 @@ class Preprocessor:
 
         Args:
             chunks: Tables with the schema's source columns (e.g. from
-                :func:`recforge.data.stream.iter_chunks`), the training split only.
+                :func:`recforge.data.read.stream.iter_chunks`), the training split only.
             exact_quantile_limit: Distinct values of a bucketed column kept for exact edges.
             seed: Seed of the fallback quantile sample.
         """

@@ -79,13 +79,13 @@ class DatasetSpec:
 
 
 _MODULES: tuple[str, ...] = (
-    "recforge.data.synthetic",
-    "recforge.data.amazon",
-    "recforge.data.movielens",
-    "recforge.data.criteo",
-    "recforge.data.avazu",
-    "recforge.data.libfm_sets",
-    "recforge.data.news",
+    "recforge.data.sources.synthetic",
+    "recforge.data.sources.amazon",
+    "recforge.data.sources.movielens",
+    "recforge.data.sources.criteo",
+    "recforge.data.sources.avazu",
+    "recforge.data.sources.libfm_sets",
+    "recforge.data.sources.news",
 )
 
 _CATALOGUE: dict[str, DatasetSpec] | None = None

@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recforge.data.datasets import DatasetSpec, PreparedDataset
-from recforge.data.readers import DataError, find_file, read_table, row_location
+from recforge.data.read.readers import DataError, find_file, read_table, row_location
+from recforge.data.sources.catalogue import DatasetSpec, PreparedDataset
 from recforge.features import CategoricalField, Schema
 
 log = logging.getLogger(__name__)

@@ -1,13 +1,14 @@
 """Chunked readers for CSV/TSV and Parquet files that do not fit in memory.
 
 :func:`iter_chunks` yields a file as a sequence of ``pyarrow.Table`` chunks of at most
-``chunk_rows`` rows, typed and checked exactly as :func:`recforge.data.readers.read_table` types
+``chunk_rows`` rows, typed and checked exactly as
+:func:`recforge.data.read.readers.read_table` types
 and checks the whole file: categorical and sequence columns as strings, numeric columns and the
-label as float64, and the same :class:`~recforge.data.readers.DataError` (file, physical line
+label as float64, and the same :class:`~recforge.data.read.readers.DataError` (file, physical line
 or row, column, value) for a bad value, a malformed row or a missing column. Each chunk carries
 its offset in its schema metadata, so the checks that run on a chunk report the line of the
 file, not of the chunk. Compressed copies (``.gz``, ``.bz2``, ``.zst``) are decompressed on
-the fly; ``.xz`` is decompressed into memory by :func:`~recforge.data.readers.open_stream`
+the fly; ``.xz`` is decompressed into memory by :func:`~recforge.data.read.readers.open_stream`
 (Arrow has no xz codec), so it is not bounded.
 
 Memory: one chunk plus one parser block at a time. CSV type inference for columns the schema
@@ -32,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from recforge.data.readers import (
+from recforge.data.read.readers import (
     _META_FORMAT,
     _META_HEADER,
     _META_SOURCE,

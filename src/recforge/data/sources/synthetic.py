@@ -52,7 +52,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from recforge.data.datasets import DatasetSpec, PreparedDataset
+from recforge.data.sources.catalogue import DatasetSpec, PreparedDataset
 from recforge.features import CategoricalField, NumericField, Schema, SequenceField
 from recforge.io import atomic_write
 

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from recforge.data.datasets import DatasetSpec, PreparedDataset, RemoteFile
+from recforge.data.sources.catalogue import DatasetSpec, PreparedDataset, RemoteFile
 from recforge.features import CategoricalField, NumericField, Schema, SequenceField
 
 log = logging.getLogger(__name__)

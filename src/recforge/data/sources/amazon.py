@@ -38,7 +38,7 @@ from typing import IO, Any
 import numpy as np
 import pyarrow as pa
 
-from recforge.data.datasets import DatasetSpec, PreparedDataset, RemoteFile
+from recforge.data.sources.catalogue import DatasetSpec, PreparedDataset, RemoteFile
 from recforge.features import CategoricalField, Schema, SequenceField
 
 log = logging.getLogger(__name__)

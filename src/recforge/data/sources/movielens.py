@@ -25,8 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recforge.data.datasets import DatasetSpec, PreparedDataset, RemoteFile
-from recforge.data.readers import DataError, check_table, find_file, read_table
+from recforge.data.read.readers import DataError, check_table, find_file, read_table
+from recforge.data.sources.catalogue import DatasetSpec, PreparedDataset, RemoteFile
 from recforge.features import CategoricalField, Field, Schema, SequenceField
 
 log = logging.getLogger(__name__)

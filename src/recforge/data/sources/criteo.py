@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from recforge.data.datasets import DatasetSpec, PreparedDataset, RemoteFile
-from recforge.data.readers import find_file, open_stream, read_table
+from recforge.data.read.readers import find_file, open_stream, read_table
+from recforge.data.sources.catalogue import DatasetSpec, PreparedDataset, RemoteFile
 from recforge.features import CategoricalField, NumericField, Schema
 
 log = logging.getLogger(__name__)
