@@ -14,7 +14,6 @@ from recforge.data.sources.amazon import (
     build_din_samples,
     prepare_beauty,
     read_mcauley,
-    sample_unseen,
 )
 
 
@@ -69,16 +68,15 @@ def test_history_is_capped_and_left_out_of_the_future() -> None:
     assert test.to_pylist()[1]["item_id"] in (9, 10, 11)
 
 
-def test_sample_unseen_never_returns_a_touched_item() -> None:
-    rng = np.random.default_rng(0)
-    n_items = 6
-    touched = {0: [1, 2, 3, 4, 5], 1: [6]}
-    keys = np.unique([u * (n_items + 1) + i for u, s in touched.items() for i in s])
-    users = np.array([0] * 200 + [1] * 200)
-    out = sample_unseen(users, keys, n_items, rng)
-    assert np.all(out[:200] == 6)
-    assert set(out[200:].tolist()) <= {1, 2, 3, 4, 5}
-
+def test_negatives_are_items_the_user_never_reviewed() -> None:
+    """User 0 reviewed items 1-5 of 6, so every negative of theirs is item 6."""
+    users = np.array([0] * 5 + [1] * 3)
+    items = np.array([1, 2, 3, 4, 5, 6, 1, 2])
+    times = np.arange(8)
+    train, valid, test = build_din_samples(users, items, times, np.zeros(7, dtype=np.int64))
+    rows = [r for t in (train, valid, test) for r in t.to_pylist() if r["label"] == 0]
+    assert {r["item_id"] for r in rows if r["user_id"] == 0} == {6}
+    assert all(r["item_id"] in (3, 4, 5) for r in rows if r["user_id"] == 1)
 
 def test_mcauley_reader_sorts_by_time_and_takes_the_leaf_category(tmp_path: Path) -> None:
     reviews = [

@@ -224,3 +224,43 @@ def test_libfm_set_bad_label(tmp_path):
     put(tmp_path / "ml-tag.validation.libfm.xz", "1 1:1 2:1 3:1\n2 1:1 2:1 3:1\n")
     with pytest.raises(DataError, match=r"validation.libfm.xz, line 2, column 'label' \(1\)"):
         libfm_sets.prepare_movielens_tag(tmp_path)
+
+
+def test_fetch_verifies_hashes_and_refuses_plain_http(tmp_path, monkeypatch) -> None:
+    """Downloads go through pooch: a file whose sha256 differs is rejected and not kept, a
+    matching one is stored and not fetched again, and a non-https URL is refused."""
+    import hashlib
+
+    from recforge.data.sources.catalogue import DatasetSpec, RemoteFile
+
+    monkeypatch.setenv("RECFORGE_CACHE", str(tmp_path / "cache"))
+    body = b"user,item\n1,2\n"
+    calls = []
+
+    def downloader(url, output_file, pooch_obj):  # noqa: ANN001, ARG001
+        calls.append(url)
+        Path(output_file).write_bytes(body)
+
+    def spec(url: str, sha: str) -> DatasetSpec:
+        remote = RemoteFile(url=url, filename="data.csv", sha256=sha)
+        return DatasetSpec("tiny", "t", "https://example.org", (remote,), prepare=lambda p: p)
+
+    good = hashlib.sha256(body).hexdigest()
+    monkeypatch.setitem(datasets.catalogue(), "tiny", spec("https://example.org/d.csv", "0" * 64))
+    with pytest.raises(ValueError, match="SHA256"):
+        datasets.fetch("tiny", downloader=downloader)
+    assert not (datasets.dataset_dir("tiny") / "data.csv").exists()
+    monkeypatch.setitem(datasets.catalogue(), "tiny", spec("https://example.org/d.csv", good))
+    folder = datasets.fetch("tiny", downloader=downloader)
+    assert (folder / "data.csv").read_bytes() == body
+    datasets.fetch("tiny", downloader=downloader)
+    assert len(calls) == 2  # the verified copy is reused
+    monkeypatch.setitem(datasets.catalogue(), "tiny", spec("http://example.org/d.csv", good))
+    with pytest.raises(ValueError, match="https only"):
+        datasets.fetch("tiny", downloader=downloader)
+
+
+def test_every_catalogue_file_is_https() -> None:
+    for spec in datasets.catalogue().values():
+        for remote in spec.files:
+            assert remote.url.startswith("https://"), (spec.name, remote.url)

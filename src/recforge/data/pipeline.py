@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from recforge.config import DataConfig
 from recforge.data.encode.preprocess import Preprocessor
-from recforge.data.encode.split import cut_points, split_table
+from recforge.data.encode.split import random_split_labels, split_table
 from recforge.data.read import stream
 from recforge.data.read.readers import compression_of, read_table
 from recforge.data.sources import catalogue as datasets
@@ -246,7 +246,8 @@ def split_labels(path: Path, schema: Schema, cfg: DataConfig, seed: int) -> np.n
     user_col = schema.field(schema.user_key).source if schema.user_key else "user"
     time_col = schema.time_column or "time"
     if cfg.split == "random" and cfg.valid is None and cfg.test is None:
-        return _random_split_labels(stream.count_rows(path), cfg, seed)
+        ratios = (1 - cfg.valid_ratio - cfg.test_ratio, cfg.valid_ratio, cfg.test_ratio)
+        return random_split_labels(stream.count_rows(path), ratios, seed)
     if cfg.split == "random":
         n, cols = stream.count_rows(path), {}
     else:
@@ -280,22 +281,6 @@ def split_labels(path: Path, schema: Schema, cfg: DataConfig, seed: int) -> np.n
         rows = part.column("__row").to_numpy()
         if code and part is not given:
             labels[rows] = code
-    return labels
-
-
-def _random_split_labels(n: int, cfg: DataConfig, seed: int) -> np.ndarray:
-    """:func:`split.random_split`'s assignment as one label per row, in 5 bytes a row.
-
-    The same seeded permutation (numpy shuffles an ``int32`` range exactly as it shuffles the
-    default ``int64`` one), without the row-index table and per-part copies of the general path.
-    """
-    ratios = (1 - cfg.valid_ratio - cfg.test_ratio, cfg.valid_ratio, cfg.test_ratio)
-    cuts = cut_points(n, ratios)
-    dtype = np.int32 if n < 2**31 else np.int64
-    perm = np.random.default_rng(seed).permutation(np.arange(n, dtype=dtype))
-    labels = np.zeros(n, dtype=np.int8)
-    labels[perm[cuts[1] : cuts[2]]] = 1
-    labels[perm[cuts[2] : cuts[3]]] = 2
     return labels
 
 

@@ -73,10 +73,27 @@ def random_split(
         One int64 index array per ratio, each sorted ascending; together a partition of
         ``range(n)``.
     """
-    n = _num_rows(n_or_table)
+    labels = random_split_labels(_num_rows(n_or_table), ratios, seed)
+    return tuple(np.flatnonzero(labels == k) for k in range(len(ratios)))
+
+
+def random_split_labels(n: int, ratios: Sequence[float], seed: int = 0) -> np.ndarray:
+    """:func:`random_split` as one part number per row (``int8``), in 5 bytes a row.
+
+    The seeded permutation (numpy shuffles an ``int32`` range exactly as it shuffles the
+    default ``int64`` one) is cut into parts of the given ratios; the streaming pipeline labels
+    the rows of a file larger than memory with it.
+    """
+    if len(ratios) > 127:
+        raise ValueError("at most 127 parts")
     cuts = cut_points(n, ratios)
-    perm = np.random.default_rng(seed).permutation(n)
-    return tuple(np.sort(perm[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True))
+    dtype = np.int32 if n < 2**31 else np.int64
+    perm = np.random.default_rng(seed).permutation(np.arange(n, dtype=dtype))
+    labels = np.zeros(n, dtype=np.int8)
+    for k, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
+        if k:
+            labels[perm[a:b]] = k
+    return labels
 
 
 def time_split(times: np.ndarray, ratios: Sequence[float]) -> tuple[np.ndarray, ...]:

@@ -23,7 +23,7 @@ import lzma
 import re
 import tarfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -353,7 +353,13 @@ def _read_csv(
         if "Empty CSV file" in text:
             raise DataError(path, "file is empty", line=1) from None
         if "CSV parse error" in text and invalid_row_handler is None:
-            _locate_parse_error(path, sep, header, names, encoding, quoting)
+            locate_parse_error(
+                path,
+                lambda h: _read_csv(
+                    path, sep, header, names, None, {}, encoding, False, h, quoting
+                ),
+                lambda: names or _header_names(path, sep, header, encoding),
+            )
         match = re.search(r"In CSV column #(\d+): CSV conversion error", text)
         if match and types:
             # Re-read the offending column as text so the bad value can be located.
@@ -378,10 +384,18 @@ def _header_names(path: Path, sep: str, header: bool, encoding: str) -> list[str
     return fields if header else [f"f{i}" for i in range(len(fields))]
 
 
-def _locate_parse_error(
-    path: Path, sep: str, header: bool, names: list[str] | None, encoding: str, quoting: bool
+def locate_parse_error(
+    path: Path,
+    read: Callable[[Callable[[Any], str]], object],
+    header_names: Callable[[], list[str]],
 ) -> None:
-    """Re-read serially (error path only) to get the bad row's record number; raise there."""
+    """The one parse-error locator of the whole-file and the chunked CSV readers.
+
+    Re-reads serially (error path only) with ``read(handler)``, a reader that hands every row
+    Arrow cannot parse to ``handler``; raises a :class:`DataError` naming the first such row's
+    physical line and column (``header_names()`` gives the column names), or returns when the
+    re-read finds no bad row.
+    """
     seen: list[Any] = []
 
     def handler(row: Any) -> str:
@@ -389,20 +403,19 @@ def _locate_parse_error(
         return "error"
 
     with contextlib.suppress(pa.ArrowInvalid, DataError):
-        _read_csv(path, sep, header, names, None, {}, encoding, False, handler, quoting)
+        read(handler)
     if not seen:
         return
     row = seen[0]
     # ``number`` counts non-empty records from the top of the file, header included.
     line = physical_line(path, row.number) if row.number is not None else None
-    header_names = names or _header_names(path, sep, header, encoding)
+    names = header_names()
     col = min(row.expected_columns, row.actual_columns) + 1
-    name = header_names[col - 1] if col - 1 < len(header_names) else None
     raise DataError(
         path,
         f"expected {row.expected_columns} fields, found {row.actual_columns}: {row.text[:80]!r}",
         line=line,
-        column=name,
+        column=names[col - 1] if col - 1 < len(names) else None,
         column_number=col,
     )
 

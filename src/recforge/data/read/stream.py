@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,8 @@ from recforge.data.read.readers import (
     check_columns,
     check_numeric,
     format_of,
+    locate_parse_error,
     open_stream,
-    physical_line,
     validate_labels,
 )
 from recforge.features import Schema
@@ -480,7 +481,13 @@ def _csv_batches(
         if handler is not None:
             raise
         if "CSV parse error" in text:
-            _locate_parse_error(path, sep, header, block_size)
+            locate_parse_error(
+                path,
+                lambda h: deque(
+                    _csv_batches(path, sep, None, None, {}, 1, block_size, False, h), 0
+                ),
+                lambda: header,
+            )
         match = re.search(r"In CSV column #(\d+): CSV conversion error", text)
         if match and schema is not None:
             bad = header[int(match.group(1))]
@@ -492,28 +499,3 @@ def _csv_batches(
                 for _ in _chunks(path, kind, schema, columns, relaxed, chunk_rows, block_size):
                     pass
         raise DataError(path, text) from None
-
-
-def _locate_parse_error(path: Path, sep: str, header: list[str], block_size: int) -> None:
-    """Re-read serially with a row handler (error path only) and raise at the bad row."""
-    seen: list[Any] = []
-
-    def handler(row: Any) -> str:
-        seen.append(row)
-        return "error"
-
-    with contextlib.suppress(pa.ArrowInvalid, DataError):
-        for _ in _csv_batches(path, sep, None, None, {}, 1, block_size, False, handler):
-            pass
-    if not seen:
-        return
-    row = seen[0]
-    line = physical_line(path, row.number) if row.number is not None else None
-    col = min(row.expected_columns, row.actual_columns) + 1
-    raise DataError(
-        path,
-        f"expected {row.expected_columns} fields, found {row.actual_columns}: {row.text[:80]!r}",
-        line=line,
-        column=header[col - 1] if col - 1 < len(header) else None,
-        column_number=col,
-    )

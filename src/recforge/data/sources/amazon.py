@@ -38,13 +38,14 @@ from typing import IO, Any
 import numpy as np
 import pyarrow as pa
 
+from recforge.data.encode.sampling import NegativeSampler
 from recforge.data.sources.catalogue import DatasetSpec, PreparedDataset, RemoteFile
 from recforge.features import CategoricalField, Schema, SequenceField
 
 log = logging.getLogger(__name__)
 
 MAX_LEN = 100  # DIN and DIEN keep at most 100 behaviours
-_SNAP = "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles"
+_SNAP = "https://snap.stanford.edu/data/amazon/productGraph/categoryFiles"
 _S3REC = (
     "https://raw.githubusercontent.com/RUCAIBox/CIKM2020-S3Rec/"
     "2a81540ae18615d88ef88227b0c066e5b74781e5/data"
@@ -99,33 +100,6 @@ def _ragged_ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
     return np.repeat(starts, lengths) + (np.arange(total) - row_start)
 
 
-def sample_unseen(
-    users: np.ndarray,
-    seen_keys: np.ndarray,
-    n_items: int,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """For each entry of ``users``, an item in ``1..n_items`` that user never touched.
-
-    Args:
-        users: User codes of the rows to draw for.
-        seen_keys: Sorted unique ``user * (n_items + 1) + item`` of every (user, item) touched.
-        n_items: Largest item code.
-        rng: Random generator.
-    """
-    out = rng.integers(1, n_items + 1, size=len(users))
-    todo = np.arange(len(users))
-    for _ in range(1000):  # vectorised rejection: redraw only the collisions
-        keys = users[todo] * (n_items + 1) + out[todo]
-        pos = np.searchsorted(seen_keys, keys).clip(max=len(seen_keys) - 1)
-        hit = seen_keys[pos] == keys
-        todo = todo[hit]
-        if len(todo) == 0:
-            return out
-        out[todo] = rng.integers(1, n_items + 1, size=len(todo))
-    raise RuntimeError("could not sample unseen items (does some user touch every item?)")
-
-
 def build_din_samples(
     users: np.ndarray,
     items: np.ndarray,
@@ -165,9 +139,9 @@ def build_din_samples(
     second_last = np.zeros(n, dtype=bool)
     second_last[:-1] = last[1:] & ~first[1:]
     target = np.flatnonzero(~first)  # a review with at least one earlier review
-    seen = np.unique(users * (n_items + 1) + items)
-    rng = np.random.default_rng(seed)
-    negatives = sample_unseen(users[target], seen, n_items, rng)
+    # one negative per target: an item the user never reviewed (the one negative sampler)
+    sampler = NegativeSampler(users, items, n_items + 1, seed=seed)
+    negatives = sampler.sample(users[target], 1)[:, 0]
 
     def table(rows: np.ndarray, neg: np.ndarray) -> pa.Table:
         hist_start = np.maximum(start[rows], rows - max_len)

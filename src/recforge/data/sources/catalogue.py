@@ -9,10 +9,8 @@ Entries live in per-source modules (``movielens``, ``criteo``, ``avazu``, ``libf
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from recforge.features import Schema
-from recforge.io import atomic_write, cache_dir, sha256_file
+from recforge.io import cache_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +52,13 @@ class RemoteFile:
     filename: str
     sha256: str = ""
     md5: str = ""
+
+    @property
+    def known_hash(self) -> str | None:
+        """The checksum in pooch's ``algorithm:digest`` form; ``None`` when unpublished."""
+        if self.sha256:
+            return f"sha256:{self.sha256}"
+        return f"md5:{self.md5}" if self.md5 else None
 
 
 @dataclass(frozen=True)
@@ -116,42 +121,41 @@ def dataset_dir(name: str) -> Path:
     return cache_dir() / "datasets" / name
 
 
-def fetch(name: str, force: bool = False) -> Path:
-    """Download a dataset's files into the cache, verifying checksums; returns the folder."""
+def fetch(name: str, force: bool = False, downloader: Callable[..., Any] | None = None) -> Path:
+    """Download a dataset's files into the cache with :mod:`pooch`; returns the folder.
+
+    Every file is fetched over https only and checked against its published sha256 (or md5);
+    a file already in the cache is re-downloaded when its hash does not match. A file whose
+    publisher gives no checksum is fetched once with a warning that shows its sha256 to pin.
+
+    Args:
+        name: Catalogue name.
+        force: Download again even when the cached file matches.
+        downloader: A pooch downloader (tests pass a local one); ``None`` uses pooch's HTTPS one.
+    """
+    import pooch
+
     spec = get_spec(name)
     folder = dataset_dir(name)
     for remote in spec.files:
+        if not remote.url.startswith("https://"):
+            raise ValueError(f"{remote.url}: recforge downloads over https only")
         target = folder / remote.filename
-        if target.exists() and not force:
-            if not _checksum_ok(target, remote):
-                raise RuntimeError(f"{target}: checksum mismatch; delete it or fetch with --force")
-            continue
-        log.info("downloading %s -> %s", remote.url, target)
-
-        def download(tmp: Path, url: str = remote.url) -> None:
-            with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:
-                while block := resp.read(1 << 20):
-                    out.write(block)
-
-        atomic_write(target, download)
-        if not _checksum_ok(target, remote):
+        if force and target.exists():
             target.unlink()
-            expected = remote.sha256 or f"md5 {remote.md5}"
-            raise RuntimeError(f"{remote.url}: checksum mismatch (expected {expected})")
+        if remote.known_hash is None:
+            log.warning("%s: the publisher gives no checksum; it is not verified", remote.url)
+        path = pooch.retrieve(
+            remote.url,
+            known_hash=remote.known_hash,
+            fname=remote.filename,
+            path=folder,
+            downloader=downloader,
+            progressbar=False,
+        )
+        if remote.known_hash is None:
+            log.warning("%s: sha256 %s", remote.filename, sha256_file(Path(path)))
     return folder
-
-
-def _checksum_ok(path: Path, remote: RemoteFile) -> bool:
-    """sha256 when known, else md5 when known; a file without published sums passes."""
-    if remote.sha256:
-        return sha256_file(path) == remote.sha256
-    if remote.md5:
-        digest = hashlib.md5(usedforsecurity=False)
-        with open(path, "rb") as fh:
-            while block := fh.read(1 << 20):
-                digest.update(block)
-        return digest.hexdigest() == remote.md5
-    return True
 
 
 def load(name: str, path: str | Path | None = None, **options: Any) -> PreparedDataset:

@@ -52,6 +52,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from recforge.data.encode.split import split_table
 from recforge.data.sources.catalogue import DatasetSpec, PreparedDataset
 from recforge.features import CategoricalField, NumericField, Schema, SequenceField
 from recforge.io import atomic_write
@@ -547,15 +548,6 @@ def write_click_log(table: pa.Table, path: str | Path) -> Path:
     return path
 
 
-def _time_split(
-    table: pa.Table, fractions: tuple[float, float] = (0.8, 0.9)
-) -> tuple[pa.Table, pa.Table, pa.Table]:
-    """Chronological split of a table already ordered by time."""
-    n = table.num_rows
-    a, b = (int(round(f * n)) for f in fractions)
-    return table.slice(0, a), table.slice(a, b - a), table.slice(b)
-
-
 def prepare(
     path: Path | None = None, rows: int = 100_000, seed: int = 0, **options: Any
 ) -> PreparedDataset:
@@ -571,7 +563,7 @@ def prepare(
         A :class:`PreparedDataset` with train/valid/test in chronological order.
     """
     table, schema = make_click_log(rows=rows, seed=seed, **options)
-    train, valid, test = _time_split(table)
+    train, valid, test = split_table(table, "time", ratios=(0.8, 0.1, 0.1), time_column="ts")
     return PreparedDataset(name="synthetic", schema=schema, train=train, valid=valid, test=test)
 
 
