@@ -4,7 +4,7 @@ The 1M-row Criteo-shaped synthetic log of ``bench_core.py`` (``make_wide_log``: 
 categorical + 13 numeric fields, vocabularies up to 1e6; 90% train), embedding 16, sparse
 embedding gradients (``SparseRowAdam``; gloo all-reduces the sparse rows), global batch 4096,
 fp32. Each configuration trains a fixed number of global steps in freshly spawned processes
-(``recforge.train.distributed.launch``) with **one torch thread per process**, so 2 processes
+(``recforge.distributed.ddp.launch``) with **one torch thread per process**, so 2 processes
 use 2 cores and 1 process uses 1. Reports global training samples/s and scaling efficiency
 ``sps(2) / (2 * sps(1))``, with the load average (the machine is shared).
 
@@ -32,8 +32,8 @@ from bench_core import build, train_config  # the same models and options as the
 from recforge.data.encode.preprocess import Preprocessor
 from recforge.data.sources.synthetic import make_wide_log
 from recforge.data.store import load_encoded, save_encoded
+from recforge.distributed.ddp import current_world, launch
 from recforge.train import Trainer
-from recforge.train.distributed import current_world, launch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

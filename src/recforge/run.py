@@ -17,11 +17,12 @@ from typing import Any
 from recforge.config import RunConfig, TrainConfig, save_run_config
 from recforge.data.encode.preprocess import Preprocessor
 from recforge.data.pipeline import EncodedRun, encode_run, use_streaming
+from recforge.distributed import ddp as distributed
 from recforge.io import atomic_write_text, replace_folder
 from recforge.models import registry
 from recforge.models.base import PretrainStage, RecModel
 from recforge.serve.bundle import save_bundle
-from recforge.train import Trainer, distributed, seed_everything
+from recforge.train import Trainer, seed_everything
 from recforge.train.trainer import CHECKPOINT
 
 log = logging.getLogger(__name__)

@@ -78,6 +78,7 @@ def test_negatives_are_items_the_user_never_reviewed() -> None:
     assert {r["item_id"] for r in rows if r["user_id"] == 0} == {6}
     assert all(r["item_id"] in (3, 4, 5) for r in rows if r["user_id"] == 1)
 
+
 def test_mcauley_reader_sorts_by_time_and_takes_the_leaf_category(tmp_path: Path) -> None:
     reviews = [
         {"reviewerID": "B", "asin": "x2", "unixReviewTime": 30},

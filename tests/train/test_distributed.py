@@ -24,9 +24,9 @@ from recforge.config import load_run_config
 from recforge.data.loader import BatchLoader
 from recforge.data.pipeline import encode_run
 from recforge.data.store import EncodedData, load_encoded, save_encoded
+from recforge.distributed.ddp import shard_bounds
 from recforge.run import partial_folder, train_from_config
 from recforge.serve.bundle import load_bundle
-from recforge.train.distributed import shard_bounds
 
 # 1280 training rows in global batches of 99: every step splits 49/50 across two ranks and the
 # last batch (92 rows) too, so the loss weighting of unequal shards is exercised throughout
@@ -266,7 +266,7 @@ def test_ddp_wrapper_coalesces_sparse_embedding_gradients_until_unwrapped(tmp_pa
     import torch.distributed as dist
     from torch import nn
 
-    from recforge.train.distributed import unwrap_ddp, wrap_ddp
+    from recforge.distributed.ddp import unwrap_ddp, wrap_ddp
 
     class Tiny(nn.Module):
         own_objective = False  # the RecModel hook the wrapper reads

@@ -1,5 +1,8 @@
-"""Scaling out beyond one device: the boundary between recforge's tables and TorchRec's.
+"""Scaling out beyond one device: data parallel training and model-parallel tables.
 
+:mod:`recforge.distributed.ddp` runs the one Trainer under ``DistributedDataParallel`` (process
+groups, sharded batches, collective evaluation) and launches local ranks with
+``torch.distributed.run``'s elastic agent (``recforge train --nproc N``).
 :mod:`recforge.distributed.torchrec_bridge` maps recforge's fused embedding tables onto
 TorchRec's per-table collections (which TorchRec can shard across devices). Everything here but
 :class:`~recforge.distributed.torchrec_bridge.TorchRecEmbedding` and the TorchRec conversions

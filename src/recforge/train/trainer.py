@@ -9,7 +9,7 @@ the RNG states are saved).
 Inside an initialised ``torch.distributed`` process group with more than one rank, the same
 Trainer runs distributed data parallel: each rank trains on its slice of every global batch
 through ``DistributedDataParallel``, evaluation gathers all ranks' predictions, and rank 0
-alone writes outputs (see :mod:`recforge.train.distributed` for what is kept equal to a single
+alone writes outputs (see :mod:`recforge.distributed.ddp` for what is kept equal to a single
 process). With one process nothing changes.
 """
 
@@ -34,10 +34,10 @@ from recforge.config import TrainConfig
 from recforge.data.encode.sampling import NegativeSampler
 from recforge.data.loader import BatchLoader
 from recforge.data.store import EncodedData
+from recforge.distributed import ddp as distributed
 from recforge.features import Batch
 from recforge.io import atomic_write, atomic_write_text
 from recforge.models.base import RecModel
-from recforge.train import distributed
 from recforge.train.optim import build_optimizers, scale_lr
 
 log = logging.getLogger(__name__)

@@ -38,18 +38,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
-import socket
-import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -250,34 +246,17 @@ def unwrap_ddp(ddp: nn.Module) -> None:
         handle.remove()
 
 
-# ---- spawning local processes (``--nproc N``) ----------------------------------------------
-def free_port() -> int:
-    """A TCP port on the loopback interface that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _spawned(
-    rank: int,
+# ---- launching local processes (``--nproc N``) --------------------------------------------
+def _elastic_worker(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
-    size: int,
-    port: int,
-    result_path: str,
     device: str,
     timeout_s: float,
     threads: int,
     log_level: int,
-) -> None:
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(size),
-        LOCAL_RANK=str(rank),
-        LOCAL_WORLD_SIZE=str(size),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
+) -> Any:
+    """One rank started by the elastic agent (which sets RANK, WORLD_SIZE, MASTER_*)."""
+    rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
         level=log_level if rank == 0 else max(log_level, logging.WARNING),
         format=f"%(levelname)s [rank {rank}] %(name)s: %(message)s",
@@ -286,13 +265,9 @@ def _spawned(
     init_process_group(device, timeout_s)
     try:
         result = fn(*args)
-        if rank == 0:
-            tmp = result_path + ".tmp"
-            with open(tmp, "wb") as fh:
-                pickle.dump(result, fh)
-            os.replace(tmp, result_path)
     finally:
         dist.destroy_process_group()
+    return result if rank == 0 else None
 
 
 def launch(
@@ -303,11 +278,14 @@ def launch(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     threads: int = 0,
 ) -> Any:
-    """Run ``fn(*args)`` in ``nproc`` spawned processes joined in one group; rank 0's result.
+    """Run ``fn(*args)`` in ``nproc`` local processes joined in one group; rank 0's result.
 
-    ``fn`` must be importable (a module-level function) and its result picklable. If any rank
-    raises or dies, the others are terminated and a ``RuntimeError`` names the failed rank; a
-    rank blocked on a dead peer gives up after ``timeout_s`` at the latest.
+    The processes are started by ``torch.distributed.run``'s elastic agent
+    (:func:`torch.distributed.launcher.api.elastic_launch`, as ``torchrun --standalone``): a
+    c10d rendezvous on a port the agent picks, no hand-picked free port. ``fn`` must be
+    importable (a module-level function) and its result picklable. If any rank raises or dies,
+    the agent stops the others and a ``RuntimeError`` names the failure; a rank blocked on a
+    dead peer gives up after ``timeout_s`` at the latest.
 
     Args:
         fn: What each rank runs once its process group is up.
@@ -320,30 +298,35 @@ def launch(
     Returns:
         What ``fn`` returned on rank 0.
     """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
     if nproc < 1:
         raise ValueError("nproc must be >= 1")
     dev = rank_device(device, World())
     if dev.type == "cuda" and nproc > torch.cuda.device_count():
         raise ValueError(f"nproc={nproc} needs {nproc} GPUs, found {torch.cuda.device_count()}")
     threads = threads or max(1, (os.cpu_count() or 1) // nproc)
-    with tempfile.TemporaryDirectory(prefix="recforge-ddp-") as tmp:
-        result_path = str(Path(tmp) / "result.pkl")
-        extra = (nproc, free_port(), result_path, device, timeout_s, threads)
-        try:
-            mp.start_processes(
-                _spawned,
-                args=(fn, args, *extra, logging.getLogger().getEffectiveLevel()),
-                nprocs=nproc,
-                join=True,
-                start_method="spawn",
-            )
-        except mp.ProcessRaisedException as exc:
-            raise RuntimeError(
-                f"distributed run failed on rank {exc.error_index}:\n{exc}"
-            ) from None
-        except mp.ProcessExitedException as exc:
-            raise RuntimeError(
-                f"distributed run failed: rank {exc.error_index} exited with code {exc.exit_code}"
-            ) from None
-        with open(result_path, "rb") as fh:
-            return pickle.load(fh)  # noqa: S301 - written by our own rank 0 a moment ago
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=f"recforge-{uuid.uuid4().hex}",
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+        monitor_interval=0.1,
+        start_method="spawn",
+    )
+    level = logging.getLogger().getEffectiveLevel()
+    try:
+        results = elastic_launch(config, _elastic_worker)(
+            fn, args, device, timeout_s, threads, level
+        )
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        raise RuntimeError(
+            f"distributed run failed on rank {rank} (exit code {failure.exitcode}): "
+            f"{failure.message or 'see the log above'}"
+        ) from None
+    return results[0]
