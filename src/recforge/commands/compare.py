@@ -193,6 +193,16 @@ def compare_models(
             continue
         if name == "fm":
             trained_fm = trainer.model
+        if sub is not None:  # the bundle, so the winner is served or exported without retraining
+            from recforge.serve.bundle import save_bundle
+
+            summary = {"model": name, "test": result.test_metrics, "best_epoch": trainer.best_epoch}
+            record = {"summary": summary, "history": result.history}
+            save_bundle(
+                sub / "bundle", name, trainer.model, run.preprocessor,
+                extra_meta={"metrics": record},
+            )  # fmt: skip
+            result.extra["bundle"] = str(sub / "bundle")
         results.append(result)
         log.info("compare: %s test %s", name, result.test_metrics)
     return results
@@ -225,6 +235,7 @@ def leaderboard_rows(
                 "parameters": r.parameters,
                 "params": r.extra.get("params", {}),
                 "init": r.extra.get("init"),
+                "bundle": r.extra.get("bundle"),
                 "error": r.extra.get("error"),
                 "history": r.history,
             }
@@ -235,8 +246,9 @@ def leaderboard_rows(
 def leaderboard_markdown(rows: Sequence[dict[str, Any]], title: str) -> str:
     """A markdown table: rank, model, AUC, logloss, reference figures, epochs, time, size."""
     has_ref = any(r["reference_auc"] is not None for r in rows)
-    head = "| rank | model | AUC | logloss |"
-    rule = "|---:|---|---:|---:|"
+    has_gauc = any(r["gauc"] is not None for r in rows)
+    head = "| rank | model | AUC | logloss |" + (" GAUC |" if has_gauc else "")
+    rule = "|---:|---|---:|---:|" + ("---:|" if has_gauc else "")
     if has_ref:
         head += " reference AUC | reference logloss | ΔAUC |"
         rule += "---:|---:|---:|"
@@ -245,6 +257,8 @@ def leaderboard_markdown(rows: Sequence[dict[str, Any]], title: str) -> str:
     lines = [f"## {title}", "", head, rule]
     for i, r in enumerate(rows, 1):
         line = f"| {i} | {r['model']} | {_num(r['auc'])} | {_num(r['logloss'])} |"
+        if has_gauc:
+            line += f" {_num(r['gauc'])} |"
         if has_ref:
             ref = r["reference_auc"]
             delta = "–" if ref is None or r["auc"] is None else f"{r['auc'] - ref:+.4f}"
@@ -257,8 +271,31 @@ def leaderboard_markdown(rows: Sequence[dict[str, Any]], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Each panel's axis starts at a stated baseline, so a bar's length is the gain over it and a
+# 0.007 gap looks like 0.007, not like a factor of two.
+AXIS_BASELINES = {
+    "auc": (0.5, "0.5, a random ranker"),
+    "gauc": (0.5, "0.5, a random ranker"),
+    "logloss": (0.0, "0"),
+}
+
+
 def plot_leaderboard(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
-    """Horizontal bars of test AUC and logloss per model (reference values as markers)."""
+    """Write :func:`leaderboard_figure` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = leaderboard_figure(rows, title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def leaderboard_figure(rows: Sequence[dict[str, Any]], title: str) -> Any:
+    """Horizontal bars of test AUC, logloss and (where computed) GAUC per model.
+
+    Axes start at :data:`AXIS_BASELINES` (AUC and GAUC at 0.5, logloss at 0), named under each
+    panel; reference values are drawn as markers.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -266,11 +303,15 @@ def plot_leaderboard(rows: Sequence[dict[str, Any]], path: Path, title: str) -> 
 
     ok = [r for r in rows if r["auc"] is not None]
     names = [r["model"] for r in ok][::-1]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(ok) + 1.8), sharey=True)
-    for ax, key in zip(axes, ("auc", "logloss"), strict=True):
-        values = [r[key] for r in ok][::-1]
-        ax.barh(names, values, color="#4878a8")
-        refs = [(i, r[f"reference_{key}"]) for i, r in enumerate(ok[::-1])]
+    keys = ["auc", "logloss"] + (["gauc"] if any(r["gauc"] is not None for r in ok) else [])
+    fig, axes = plt.subplots(
+        1, len(keys), figsize=(5.5 * len(keys), 0.45 * len(ok) + 1.8), sharey=True, squeeze=False
+    )
+    for ax, key in zip(axes[0], keys, strict=True):
+        base, said = AXIS_BASELINES[key]
+        values = [r[key] if r[key] is not None else base for r in ok][::-1]
+        ax.barh(names, [v - base for v in values], left=base, color="#4878a8")
+        refs = [(i, r.get(f"reference_{key}")) for i, r in enumerate(ok[::-1])]
         refs = [(i, v) for i, v in refs if v is not None]
         if refs:
             ax.scatter(
@@ -278,16 +319,13 @@ def plot_leaderboard(rows: Sequence[dict[str, Any]], path: Path, title: str) -> 
                 marker="|", s=300, label="reference",
             )  # fmt: skip
             ax.legend(loc="lower right", fontsize=8)
-        lo, hi = min(values + [v for _, v in refs]), max(values + [v for _, v in refs])
-        pad = (hi - lo) * 0.15 + 1e-3
-        ax.set_xlim(max(lo - pad, 0.0), hi + pad)
-        ax.set_xlabel(f"test {key}")
+        hi = max(values + [v for _, v in refs])
+        ax.set_xlim(base, hi + (hi - base) * 0.05 + 1e-3)
+        ax.set_xlabel(f"test {key} (axis starts at {said})")
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
+    return fig
 
 
 def write_leaderboard(
