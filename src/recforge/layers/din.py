@@ -1,4 +1,4 @@
-"""Deep Interest Network layers: the Dice activation and the local activation unit.
+"""Deep Interest Network layers: the local activation unit and attention pooling.
 
 Zhou et al., "Deep Interest Network for Click-Through Rate Prediction", KDD 2018.
 
@@ -7,120 +7,19 @@ the four-way concatenation ``[v_i, v_a, v_i - v_a, v_i * v_a]`` through a small 
 weight, and the user representation is the weighted sum ``v_U(A) = sum_i a(v_i, v_a) v_i`` over
 the real (unpadded) behaviours. The paper deliberately does not normalise the weights with a
 softmax, so that their sum keeps the intensity of the user's interest; a softmax is an option.
-
-Dice (Eq. 9-10) is a data-adaptive PReLU whose rectification point follows the input
-distribution: ``f(s) = p(s) s + (1 - p(s)) alpha s`` with
-``p(s) = sigmoid((s - E[s]) / sqrt(Var[s] + eps))``; training uses the mini-batch statistics and
-evaluation the running averages. Padded positions are excluded from the statistics through a
-mask, so padding never changes a Dice output.
+The unit's MLP is the shared :class:`~recforge.layers.mlp.MLP`, whose activations include Dice
+(:class:`~recforge.layers.mlp.Dice`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
-from recforge.layers.mlp import MLP, activation
+from recforge.layers.embedding import length_mask
+from recforge.layers.mlp import MLP, Tower
 
-
-def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """Boolean ``(B, L)`` mask, True on the first ``lengths[b]`` positions of each row."""
-    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
-
-
-class Dice(nn.Module):
-    """Dice activation (DIN, Eq. 10) over the last dimension, with running statistics.
-
-    Args:
-        num_features: Size of the last dimension (statistics are kept per feature).
-        eps: The epsilon of Eq. 10 (the paper uses 1e-8).
-        momentum: Weight of the current batch in the running averages (PyTorch convention).
-
-    Shape:
-        ``(..., num_features)`` -> same shape; ``mask`` of shape ``(...)`` marks the rows that
-        contribute to the batch statistics (e.g. real, unpadded behaviours).
-    """
-
-    def __init__(self, num_features: int, eps: float = 1e-8, momentum: float = 0.1) -> None:
-        super().__init__()
-        self.eps = eps
-        self.momentum = momentum
-        self.alpha = nn.Parameter(torch.zeros(num_features))
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
-
-    def forward(self, s: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if self.training:
-            flat = s.reshape(-1, s.shape[-1])
-            if mask is not None:
-                flat = flat[mask.reshape(-1)]
-            if flat.shape[0] > 0:
-                mean = flat.mean(dim=0)
-                var = flat.var(dim=0, unbiased=False)
-                with torch.no_grad():
-                    n = flat.shape[0]
-                    unbiased = var * n / max(n - 1, 1)
-                    self.running_mean.lerp_(mean.detach(), self.momentum)
-                    self.running_var.lerp_(unbiased.detach(), self.momentum)
-            else:  # nothing real in the batch: fall back to the running statistics
-                mean, var = self.running_mean, self.running_var
-        else:
-            mean, var = self.running_mean, self.running_var
-        p = torch.sigmoid((s - mean) / torch.sqrt(var + self.eps))  # Eq. 10
-        return p * s + (1.0 - p) * self.alpha * s
-
-
-class FeedForward(nn.Module):
-    """An MLP whose activation may be Dice (masked statistics) or any :func:`activation` name.
-
-    With a non-Dice activation this is exactly :class:`recforge.layers.mlp.MLP` (PReLU, ReLU,
-    sigmoid ...). With ``"dice"`` every hidden ``Linear`` is followed by a :class:`Dice`.
-
-    Args:
-        input_dim: Input width.
-        hidden: Hidden widths.
-        output_dim: Width of a final linear layer (no activation), or ``None``.
-        activation: ``"dice"`` or an activation name accepted by :func:`activation`.
-        dropout: Dropout after each hidden activation.
-
-    Shape:
-        ``(..., input_dim)`` -> ``(..., output_dim or hidden[-1])``.
-    """
-
-    def __init__(
-        self,
-        input_dim: int,
-        hidden: Sequence[int],
-        output_dim: int | None = None,
-        activation_name: str = "dice",
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.is_dice = activation_name == "dice"
-        if not self.is_dice:
-            activation(activation_name)  # validates the name early
-            self.mlp = MLP(input_dim, hidden, output_dim, activation_name, dropout)
-            self.output_dim = self.mlp.output_dim
-            return
-        self.linears = nn.ModuleList()
-        self.dices = nn.ModuleList()
-        width = input_dim
-        for h in hidden:
-            self.linears.append(nn.Linear(width, h))
-            self.dices.append(Dice(h))
-            width = h
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.out = nn.Linear(width, output_dim) if output_dim is not None else None
-        self.output_dim = output_dim if output_dim is not None else width
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if not self.is_dice:
-            return self.mlp(x)
-        for linear, dice in zip(self.linears, self.dices, strict=True):
-            x = self.dropout(dice(linear(x), mask))
-        return self.out(x) if self.out is not None else x
+_PAPER_UNIT = Tower(hidden=(36,), activation="dice")  # the paper's unit: 36 units with Dice
 
 
 class ActivationUnit(nn.Module):
@@ -128,8 +27,7 @@ class ActivationUnit(nn.Module):
 
     Args:
         dim: Width of a behaviour vector ``v_i`` and of the candidate ``v_a``.
-        hidden: Hidden widths of the unit's MLP (the paper uses one layer of 36).
-        activation_name: ``"dice"``, ``"prelu"``, ``"sigmoid"`` ...
+        tower: The unit's MLP (the paper: one layer of 36 with Dice, ``prelu``, ``sigmoid`` ...).
         softmax: Normalise the weights over the real behaviours (off in the paper).
 
     Shape:
@@ -137,16 +35,10 @@ class ActivationUnit(nn.Module):
         positions get exactly 0.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        hidden: Sequence[int] = (36,),
-        activation_name: str = "dice",
-        softmax: bool = False,
-    ) -> None:
+    def __init__(self, dim: int, tower: Tower = _PAPER_UNIT, softmax: bool = False) -> None:
         super().__init__()
         self.softmax = softmax
-        self.mlp = FeedForward(4 * dim, hidden, output_dim=1, activation_name=activation_name)
+        self.mlp = MLP(4 * dim, tower, output_dim=1)
 
     @staticmethod
     def features(keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
@@ -174,20 +66,17 @@ class ActivationUnit(nn.Module):
 class AttentionPooling(nn.Module):
     """Masked weighted sum pooling ``v_U = sum_i a(v_i, v_a) v_i`` (DIN, Eq. 3).
 
+    Args:
+        unit: The activation unit that weighs each behaviour.
+
     Shape:
         keys ``(B, L, D)``, query ``(B, D)``, lengths ``(B,)`` -> pooled ``(B, D)`` and the
         weights ``(B, L)``.
     """
 
-    def __init__(
-        self,
-        dim: int,
-        hidden: Sequence[int] = (36,),
-        activation_name: str = "dice",
-        softmax: bool = False,
-    ) -> None:
+    def __init__(self, unit: ActivationUnit) -> None:
         super().__init__()
-        self.unit = ActivationUnit(dim, hidden, activation_name, softmax)
+        self.unit = unit
 
     def forward(
         self, keys: torch.Tensor, query: torch.Tensor, lengths: torch.Tensor

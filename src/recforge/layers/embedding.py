@@ -63,15 +63,28 @@ class FusedEmbedding(nn.Module):
         return self.embedding.weight[start : start + self.vocab_sizes[field_index]]
 
 
+def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """Boolean ``(B, L)`` mask, True on the first ``lengths[b]`` positions of each row."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def masked_sum(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Sum over the first ``lengths`` positions (left-aligned sequences); zeros when empty.
+
+    Shape:
+        values ``(B, L, D)``, lengths ``(B,)`` -> ``(B, D)``.
+    """
+    mask = length_mask(lengths, values.shape[1]).to(values.dtype)
+    return (values * mask.unsqueeze(-1)).sum(dim=1)
+
+
 def masked_mean(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Mean over the first ``lengths`` positions; zeros for empty sequences.
 
     Shape:
         values ``(B, L, D)``, lengths ``(B,)`` -> ``(B, D)``.
     """
-    L = values.shape[1]
-    mask = (torch.arange(L, device=values.device)[None, :] < lengths[:, None]).to(values.dtype)
-    total = (values * mask.unsqueeze(-1)).sum(dim=1)
+    total = masked_sum(values, lengths)
     return total / lengths.clamp(min=1).to(values.dtype).unsqueeze(-1)
 
 
@@ -79,10 +92,14 @@ class FieldVectors(nn.Module):
     """What every field-embedding layer returns, built from its ``_field_vectors(batch)``.
 
     Subclasses (:class:`FeatureEmbedding`, and TorchRec's adapter in
-    :mod:`recforge.distributed.torchrec_bridge`) set ``output_dims`` (one width per field
-    vector) and return one ``(B, n, d)`` block per group of fields, in output order.
+    :mod:`recforge.distributed.torchrec_bridge`) set ``schema``, ``include_dense``,
+    ``pool_sequences`` and ``output_dims`` (one width per field vector) and return one
+    ``(B, n, d)`` block per group of fields, in output order.
     """
 
+    schema: Schema
+    include_dense: bool
+    pool_sequences: bool
     output_dims: tuple[int, ...]
 
     def _field_vectors(self, batch: Batch) -> list[torch.Tensor]:
@@ -97,6 +114,15 @@ class FieldVectors(nn.Module):
     def output_dim(self) -> int:
         """Width of :meth:`flat`."""
         return sum(self.output_dims)
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        """The field of each vector :meth:`forward` stacks, in order (matches ``output_dims``)."""
+        s = self.schema
+        names = [f.name for f in s.sparse_fields]
+        names += [f.name for f in s.dense_fields] if self.include_dense else []
+        names += [f.name for f in s.sequence_fields] if self.pool_sequences else []
+        return tuple(names)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Field embeddings stacked as ``(B, F, D)``; all fields must share one dimension."""
@@ -243,6 +269,40 @@ class FeatureEmbedding(FieldVectors):
         """Embedding of one sparse field ``(B, D)``."""
         key, index = self._where[name]
         return self.tables[key].lookup(batch.sparse[:, self.schema.sparse_index(name)], index)
+
+
+class StackedInput(FeatureEmbedding):
+    """``x_0 = [e_1; ...; e_F; x_dense]``: the field embeddings stacked with the raw numerics.
+
+    The input block of the models that give numeric features to the network as they are
+    rather than as embedded vectors: DCN's ``x_0``, Deep Crossing's stacking layer and the
+    deep part of Wide & Deep. It is a :class:`FeatureEmbedding` without dense vectors
+    (``include_dense=False``), so :meth:`flat` and :meth:`forward` cover the sparse fields (and
+    pooled sequences) only.
+
+    Args:
+        schema: A fitted schema.
+        dim: Override of the schema's default embedding dimension for all fields.
+        sparse: Sparse gradients for the fused tables.
+
+    Shape:
+        batch -> ``(B, stacked_dim)`` with ``stacked_dim = output_dim + Fd``.
+    """
+
+    def __init__(self, schema: Schema, dim: int | None = None, sparse: bool = False) -> None:
+        super().__init__(schema, dim=dim, sparse=sparse, include_dense=False)
+        self.stacked_dim = self.output_dim + len(schema.dense_fields)
+
+    def stack(self, batch: Batch, embedded: torch.Tensor | None = None) -> torch.Tensor:
+        """``[flat(batch); batch.dense]``, or ``embedded`` in place of ``flat(batch)``.
+
+        Args:
+            batch: The batch.
+            embedded: ``(B, output_dim)`` flat embeddings transformed by the caller (Deep
+                Crossing's ``max(0, e + b)``); ``None`` stacks :meth:`flat` as it is.
+        """
+        emb = self.flat(batch) if embedded is None else embedded
+        return torch.cat([emb, batch.dense], dim=1)
 
 
 class LinearPart(nn.Module):

@@ -1,8 +1,20 @@
-"""Multi-layer perceptron shared by every deep model."""
+"""The tower every deep model uses: a :class:`Tower` config and the :class:`MLP` built from it.
+
+A tower is a stack of ``Linear -> [BatchNorm] -> activation -> [Dropout]`` blocks. The
+activation is named: ``relu``, ``prelu``, ``tanh``, ``sigmoid``, ``gelu``, ``identity`` or
+``dice``.
+
+Dice (Zhou et al., "Deep Interest Network for Click-Through Rate Prediction", KDD 2018,
+Eq. 9-10) is a data-adaptive PReLU whose rectification point follows the input distribution:
+``f(s) = p(s) s + (1 - p(s)) alpha s`` with ``p(s) = sigmoid((s - E[s]) / sqrt(Var[s] + eps))``;
+training uses the mini-batch statistics and evaluation the running averages. Padded positions
+can be excluded from the statistics through a mask, so padding never changes a Dice output.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -17,56 +29,132 @@ _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def activation(name: str) -> nn.Module:
-    """Build an activation module by name (``relu``, ``prelu``, ``tanh``, ``sigmoid`` ...)."""
+class Dice(nn.Module):
+    """Dice activation (DIN, Eq. 10) over the last dimension, with running statistics.
+
+    Args:
+        num_features: Size of the last dimension (statistics are kept per feature).
+        eps: The epsilon of Eq. 10 (the paper uses 1e-8).
+        momentum: Weight of the current batch in the running averages (PyTorch convention).
+
+    Shape:
+        ``(..., num_features)`` -> same shape; ``mask`` of shape ``(...)`` marks the rows that
+        contribute to the batch statistics (e.g. real, unpadded behaviours).
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-8, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.eps = eps
+        self.momentum = momentum
+        self.alpha = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def forward(self, s: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.training:
+            flat = s.reshape(-1, s.shape[-1])
+            if mask is not None:
+                flat = flat[mask.reshape(-1)]
+            if flat.shape[0] > 0:
+                mean = flat.mean(dim=0)
+                var = flat.var(dim=0, unbiased=False)
+                with torch.no_grad():
+                    n = flat.shape[0]
+                    unbiased = var * n / max(n - 1, 1)
+                    self.running_mean.lerp_(mean.detach(), self.momentum)
+                    self.running_var.lerp_(unbiased.detach(), self.momentum)
+            else:  # nothing real in the batch: fall back to the running statistics
+                mean, var = self.running_mean, self.running_var
+        else:
+            mean, var = self.running_mean, self.running_var
+        p = torch.sigmoid((s - mean) / torch.sqrt(var + self.eps))  # Eq. 10
+        return p * s + (1.0 - p) * self.alpha * s
+
+
+def activation(name: str, width: int | None = None) -> nn.Module:
+    """Build an activation module by name.
+
+    Args:
+        name: ``relu``, ``prelu``, ``tanh``, ``sigmoid``, ``gelu``, ``identity`` or ``dice``.
+        width: Size of the last dimension of the input; Dice keeps its statistics per feature
+            and needs it, the others ignore it.
+
+    Raises:
+        ValueError: for an unknown name, or ``dice`` without a width.
+    """
+    if name == "dice":
+        if width is None:
+            raise ValueError("the dice activation needs the width of its input")
+        return Dice(width)
     try:
         return _ACTIVATIONS[name]()
     except KeyError:
         raise ValueError(
-            f"unknown activation {name!r}; choose from {sorted(_ACTIVATIONS)}"
+            f"unknown activation {name!r}; choose from {sorted([*_ACTIVATIONS, 'dice'])}"
         ) from None
 
 
+@dataclass(frozen=True)
+class Tower:
+    """The hidden layers of an MLP and the options of each block.
+
+    Model configs with a tower inherit these fields (``TowerConfig`` in
+    :mod:`recforge.models.tower`), so their YAML keys stay flat (``model.params.hidden``).
+
+    Args:
+        hidden: Widths of the hidden layers.
+        activation: Hidden activation (see :func:`activation`; ``dice`` included).
+        dropout: Dropout probability after each hidden activation.
+        batch_norm: Batch normalisation between each hidden ``Linear`` and its activation.
+    """
+
+    hidden: tuple[int, ...] = ()
+    activation: str = "relu"
+    dropout: float = 0.0
+    batch_norm: bool = False
+
+    def block(self, width: int) -> list[nn.Module]:
+        """What follows a hidden ``Linear`` of ``width`` units: ``[BatchNorm], act, [Dropout]``."""
+        layers: list[nn.Module] = [nn.BatchNorm1d(width)] if self.batch_norm else []
+        layers.append(activation(self.activation, width))
+        if self.dropout > 0:
+            layers.append(nn.Dropout(self.dropout))
+        return layers
+
+
 class MLP(nn.Module):
-    """Stack of ``Linear -> [BatchNorm] -> activation -> [Dropout]`` blocks.
+    """The tower's ``Linear -> [BatchNorm] -> activation -> [Dropout]`` blocks, then an optional
+    final ``Linear`` without activation.
 
     Args:
         input_dim: Input width.
-        hidden: Widths of the hidden layers.
-        output_dim: Width of a final linear layer without activation; ``None`` for none.
-        activation: Activation name.
-        dropout: Dropout probability after each hidden layer.
-        batch_norm: Batch normalisation before each activation.
+        tower: Hidden widths and block options.
+        output_dim: Width of the final linear layer; ``None`` for none.
 
     Shape:
-        ``(B, input_dim)`` -> ``(B, output_dim or hidden[-1])``.
+        ``(..., input_dim)`` -> ``(..., output_dim or hidden[-1])`` (batch norm wants
+        ``(B, input_dim)``); ``mask`` of shape ``(...)`` marks the rows that count in Dice's
+        batch statistics.
     """
 
-    def __init__(
-        self,
-        input_dim: int,
-        hidden: Sequence[int],
-        output_dim: int | None = None,
-        activation: str = "relu",
-        dropout: float = 0.0,
-        batch_norm: bool = False,
-    ) -> None:
+    def __init__(self, input_dim: int, tower: Tower, output_dim: int | None = None) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = input_dim
-        for h in hidden:
+        for h in tower.hidden:
             layers.append(nn.Linear(width, h))
-            if batch_norm:
-                layers.append(nn.BatchNorm1d(h))
-            layers.append(globals()["activation"](activation))
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+            layers.extend(tower.block(h))
             width = h
         if output_dim is not None:
             layers.append(nn.Linear(width, output_dim))
             width = output_dim
         self.net = nn.Sequential(*layers)
         self.output_dim = width
+        self._masked = any(isinstance(layer, Dice) for layer in layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if not self._masked:
+            return self.net(x)
+        for layer in self.net:
+            x = layer(x, mask) if isinstance(layer, Dice) else layer(x)
+        return x

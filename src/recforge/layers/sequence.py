@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from recforge.features import Batch, Schema, SequenceField
-from recforge.layers.embedding import FeatureEmbedding
+from recforge.layers.embedding import FeatureEmbedding, length_mask
 
 Mode = Literal["gru", "aigru", "agru", "augru"]
 MODES: tuple[str, ...] = ("gru", "aigru", "agru", "augru")
@@ -157,7 +157,7 @@ class MaskedGRU(nn.Module):
         H = self.hidden_dim
         L = x.shape[1]
         gi_all = torch.nn.functional.linear(x, self.weight_ih, self.bias_ih)  # (B, L, 3H)
-        valid = (torch.arange(L, device=x.device)[None, :] < lengths[:, None]).unsqueeze(-1)
+        valid = length_mask(lengths, L).unsqueeze(-1)
         h = torch.zeros_like(gi_all[:, 0, :H]) if h0 is None else h0
         outputs = []
         for t in range(L):
@@ -259,21 +259,19 @@ def sample_behaviours(
 def kept_columns(embedding: FeatureEmbedding, skip: Sequence[str]) -> torch.Tensor | None:
     """Columns of ``embedding.flat(batch)`` left after dropping the fields named in ``skip``.
 
-    Returns ``None`` when nothing is skipped (use ``flat`` as it is). Only sparse and dense
-    fields can be skipped; ``embedding`` must be built with ``pool_sequences=False``.
+    Returns ``None`` when nothing is skipped (use ``flat`` as it is). Any field vector of the
+    embedding can be skipped (sparse and dense fields when built with
+    ``pool_sequences=False``, as the sequence models do).
     """
     if not skip:
         return None
-    schema = embedding.schema
-    names = [f.name for f in schema.sparse_fields]
-    if embedding.include_dense:
-        names += [f.name for f in schema.dense_fields]
+    names = embedding.field_names
     unknown = set(skip) - set(names)
     if unknown:
-        raise ValueError(f"skip_fields {sorted(unknown)} are not sparse or dense fields")
+        raise ValueError(f"skip_fields {sorted(unknown)} are not fields of the model's input")
     cols: list[int] = []
     start = 0
-    for name, width in zip(names, embedding.output_dims, strict=False):
+    for name, width in zip(names, embedding.output_dims, strict=True):
         if name not in skip:
             cols.extend(range(start, start + width))
         start += width

@@ -22,27 +22,23 @@ import torch
 from torch import nn
 
 from recforge.features import Batch, Schema
-from recforge.layers import MLP, FeatureEmbedding
+from recforge.layers import MLP, StackedInput
 from recforge.layers.cross import CrossNetwork
-from recforge.models.base import ModelConfig, RecModel
+from recforge.models.base import RecModel
 from recforge.models.registry import ModelSpec
+from recforge.models.tower import TowerConfig
 
 
 @dataclass(frozen=True)
-class DCNConfig(ModelConfig):
-    """Args:
-    cross_layers: Number of cross layers ``L1``.
-    hidden: Widths of the deep network (empty for a cross-network-only model).
-    activation: Hidden activation.
-    dropout: Dropout after each hidden layer.
-    batch_norm: Batch normalisation in each hidden layer.
+class DCNConfig(TowerConfig):
+    """The deep network's options (:class:`~recforge.models.tower.TowerConfig`; ``hidden``
+    empty for a cross-network-only model) and the cross network's:
+
+    Args:
+        cross_layers: Number of cross layers ``L1``.
     """
 
     cross_layers: int = 3
-    hidden: tuple[int, ...] = (400, 400, 400)
-    activation: str = "relu"
-    dropout: float = 0.0
-    batch_norm: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,29 +59,17 @@ class DCN(RecModel):
 
     def __init__(self, schema: Schema, cfg: DCNConfig) -> None:
         super().__init__(schema, cfg)
-        self.embedding = FeatureEmbedding(
-            schema, dim=cfg.embedding_dim, sparse=cfg.sparse, include_dense=False
-        )
-        d = self.embedding.output_dim + len(schema.dense_fields)
+        self.embedding = StackedInput(schema, dim=cfg.embedding_dim, sparse=cfg.sparse)
+        d = self.embedding.stacked_dim
         version, rank = (2, cfg.rank) if isinstance(cfg, DCNV2Config) else (1, 0)
         self.stacked = isinstance(cfg, DCNV2Config) and cfg.structure == "stacked"
         self.cross = CrossNetwork(d, cfg.cross_layers, version=version, rank=rank)
-        self.deep = (
-            MLP(
-                d,
-                cfg.hidden,
-                activation=cfg.activation,
-                dropout=cfg.dropout,
-                batch_norm=cfg.batch_norm,
-            )
-            if cfg.hidden
-            else None
-        )
+        self.deep = MLP(d, cfg) if cfg.hidden else None
         deep_width = self.deep.output_dim if self.deep is not None else 0
         self.logit = nn.Linear(deep_width if self.stacked and self.deep else d + deep_width, 1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        x0 = torch.cat([self.embedding.flat(batch), batch.dense], dim=1)  # (B, d)
+        x0 = self.embedding.stack(batch)  # (B, d)
         x_cross = self.cross(x0)  # (B, d)
         if self.deep is None:
             combined = x_cross

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from recforge.features import Batch, Schema
-from recforge.layers import FeatureEmbedding
+from recforge.layers import StackedInput
 from recforge.layers.residual import ResidualUnit
 from recforge.models.base import ModelConfig, RecModel
 from recforge.models.registry import ModelSpec
@@ -55,10 +55,8 @@ class DeepCrossing(RecModel):
 
     def __init__(self, schema: Schema, cfg: DeepCrossingConfig) -> None:
         super().__init__(schema, cfg)
-        self.embedding = FeatureEmbedding(
-            schema, dim=cfg.embedding_dim, sparse=cfg.sparse, include_dense=False
-        )
-        width = self.embedding.output_dim + len(schema.dense_fields)
+        self.embedding = StackedInput(schema, dim=cfg.embedding_dim, sparse=cfg.sparse)
+        width = self.embedding.stacked_dim
         if width == 0:
             raise ValueError("Deep Crossing needs at least one field")
         # b_j of every field's embedding layer, concatenated in stacking order
@@ -77,7 +75,7 @@ class DeepCrossing(RecModel):
         emb = self.embedding.flat(batch)  # (B, sum of field dims)
         if self.embedding_bias is not None:
             emb = torch.relu(emb + self.embedding_bias)  # X_j^O = max(0, W_j X_j^I + b_j)
-        x = torch.cat([emb, batch.dense], dim=1)  # stacking layer: (B, width)
+        x = self.embedding.stack(batch, emb)  # stacking layer: (B, width)
         return self.score(self.residual(x)).squeeze(-1)  # (B,)
 
 

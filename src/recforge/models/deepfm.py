@@ -38,14 +38,7 @@ class DeepFM(RecModel):
         self.embedding = FeatureEmbedding(schema, dim=cfg.embedding_dim, sparse=cfg.sparse)
         self.linear = LinearPart(schema, sparse=cfg.sparse)
         self.fm = FMInteraction()
-        self.dnn = MLP(
-            self.embedding.output_dim,
-            cfg.hidden,
-            output_dim=1,
-            activation=cfg.activation,
-            dropout=cfg.dropout,
-            batch_norm=cfg.batch_norm,
-        )
+        self.dnn = MLP(self.embedding.output_dim, cfg, output_dim=1)
 
     def fm_logit(self, batch: Batch, v: torch.Tensor | None = None) -> torch.Tensor:
         """The FM component ``<w, x> + sum_{i<j} <v_i, v_j>`` ``(B,)``."""

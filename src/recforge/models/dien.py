@@ -28,27 +28,21 @@ from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits as bce
 
 from recforge.features import Batch, Schema
-from recforge.layers.din import ActivationUnit, FeedForward, length_mask
-from recforge.layers.embedding import FeatureEmbedding
-from recforge.layers.sequence import (
-    MaskedGRU,
-    behaviour_dim,
-    embed_behaviours,
-    kept_columns,
-    resolve_behaviours,
-    sample_behaviours,
-)
-from recforge.models.base import ModelConfig, RecModel
+from recforge.layers.din import ActivationUnit
+from recforge.layers.embedding import length_mask, masked_sum
+from recforge.layers.mlp import MLP, Tower
+from recforge.layers.sequence import MaskedGRU, sample_behaviours
+from recforge.models.behaviour import AttentionConfig, BehaviourModel
 from recforge.models.registry import ModelSpec
 
 
 @dataclass(frozen=True)
-class DIENConfig(ModelConfig):
-    """Options of DIEN.
+class DIENConfig(AttentionConfig):
+    """The MLP's, behaviours' and attention unit's options (:class:`~recforge.models.
+    behaviour.AttentionConfig`; ``behaviours: None`` leaves the negative sequences out) and the
+    interest extractor's and evolution's:
 
     Args:
-        behaviours: ``[[sequence_field, candidate_field], ...]``; ``None`` pairs every sequence
-            field (except the negative ones) with its ``share_embedding_with`` target.
         gru_hidden: Hidden width of both GRUs; ``None`` is the behaviour width (the official
             code: 36 = 2 x 18), which lets the auxiliary score be an inner product.
         evolution: ``augru`` (the paper's), ``agru``, ``aigru`` or ``gru`` (no attention).
@@ -57,75 +51,47 @@ class DIENConfig(ModelConfig):
         negatives: ``uniform`` or ``in_batch`` sampling of negative behaviours.
         negative_behaviours: Sequence fields holding the negative behaviours, one per
             behaviour pair, aligned with the history (overrides ``negatives``).
-        attention_hidden: Hidden widths of the attention unit.
-        attention_activation: Its activation.
-        hidden: MLP widths (the official code: 200-80).
-        activation: MLP activation (``dice`` or ``prelu``).
-        dropout: Dropout in the MLP.
-        skip_fields: Sparse/dense fields left out of the MLP input.
     """
 
-    behaviours: tuple[tuple[str, str], ...] | None = None
     gru_hidden: int | None = None
     evolution: Literal["augru", "agru", "aigru", "gru"] = "augru"
     alpha: float = 1.0
     aux_net: Literal["inner", "mlp"] = "inner"
     negatives: Literal["uniform", "in_batch"] = "uniform"
     negative_behaviours: tuple[str, ...] | None = None
-    attention_hidden: tuple[int, ...] = (36,)
-    attention_activation: str = "dice"
-    hidden: tuple[int, ...] = (200, 80)
-    activation: str = "dice"
-    dropout: float = 0.0
-    skip_fields: tuple[str, ...] = ()
 
 
-class DIEN(RecModel):
+class DIEN(BehaviourModel):
     """Interest extractor GRU (+ auxiliary loss) -> attentional interest evolution -> MLP."""
 
     config_class = DIENConfig
 
     def __init__(self, schema: Schema, cfg: DIENConfig) -> None:
-        super().__init__(schema, cfg)
-        self.embedding = FeatureEmbedding(
-            schema, dim=cfg.embedding_dim, sparse=cfg.sparse, pool_sequences=False
-        )
         negs = tuple(cfg.negative_behaviours or ())
-        self.behaviours = resolve_behaviours(schema, cfg.behaviours, exclude=negs)
+        super().__init__(schema, cfg, exclude=negs)
         if negs and len(negs) != len(self.behaviours):
             raise ValueError("negative_behaviours needs one sequence field per behaviour pair")
         for neg, (_, target) in zip(negs, self.behaviours, strict=False):
             if getattr(schema.field(neg), "share_embedding_with", None) != target:
                 raise ValueError(f"negative sequence {neg!r} must share the rows of {target!r}")
-        dk = behaviour_dim(self.embedding, self.behaviours)
+        dk = self.behaviour_dim
         h = cfg.gru_hidden or dk
         self.extractor = MaskedGRU(dk, h, "gru")
         self.evolution = MaskedGRU(h, h, "gru" if cfg.evolution == "gru" else cfg.evolution)
         self.query_proj = nn.Linear(dk, h, bias=False) if h != dk else nn.Identity()
-        self.attention = ActivationUnit(
-            h, cfg.attention_hidden, cfg.attention_activation, softmax=True
-        )
+        self.attention = ActivationUnit(h, cfg.attention_tower, softmax=True)
         if cfg.aux_net == "mlp":
-            self.aux = FeedForward(h + dk, (100, 50), 1, "sigmoid")
+            self.aux = MLP(h + dk, Tower((100, 50), "sigmoid"), output_dim=1)
         else:
             self.aux_proj = nn.Linear(h, dk, bias=False) if h != dk else nn.Identity()
-        columns = kept_columns(self.embedding, cfg.skip_fields)
-        self.register_buffer("columns", columns, persistent=False)
-        width = (len(columns) if columns is not None else self.embedding.output_dim) + h + dk
-        self.mlp = FeedForward(width, cfg.hidden, 1, cfg.activation, cfg.dropout)
-
-    def other_features(self, batch: Batch) -> torch.Tensor:
-        """User profile, candidate and context embeddings, concatenated: ``(B, W)``."""
-        flat = self.embedding.flat(batch)
-        return flat if self.columns is None else flat.index_select(1, self.columns)
+        self.mlp = self.build_mlp(h + dk)
 
     def _interests(self, batch: Batch) -> dict[str, torch.Tensor]:
-        keys, query, lengths = embed_behaviours(self.embedding, self.behaviours, batch)
+        keys, query, lengths = self.embed_behaviours(batch)
         states, _ = self.extractor(keys, lengths)  # (B, L, H): interest extractor
         att = self.attention(states, self.query_proj(query), lengths)  # (B, L), softmax
         _, final = self.evolution(states, lengths, attention=att)  # (B, H): h'(T)
-        mask = length_mask(lengths, keys.shape[1]).to(keys.dtype)
-        history = (keys * mask.unsqueeze(-1)).sum(dim=1)  # (B, Dk) sum-pooled behaviours
+        history = masked_sum(keys, lengths)  # (B, Dk) sum-pooled behaviours
         return {
             "keys": keys,
             "lengths": lengths,
@@ -139,16 +105,13 @@ class DIEN(RecModel):
         """The attention ``a_t`` of each time step on the candidate: ``(B, L)``, 0 on padding."""
         return self._interests(batch)["att"]
 
-    def _logits(self, batch: Batch, parts: dict[str, torch.Tensor]) -> torch.Tensor:
-        x = torch.cat([self.other_features(batch), parts["final"], parts["history"]], dim=1)
-        return self.mlp(x).squeeze(-1)  # (B,)
-
     def forward(self, batch: Batch) -> torch.Tensor:
-        return self._logits(batch, self._interests(batch))
+        parts = self._interests(batch)
+        return self.score(batch, parts["final"], parts["history"])  # (B,)
 
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         parts = self._interests(batch)
-        logits = self._logits(batch, parts)
+        logits = self.score(batch, parts["final"], parts["history"])
         if self.cfg.alpha == 0:
             return logits, None
         return logits, self.cfg.alpha * self.auxiliary_loss(batch, parts)

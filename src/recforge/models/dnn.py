@@ -15,23 +15,14 @@ import torch
 
 from recforge.features import Batch, Schema
 from recforge.layers import MLP, FeatureEmbedding
-from recforge.models.base import ModelConfig, RecModel
+from recforge.models.base import RecModel
 from recforge.models.registry import ModelSpec
+from recforge.models.tower import TowerConfig
 
 
 @dataclass(frozen=True)
-class DNNConfig(ModelConfig):
-    """Args:
-    hidden: Widths of the hidden layers.
-    activation: Hidden activation.
-    dropout: Dropout after each hidden layer.
-    batch_norm: Batch normalisation in each hidden layer.
-    """
-
-    hidden: tuple[int, ...] = (400, 400, 400)
-    activation: str = "relu"
-    dropout: float = 0.0
-    batch_norm: bool = False
+class DNNConfig(TowerConfig):
+    """DNN's options are its tower's (:class:`~recforge.models.tower.TowerConfig`)."""
 
 
 class DNN(RecModel):
@@ -42,14 +33,7 @@ class DNN(RecModel):
     def __init__(self, schema: Schema, cfg: DNNConfig) -> None:
         super().__init__(schema, cfg)
         self.embedding = FeatureEmbedding(schema, dim=cfg.embedding_dim, sparse=cfg.sparse)
-        self.mlp = MLP(
-            self.embedding.output_dim,
-            cfg.hidden,
-            output_dim=1,
-            activation=cfg.activation,
-            dropout=cfg.dropout,
-            batch_norm=cfg.batch_norm,
-        )
+        self.mlp = MLP(self.embedding.output_dim, cfg, output_dim=1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         x = self.embedding.flat(batch)  # (B, sum of field dims)

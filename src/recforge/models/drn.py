@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from recforge.features import Batch, Schema
-from recforge.layers import MLP, FeatureEmbedding
+from recforge.layers import MLP, FeatureEmbedding, Tower
 from recforge.models.base import ModelConfig, RecModel
 from recforge.models.registry import ModelSpec
 
@@ -69,11 +69,11 @@ class DuelingQ(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        self.state_net = MLP(state_dim, state_hidden, activation=activation)
+        self.state_net = MLP(state_dim, Tower(tuple(state_hidden), activation))
         width = self.state_net.output_dim
-        self.value = MLP(width, value_hidden, output_dim=1, activation=activation)
+        self.value = MLP(width, Tower(tuple(value_hidden), activation), output_dim=1)
         self.advantage = MLP(
-            width + action_dim, advantage_hidden, output_dim=1, activation=activation
+            width + action_dim, Tower(tuple(advantage_hidden), activation), output_dim=1
         )
 
     def streams(

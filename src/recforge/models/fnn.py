@@ -22,30 +22,30 @@ import torch
 
 from recforge.features import Batch, Schema
 from recforge.layers import MLP, FeatureEmbedding, LinearPart
-from recforge.models.base import ModelConfig, PretrainStage, RecModel
+from recforge.models.base import PretrainStage, RecModel
 from recforge.models.fm import FM
 from recforge.models.registry import ModelSpec
+from recforge.models.tower import TowerConfig
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class FNNConfig(ModelConfig):
-    """Args:
-    hidden: Hidden layer widths (the paper's network has tanh layers above ``z``).
-    activation: Hidden activation (the paper uses tanh).
-    dropout: Dropout after each hidden layer.
-    batch_norm: Batch normalisation in each hidden layer.
-    pretrained_fm: Path of a saved FM bundle whose weights initialise ``z`` (the engine loads
-        it; never the constructor); ``None`` trains the FM in the same run (``pretrain_fm``).
-    pretrain_fm: With no ``pretrained_fm``, train an FM first in the same run (stage one) and
-        initialise from it, as the paper does; ``False`` keeps the random initialisation.
+class FNNConfig(TowerConfig):
+    """The tower's options (:class:`~recforge.models.tower.TowerConfig`; the paper's network
+    has tanh layers above ``z``) and the pretraining:
+
+    Args:
+        activation: Hidden activation (the paper uses tanh).
+        pretrained_fm: Path of a saved FM bundle whose weights initialise ``z`` (the engine
+            loads it; never the constructor); ``None`` trains the FM in the same run
+            (``pretrain_fm``).
+        pretrain_fm: With no ``pretrained_fm``, train an FM first in the same run (stage one)
+            and initialise from it, as the paper does; ``False`` keeps the random
+            initialisation.
     """
 
-    hidden: tuple[int, ...] = (400, 400, 400)
     activation: str = "tanh"
-    dropout: float = 0.0
-    batch_norm: bool = False
     pretrained_fm: str | None = None
     pretrain_fm: bool = True
 
@@ -60,14 +60,7 @@ class FNN(RecModel):
         self.embedding = FeatureEmbedding(schema, dim=cfg.embedding_dim, sparse=cfg.sparse)
         self.linear = LinearPart(schema, sparse=cfg.sparse)  # w0 and w_i, as in the FM
         n_first = len(schema.sparse_fields) + len(schema.dense_fields) + 1
-        self.mlp = MLP(
-            self.embedding.output_dim + n_first,
-            cfg.hidden,
-            output_dim=1,
-            activation=cfg.activation,
-            dropout=cfg.dropout,
-            batch_norm=cfg.batch_norm,
-        )
+        self.mlp = MLP(self.embedding.output_dim + n_first, cfg, output_dim=1)
 
     def dense_input(self, batch: Batch) -> torch.Tensor:
         """The input ``z = (w0, w_i x_i ..., v_i x_i ...)`` of Eq. (3).

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from recforge.features import Batch, Schema
-from recforge.layers import MLP, FusedEmbedding
+from recforge.layers import MLP, FusedEmbedding, Tower
 from recforge.models.base import ModelConfig, PretrainStage, RecModel
 from recforge.models.registry import ModelSpec
 
@@ -61,8 +61,8 @@ class MLPArch(nn.Module):
             raise ValueError("the NCF MLP tower needs at least one layer")
         dim = factors * 2 ** (num_layers - 1)  # each side; the concatenation is f 2^L wide
         self.embedding = FusedEmbedding(sizes, dim, sparse=sparse, init_std=0.01)
-        hidden = [factors * 2 ** (num_layers - 1 - layer) for layer in range(num_layers)]
-        self.tower = MLP(2 * dim, hidden, activation="relu", dropout=dropout)
+        hidden = tuple(factors * 2 ** (num_layers - 1 - layer) for layer in range(num_layers))
+        self.tower = MLP(2 * dim, Tower(hidden, "relu", dropout))
         for module in self.tower.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)

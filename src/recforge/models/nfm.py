@@ -18,26 +18,28 @@ from torch import nn
 from recforge.features import Batch, Schema
 from recforge.layers import MLP, FeatureEmbedding, LinearPart
 from recforge.layers.interaction import BiInteraction
-from recforge.models.base import ModelConfig, RecModel
+from recforge.models.base import RecModel
 from recforge.models.registry import ModelSpec
+from recforge.models.tower import TowerConfig
 
 
 @dataclass(frozen=True)
-class NFMConfig(ModelConfig):
-    """Args:
-    hidden: Hidden layer widths above the bi-interaction layer (the paper's best NFM has one
-        layer as wide as the embedding; ``()`` gives NFM-0, i.e. FM with a learned projection).
-    activation: Hidden activation.
-    bi_dropout: Dropout on the bi-interaction vector (the paper's keep-prob 0.5).
-    dropout: Dropout after each hidden layer.
-    batch_norm: Batch norm on the bi-interaction vector and in each hidden layer.
+class NFMConfig(TowerConfig):
+    """The tower's options (:class:`~recforge.models.tower.TowerConfig`), with NFM's defaults:
+
+    Args:
+        hidden: Hidden layer widths above the bi-interaction layer (the paper's best NFM has
+            one layer as wide as the embedding; ``()`` gives NFM-0, i.e. FM with a learned
+            projection).
+        dropout: Dropout after each hidden layer.
+        batch_norm: Batch norm on the bi-interaction vector and in each hidden layer.
+        bi_dropout: Dropout on the bi-interaction vector (the paper's keep-prob 0.5).
     """
 
     hidden: tuple[int, ...] = (64,)
-    activation: str = "relu"
-    bi_dropout: float = 0.5
     dropout: float = 0.2
     batch_norm: bool = True
+    bi_dropout: float = 0.5
 
 
 class NFM(RecModel):
@@ -53,14 +55,7 @@ class NFM(RecModel):
         dim = self.embedding.output_dims[0]
         self.bi_norm = nn.BatchNorm1d(dim) if cfg.batch_norm else nn.Identity()
         self.bi_dropout = nn.Dropout(cfg.bi_dropout)
-        self.mlp = MLP(
-            dim,
-            cfg.hidden,
-            output_dim=1,  # the projection h of Eq. (6)
-            activation=cfg.activation,
-            dropout=cfg.dropout,
-            batch_norm=cfg.batch_norm,
-        )
+        self.mlp = MLP(dim, cfg, output_dim=1)  # output: the projection h of Eq. (6)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         v = self.embedding(batch)  # (B, F, D)

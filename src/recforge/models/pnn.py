@@ -17,6 +17,7 @@ rank-K decomposition ``W_p^n = sum_k theta^n_k theta^n_k^T`` (never forming ``p`
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,31 +25,28 @@ import torch
 from torch import nn
 
 from recforge.features import Batch, Schema
-from recforge.layers import MLP, FeatureEmbedding, activation
+from recforge.layers import MLP, FeatureEmbedding
 from recforge.layers.product import InnerProduct, LowRankInnerProduct, OuterProduct
-from recforge.models.base import ModelConfig, RecModel
+from recforge.models.base import RecModel
 from recforge.models.registry import ModelSpec
+from recforge.models.tower import TowerConfig
 
 
 @dataclass(frozen=True)
-class PNNConfig(ModelConfig):
-    """Args:
-    product: ``inner`` (IPNN), ``outer`` (OPNN) or ``both`` (PNN*).
-    hidden: Widths ``D1, D2, ...``; ``D1`` is the product layer's width.
-    inner_rank: ``0`` uses all pairwise inner products; ``K > 0`` the rank-K decomposition.
-    outer_mode: ``sum_pooling`` (``p = f_S f_S^T``) or ``pairwise`` (every ``f_i f_j^T``).
-    activation: Hidden activation.
-    dropout: Dropout after each hidden layer.
-    batch_norm: Batch normalisation in each hidden layer.
+class PNNConfig(TowerConfig):
+    """The tower's options (:class:`~recforge.models.tower.TowerConfig`; ``hidden`` are the
+    widths ``D1, D2, ...``, ``D1`` the product layer's) and the product layer's:
+
+    Args:
+        product: ``inner`` (IPNN), ``outer`` (OPNN) or ``both`` (PNN*).
+        inner_rank: ``0`` uses all pairwise inner products; ``K > 0`` the rank-K
+            decomposition.
+        outer_mode: ``sum_pooling`` (``p = f_S f_S^T``) or ``pairwise`` (every ``f_i f_j^T``).
     """
 
     product: Literal["inner", "outer", "both"] = "inner"
-    hidden: tuple[int, ...] = (400, 400, 400)
     inner_rank: int = 0
     outer_mode: Literal["sum_pooling", "pairwise"] = "sum_pooling"
-    activation: str = "relu"
-    dropout: float = 0.0
-    batch_norm: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,15 +66,6 @@ class PNNStarConfig(PNNConfig):
     """PNN* with inner and outer products (see :class:`PNNConfig`)."""
 
     product: Literal["inner", "outer", "both"] = "both"
-
-
-def _first_layer_tail(cfg: PNNConfig) -> nn.Sequential:
-    """What follows the first linear map in :class:`MLP` (BN, activation, dropout)."""
-    layers: list[nn.Module] = [nn.BatchNorm1d(cfg.hidden[0])] if cfg.batch_norm else []
-    layers.append(activation(cfg.activation))
-    if cfg.dropout > 0:
-        layers.append(nn.Dropout(cfg.dropout))
-    return nn.Sequential(*layers)
 
 
 class PNN(RecModel):
@@ -100,21 +89,17 @@ class PNN(RecModel):
         self.outer = OuterProduct(n, cfg.outer_mode) if use_outer else None
         if self.outer is not None:
             width += self.outer.output_dim(dim)
-        mlp_kw = {
-            "activation": cfg.activation,
-            "dropout": cfg.dropout,
-            "batch_norm": cfg.batch_norm,
-        }
         self.low_rank: LowRankInnerProduct | None = None
         if low_rank:
             # l_1 = ReLU(W_z z [+ W_p p_outer] + b_1 + l_p^inner), l_p^inner from theta
             self.low_rank = LowRankInnerProduct(n, cfg.hidden[0], cfg.inner_rank)
             self.product_linear = nn.Linear(width, cfg.hidden[0])
-            self.product_tail = _first_layer_tail(cfg)
-            self.mlp = MLP(cfg.hidden[0], cfg.hidden[1:], output_dim=1, **mlp_kw)
+            self.product_tail = nn.Sequential(*cfg.block(cfg.hidden[0]))  # BN, act, dropout
+            above = dataclasses.replace(cfg, hidden=cfg.hidden[1:])
+            self.mlp = MLP(cfg.hidden[0], above, output_dim=1)
         else:
             # the product layer is the first layer of an MLP over [z, p]
-            self.mlp = MLP(width, cfg.hidden, output_dim=1, **mlp_kw)
+            self.mlp = MLP(width, cfg, output_dim=1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         f = self.embedding(batch)  # (B, N, M)

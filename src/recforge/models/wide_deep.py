@@ -24,30 +24,28 @@ import torch
 from torch import nn
 
 from recforge.features import Batch, Schema
-from recforge.layers import MLP, FeatureEmbedding, FusedEmbedding, LinearPart
+from recforge.layers import MLP, FusedEmbedding, LinearPart, StackedInput
 from recforge.layers.crossproduct import cross_ids, cross_rows, parse_crosses
-from recforge.models.base import ModelConfig, RecModel
+from recforge.models.base import RecModel
 from recforge.models.registry import ModelSpec
+from recforge.models.tower import TowerConfig
 
 
 @dataclass(frozen=True)
-class WideDeepConfig(ModelConfig):
-    """Args:
-    hidden: Widths of the deep MLP (the paper uses 1024, 512, 256).
-    crosses: Cross-product transformations, each ``"a&b"`` or a list of sparse field names.
-    cross_buckets: Cap on the ids of one cross; beyond it, ids are hashed (see
-        :func:`cross_ids`).
-    activation: Hidden activation.
-    dropout: Dropout after each hidden layer.
-    batch_norm: Batch normalisation in each hidden layer.
+class WideDeepConfig(TowerConfig):
+    """The deep MLP's options (:class:`~recforge.models.tower.TowerConfig`) and the wide part's:
+
+    Args:
+        hidden: Widths of the deep MLP (the paper uses 1024, 512, 256).
+        crosses: Cross-product transformations, each ``"a&b"`` or a list of sparse field
+            names.
+        cross_buckets: Cap on the ids of one cross; beyond it, ids are hashed (see
+            :func:`cross_ids`).
     """
 
     hidden: tuple[int, ...] = (1024, 512, 256)
     crosses: tuple[str | tuple[str, ...], ...] = ()
     cross_buckets: int = 1_000_000
-    activation: str = "relu"
-    dropout: float = 0.0
-    batch_norm: bool = False
 
 
 class WideDeep(RecModel):
@@ -77,17 +75,8 @@ class WideDeep(RecModel):
             else None
         )
         # deep part: embeddings and numerics concatenated into a^(0)
-        self.embedding = FeatureEmbedding(
-            schema, dim=cfg.embedding_dim, sparse=cfg.sparse, include_dense=False
-        )
-        self.deep = MLP(
-            self.embedding.output_dim + len(schema.dense_fields),
-            cfg.hidden,
-            output_dim=1,
-            activation=cfg.activation,
-            dropout=cfg.dropout,
-            batch_norm=cfg.batch_norm,
-        )
+        self.embedding = StackedInput(schema, dim=cfg.embedding_dim, sparse=cfg.sparse)
+        self.deep = MLP(self.embedding.stacked_dim, cfg, output_dim=1)
 
     def cross_features(self, batch: Batch) -> torch.Tensor:
         """Ids of every declared cross, ``(B, n_crosses)`` int64 (0 = a crossed field is OOV)."""
@@ -122,7 +111,7 @@ class WideDeep(RecModel):
         wide = self.linear(batch)  # (B,): w0 + sum_i w_i x_i
         if self.cross_weights is not None:
             wide = wide + self.cross_weights(self.cross_features(batch)).sum(dim=(1, 2))
-        a0 = torch.cat([self.embedding.flat(batch), batch.dense], dim=1)  # (B, sum dims + Fd)
+        a0 = self.embedding.stack(batch)  # (B, sum dims + Fd)
         return wide + self.deep(a0).squeeze(-1)  # (B,)
 
 
