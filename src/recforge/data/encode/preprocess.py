@@ -114,43 +114,12 @@ class Preprocessor:
 
     # ---- fit ---------------------------------------------------------------------------
     def fit(self, table: pa.Table) -> Preprocessor:
-        """Fit vocabularies and numeric statistics on ``table`` (the training split only)."""
-        check_columns(table, self.schema, require_label=False)
-        table = check_numeric(table, self.schema)
-        schema = self.schema
-        extra_tokens: dict[str, list[pa.Array]] = {}
-        for seq in schema.sequence_fields:
-            target = seq.share_embedding_with or seq.name
-            tokens = _sequence_lists(table.column(seq.source), seq.separator).flatten()
-            extra_tokens.setdefault(target, []).append(tokens)
-        for f in schema.fields:
-            if isinstance(f, CategoricalField):
-                if f.hash_buckets:
-                    schema = schema.replace_field(
-                        dataclasses.replace(f, vocab_size=f.hash_buckets + 1)
-                    )
-                    continue
-                pieces = [_as_strings(table.column(f.source))]
-                pieces += [pa.chunked_array([t]) for t in extra_tokens.get(f.name, [])]
-                vocab = _fit_vocab(pieces, f.min_count)
-                self.vocabs[f.name] = vocab
-                schema = schema.replace_field(dataclasses.replace(f, vocab_size=len(vocab) + 1))
-            elif isinstance(f, NumericField):
-                self.numeric[f.name] = _fit_numeric(table.column(f.source), f)
-            elif isinstance(f, SequenceField) and not f.share_embedding_with:
-                vocab = _fit_vocab(
-                    [pa.chunked_array([t]) for t in extra_tokens[f.name]], f.min_count
-                )
-                self.vocabs[f.name] = vocab
-                schema = schema.replace_field(dataclasses.replace(f, vocab_size=len(vocab) + 1))
-        self.schema = schema
-        self.fitted = True
-        log.info(
-            "fitted preprocessor on %d rows: %s",
-            table.num_rows,
-            ", ".join(f"{f.name}={f.vocab_size}" for f in schema.sparse_fields),
-        )
-        return self
+        """Fit vocabularies and numeric statistics on ``table`` (the training split only).
+
+        The in-memory case of the one encode path: :meth:`fit_stream` over a single chunk, with
+        exact bucket edges whatever the number of distinct values.
+        """
+        return self.fit_stream([table], exact_quantile_limit=max(table.num_rows, 1))
 
     def fit_stream(
         self, chunks: Iterable[pa.Table], exact_quantile_limit: int = 1_000_000, seed: int = 0
@@ -215,7 +184,11 @@ class Preprocessor:
                 self.numeric[f.name] = state
         self.schema = schema
         self.fitted = True
-        log.info("fitted preprocessor on %d rows in chunks", rows)
+        log.info(
+            "fitted preprocessor on %d rows: %s",
+            rows,
+            ", ".join(f"{f.name}={f.vocab_size}" for f in schema.sparse_fields),
+        )
         return self
 
     # ---- transform ---------------------------------------------------------------------
@@ -368,17 +341,14 @@ class Preprocessor:
 
 
 # ---- helpers ---------------------------------------------------------------------------
-def _fit_vocab(pieces: list[pa.ChunkedArray], min_count: int) -> pa.Array:
-    """Values with count >= min_count, most frequent first (ties by value), as a string array."""
-    chunks = [c for piece in pieces for c in piece.chunks]
-    if not chunks:
-        return pa.array([], pa.string())
-    counts = pc.value_counts(pa.chunked_array(chunks, type=pa.string()).combine_chunks())
-    return vocab_from_counts(counts.field("values"), counts.field("counts"), min_count)
-
-
 def vocab_from_counts(values: pa.Array, freq: pa.Array, min_count: int) -> pa.Array:
-    """The vocabulary order of :func:`_fit_vocab` from distinct ``values`` and their counts."""
+    """Values with count >= min_count, most frequent first (ties by value), as a string array.
+
+    Args:
+        values: Distinct values.
+        freq: Their counts.
+        min_count: Rarer values are left out (they encode as OOV).
+    """
     keep = pc.and_(pc.greater_equal(freq, min_count), pc.is_valid(values))
     table = pa.table({"v": values.filter(keep), "c": freq.filter(keep)})
     table = table.sort_by([("c", "descending"), ("v", "ascending")])
@@ -395,23 +365,6 @@ def _numeric_values(col: pa.ChunkedArray, f: NumericField) -> np.ndarray:
     x = col.to_numpy(zero_copy_only=False).astype(np.float64)
     x[~np.isfinite(x)] = f.fill_value
     return x
-
-
-def _fit_numeric(col: pa.ChunkedArray, f: NumericField) -> dict[str, Any]:
-    x = _numeric_values(col, f)
-    if f.transform == "log":
-        x = np.log1p(np.clip(x, 0, None))
-    state: dict[str, Any] = {
-        "mean": float(x.mean()) if len(x) else 0.0,
-        "std": float(x.std()) if len(x) else 1.0,
-        "min": float(x.min()) if len(x) else 0.0,
-        "max": float(x.max()) if len(x) else 1.0,
-    }
-    if f.is_bucketed:
-        raw = _numeric_values(col, f)
-        qs = np.quantile(raw, np.linspace(0, 1, f.buckets + 1)[1:-1]) if len(raw) else []
-        state["edges"] = [float(e) for e in np.unique(qs)]
-    return state
 
 
 def _apply_numeric(x: np.ndarray, f: NumericField, state: dict[str, Any]) -> np.ndarray:
