@@ -178,4 +178,6 @@ def test_repository_has_configs():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
-    load_run_config(path)
+    from recforge.commands.core import validate_model_section
+
+    validate_model_section(load_run_config(path))  # the run and the model's own options
