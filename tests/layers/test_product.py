@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recforge.layers.product import InnerProduct, LowRankInnerProduct, OuterProduct, pair_indices
+from recforge.layers.interaction import PairwiseProducts, pair_indices
+from recforge.layers.product import InnerProduct, LowRankInnerProduct, OuterProduct
 
 
 @pytest.fixture
@@ -14,16 +15,14 @@ def fields() -> torch.Tensor:
     return torch.randn(3, 5, 4, generator=g, dtype=torch.float64)  # (B, N, M)
 
 
-def test_pair_indices_order() -> None:
-    rows, cols = pair_indices(4)
-    assert list(zip(rows.tolist(), cols.tolist(), strict=True)) == [
-        (0, 1),
-        (0, 2),
-        (0, 3),
-        (1, 2),
-        (1, 3),
-        (2, 3),
-    ]
+def test_every_pair_layer_uses_one_pair_order() -> None:
+    """PNN's products and AFM's share the row-major ``i < j`` order of ``pair_indices``."""
+    rows, cols = pair_indices(5)
+    expected = list(zip(rows.tolist(), cols.tolist(), strict=True))
+    layers = [InnerProduct(5), OuterProduct(5, "pairwise"), PairwiseProducts(5)]
+    for layer in layers:
+        assert layer.pairs() == expected and layer.num_pairs == 10
+    torch.testing.assert_close(InnerProduct(5).flat_index, rows * 5 + cols)
 
 
 def test_inner_product_equals_pairwise_loop(fields: torch.Tensor) -> None:

@@ -2,7 +2,9 @@
 
 All layers take stacked field embeddings ``v`` of shape ``(B, F, D)`` (see
 :class:`recforge.layers.FeatureEmbedding`) and are vectorised over pairs: none loops in Python
-over examples or field pairs.
+over examples or field pairs. Every layer over explicit field pairs (AFM's products here, PNN's
+inner and outer products in :mod:`recforge.layers.product`) is a :class:`FieldPairs`, which
+holds the pairs ``i < j`` of :func:`pair_indices` in one order.
 """
 
 from __future__ import annotations
@@ -45,22 +47,50 @@ class BiInteraction(nn.Module):
         return 0.5 * (square_of_sum - sum_of_square)
 
 
-def pair_indices(num_fields: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_indices(
+    num_fields: int, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Row and column indices of all pairs ``i < j`` in row-major order.
 
     Returns:
         ``(rows, cols)``, each ``(P,)`` int64 with ``P = F (F - 1) / 2``.
     """
-    rows, cols = torch.triu_indices(num_fields, num_fields, offset=1)
+    rows, cols = torch.triu_indices(num_fields, num_fields, offset=1, device=device)
     return rows, cols
 
 
-class PairwiseProducts(nn.Module):
+class FieldPairs(nn.Module):
+    """Base of the layers over field pairs ``i < j``.
+
+    The pair order is row-major over ``i < j`` (``(0, 1), (0, 2), ..., (1, 2), ...``) and is
+    kept in the (non-persistent) buffers ``rows`` / ``cols``, so callers can name the pairs.
+
+    Args:
+        num_fields: Number of fields ``F``.
+    """
+
+    def __init__(self, num_fields: int) -> None:
+        super().__init__()
+        rows, cols = pair_indices(num_fields)
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
+        self.num_fields = num_fields
+
+    @property
+    def num_pairs(self) -> int:
+        """``P = F (F - 1) / 2``."""
+        return int(self.rows.numel())
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """The ``(i, j)`` field indices of each pair, in output order."""
+        return list(zip(self.rows.tolist(), self.cols.tolist(), strict=True))
+
+
+class PairwiseProducts(FieldPairs):
     """Element-wise products ``v_i ⊙ v_j`` of every field pair ``i < j``.
 
-    The pair-wise interaction layer of AFM (Xiao et al., IJCAI 2017), Eq. (2). The pair order is
-    row-major over ``i < j`` (``(0, 1), (0, 2), ..., (1, 2), ...``) and is kept in the
-    registered buffers ``rows`` / ``cols`` so callers can name the pairs.
+    The pair-wise interaction layer of AFM (Xiao et al., IJCAI 2017), Eq. (2), pairs in the
+    order of :class:`FieldPairs`.
 
     Args:
         num_fields: Number of fields ``F``.
@@ -70,21 +100,9 @@ class PairwiseProducts(nn.Module):
     """
 
     def __init__(self, num_fields: int) -> None:
-        super().__init__()
         if num_fields < 2:
             raise ValueError(f"pairwise products need at least 2 fields, got {num_fields}")
-        rows, cols = pair_indices(num_fields)
-        self.register_buffer("rows", rows, persistent=False)
-        self.register_buffer("cols", cols, persistent=False)
-        self.num_fields = num_fields
-
-    @property
-    def num_pairs(self) -> int:
-        return int(self.rows.numel())
-
-    def pairs(self) -> list[tuple[int, int]]:
-        """The ``(i, j)`` field indices of each output pair, in output order."""
-        return list(zip(self.rows.tolist(), self.cols.tolist(), strict=True))
+        super().__init__(num_fields)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         return v[:, self.rows] * v[:, self.cols]  # (B, P, D)

@@ -22,28 +22,22 @@ from typing import Literal
 import torch
 from torch import nn
 
-
-def pair_indices(num_fields: int, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
-    """Row and column indices of the ``N (N - 1) / 2`` pairs ``i < j`` in row-major order."""
-    rows, cols = torch.triu_indices(num_fields, num_fields, offset=1, device=device)
-    return rows, cols
+from recforge.layers.interaction import FieldPairs
 
 
-class InnerProduct(nn.Module):
+class InnerProduct(FieldPairs):
     """Pairwise inner products ``p_ij = <f_i, f_j>`` for ``i < j``.
 
     Args:
         num_fields: Number of fields ``N``.
 
     Shape:
-        ``(B, N, M)`` -> ``(B, N (N - 1) / 2)``, pairs in row-major ``i < j`` order.
+        ``(B, N, M)`` -> ``(B, N (N - 1) / 2)``, pairs in the order of :class:`FieldPairs`.
     """
 
     def __init__(self, num_fields: int) -> None:
-        super().__init__()
-        rows, cols = pair_indices(num_fields)
-        self.register_buffer("flat_index", rows * num_fields + cols, persistent=False)
-        self.num_pairs = int(rows.numel())
+        super().__init__(num_fields)
+        self.register_buffer("flat_index", self.rows * num_fields + self.cols, persistent=False)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         # all inner products with one batched matmul, then the strict upper triangle:
@@ -82,14 +76,14 @@ class LowRankInnerProduct(nn.Module):
         return delta.pow(2).sum(dim=(2, 3))  # (B, D1)
 
 
-class OuterProduct(nn.Module):
+class OuterProduct(FieldPairs):
     """Outer-product part of OPNN.
 
     Args:
         num_fields: Number of fields ``N``.
         mode: ``sum_pooling``: ``p = f_S f_S^T`` with ``f_S = sum_i f_i`` (the paper's
             superposition, equal to ``sum_{i,j} f_i f_j^T``); ``pairwise``: every ``f_i f_j^T``
-            for ``i < j``, concatenated.
+            for ``i < j``, concatenated in the order of :class:`FieldPairs`.
 
     Shape:
         ``(B, N, M)`` -> ``(B, M * M)`` (sum pooling) or ``(B, N (N - 1) / 2 * M * M)``.
@@ -98,14 +92,10 @@ class OuterProduct(nn.Module):
     def __init__(
         self, num_fields: int, mode: Literal["sum_pooling", "pairwise"] = "sum_pooling"
     ) -> None:
-        super().__init__()
         if mode not in ("sum_pooling", "pairwise"):
             raise ValueError(f"mode must be 'sum_pooling' or 'pairwise', got {mode!r}")
+        super().__init__(num_fields)
         self.mode = mode
-        rows, cols = pair_indices(num_fields)
-        self.register_buffer("rows", rows, persistent=False)
-        self.register_buffer("cols", cols, persistent=False)
-        self.num_pairs = int(rows.numel())
 
     def output_dim(self, dim: int) -> int:
         """Width of the flattened output for embedding dimension ``dim``."""
