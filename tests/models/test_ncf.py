@@ -73,7 +73,7 @@ def test_neumf_with_pretrained_parts_equals_their_weighted_logits(alpha: float) 
         expected = alpha * gmf(batch) + (1 - alpha) * mlp(batch)
         torch.testing.assert_close(neumf(batch), expected)
         # the fused layer sees exactly the concatenation [phi_GMF; phi_MLP]
-        ids = neumf._ids(batch)
+        ids = neumf.ids(batch)
         phi = torch.cat([gmf.gmf(ids), mlp.mlp(ids)], dim=-1)
         torch.testing.assert_close(neumf.predict(phi).squeeze(-1), neumf(batch))
     torch.testing.assert_close(neumf.gmf.embedding.weight, gmf.gmf.embedding.weight)

@@ -45,8 +45,9 @@ from recforge.data.matrix import InteractionMatrix
 from recforge.data.store import EncodedData
 from recforge.features import Batch, Schema
 from recforge.layers.mlp import activation
-from recforge.models.base import ModelConfig, RecModel
+from recforge.models.base import ModelConfig
 from recforge.models.registry import ModelSpec
+from recforge.models.user_item import UserItemModel
 
 _MATRIX_BUFFERS = ("ratings_indptr", "ratings_indices", "ratings_values")
 
@@ -75,7 +76,7 @@ class AutoRecConfig(ModelConfig):
     fallback_rating: float | None = None
 
 
-class AutoRec(RecModel):
+class AutoRec(UserItemModel):
     """I-AutoRec / U-AutoRec with the training rating matrix stored as CSR buffers."""
 
     config_class = AutoRecConfig
@@ -83,12 +84,7 @@ class AutoRec(RecModel):
 
     def __init__(self, schema: Schema, cfg: AutoRecConfig) -> None:
         super().__init__(schema, cfg)
-        if schema.user_key is None or schema.item_key is None:
-            raise ValueError("AutoRec needs schema.user_key and schema.item_key")
-        self.user_col = schema.sparse_index(schema.user_key)
-        self.item_col = schema.sparse_index(schema.item_key)
-        n_users = schema.field(schema.user_key).vocab_size
-        n_items = schema.field(schema.item_key).vocab_size
+        n_users, n_items = self.sizes
         # rows are the encoded vectors, columns their entries
         self.n_rows, self.n_cols = (n_items, n_users) if cfg.item_based else (n_users, n_items)
         self.encoder = nn.Linear(self.n_cols, cfg.hidden)  # V, mu

@@ -17,6 +17,7 @@ N(0, 0.01), tower layers with Glorot-uniform, as in the paper's code.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,21 +27,15 @@ from recforge.features import Batch, Schema
 from recforge.layers import MLP, FusedEmbedding, Tower
 from recforge.models.base import ModelConfig, PretrainStage, RecModel
 from recforge.models.registry import ModelSpec
+from recforge.models.user_item import UserItemModel
 
 _PAPER = "He, Liao, Zhang, Nie, Hu & Chua, Neural Collaborative Filtering, WWW 2017"
-
-
-def _id_columns(schema: Schema) -> tuple[int, int, list[int]]:
-    if schema.user_key is None or schema.item_key is None:
-        raise ValueError("NeuralCF models need schema.user_key and schema.item_key")
-    sizes = [schema.field(schema.user_key).vocab_size, schema.field(schema.item_key).vocab_size]
-    return schema.sparse_index(schema.user_key), schema.sparse_index(schema.item_key), sizes
 
 
 class GMFArch(nn.Module):
     """``p_u * q_i``: the element-wise product of user and item embeddings ``(B, factors)``."""
 
-    def __init__(self, sizes: list[int], factors: int, sparse: bool = False) -> None:
+    def __init__(self, sizes: Sequence[int], factors: int, sparse: bool = False) -> None:
         super().__init__()
         self.embedding = FusedEmbedding(sizes, factors, sparse=sparse, init_std=0.01)
         self.output_dim = factors
@@ -54,7 +49,12 @@ class MLPArch(nn.Module):
     """``z_L`` of the tower over ``[p_u; q_i]``: widths ``f 2^L -> f 2^(L-1) -> ... -> f``."""
 
     def __init__(
-        self, sizes: list[int], factors: int, num_layers: int, dropout: float, sparse: bool = False
+        self,
+        sizes: Sequence[int],
+        factors: int,
+        num_layers: int,
+        dropout: float,
+        sparse: bool = False,
     ) -> None:
         super().__init__()
         if num_layers < 1:
@@ -104,78 +104,68 @@ class NCFMLPConfig(ModelConfig):
 
 
 @dataclass(frozen=True)
-class NeuMFConfig(ModelConfig):
-    """Args:
-    factors: Predictive factors of each part (GMF embedding size, MLP last layer).
-    num_layers: MLP tower layers.
-    dropout: Dropout after each tower layer.
-    alpha: Trade-off between the pretrained GMF and MLP output weights.
-    pretrain: Train a GMF and an MLP first (same factors, layers and dropout) and initialise
-        from them (paper section 3.4.1); ``False`` starts from a random initialisation.
-    pretrain_optimizer: Optimizer of the two pretraining stages (the paper: Adam). The paper
-        fine-tunes the pretrained NeuMF with vanilla SGD, which is the run's ``train.optimizer``
-        in the shipped config (``configs/models/neumf.yaml``).
-    pretrain_lr: Learning rate of the two pretraining stages.
+class NeuMFConfig(NCFMLPConfig):
+    """The MLP part's options (:class:`NCFMLPConfig`; ``factors`` is also the GMF part's
+    embedding size) and the fusion's:
+
+    Args:
+        alpha: Trade-off between the pretrained GMF and MLP output weights.
+        pretrain: Train a GMF and an MLP first (same factors, layers and dropout) and
+            initialise from them (paper section 3.4.1); ``False`` starts from a random
+            initialisation.
+        pretrain_optimizer: Optimizer of the two pretraining stages (the paper: Adam). The
+            paper fine-tunes the pretrained NeuMF with vanilla SGD, which is the run's
+            ``train.optimizer`` in the shipped config (``configs/models/neumf.yaml``).
+        pretrain_lr: Learning rate of the two pretraining stages.
     """
 
-    factors: int = 8
-    num_layers: int = 3
-    dropout: float = 0.0
     alpha: float = 0.5
     pretrain: bool = True
     pretrain_optimizer: str = "adam"
     pretrain_lr: float = 1e-3
 
 
-class _PairModel(RecModel):
-    def _ids(self, batch: Batch) -> torch.Tensor:
-        return batch.sparse[:, [self.user_col, self.item_col]]  # (B, 2)
-
-
-class GMF(_PairModel):
+class GMF(UserItemModel):
     """Generalised matrix factorisation, eq. 9."""
 
     config_class = GMFConfig
 
     def __init__(self, schema: Schema, cfg: GMFConfig) -> None:
         super().__init__(schema, cfg)
-        self.user_col, self.item_col, sizes = _id_columns(schema)
-        self.gmf = GMFArch(sizes, cfg.factors, sparse=cfg.sparse)
+        self.gmf = GMFArch(self.sizes, cfg.factors, sparse=cfg.sparse)
         self.predict = _prediction_layer(cfg.factors)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return self.predict(self.gmf(self._ids(batch))).squeeze(-1)  # (B,)
+        return self.predict(self.gmf(self.ids(batch))).squeeze(-1)  # (B,)
 
 
-class NCFMLP(_PairModel):
+class NCFMLP(UserItemModel):
     """The NCF multi-layer perceptron, eq. 10."""
 
     config_class = NCFMLPConfig
 
     def __init__(self, schema: Schema, cfg: NCFMLPConfig) -> None:
         super().__init__(schema, cfg)
-        self.user_col, self.item_col, sizes = _id_columns(schema)
-        self.mlp = MLPArch(sizes, cfg.factors, cfg.num_layers, cfg.dropout, sparse=cfg.sparse)
+        self.mlp = MLPArch(self.sizes, cfg.factors, cfg.num_layers, cfg.dropout, cfg.sparse)
         self.predict = _prediction_layer(cfg.factors)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return self.predict(self.mlp(self._ids(batch))).squeeze(-1)  # (B,)
+        return self.predict(self.mlp(self.ids(batch))).squeeze(-1)  # (B,)
 
 
-class NeuMF(_PairModel):
+class NeuMF(UserItemModel):
     """Fusion of GMF and MLP with separate embeddings, eq. 11-12."""
 
     config_class = NeuMFConfig
 
     def __init__(self, schema: Schema, cfg: NeuMFConfig) -> None:
         super().__init__(schema, cfg)
-        self.user_col, self.item_col, sizes = _id_columns(schema)
-        self.gmf = GMFArch(sizes, cfg.factors, sparse=cfg.sparse)
-        self.mlp = MLPArch(sizes, cfg.factors, cfg.num_layers, cfg.dropout, sparse=cfg.sparse)
+        self.gmf = GMFArch(self.sizes, cfg.factors, sparse=cfg.sparse)
+        self.mlp = MLPArch(self.sizes, cfg.factors, cfg.num_layers, cfg.dropout, cfg.sparse)
         self.predict = _prediction_layer(2 * cfg.factors)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        ids = self._ids(batch)
+        ids = self.ids(batch)
         phi = torch.cat([self.gmf(ids), self.mlp(ids)], dim=-1)  # (B, 2f) = [phi^GMF; phi^MLP]
         return self.predict(phi).squeeze(-1)  # (B,)
 
