@@ -122,8 +122,33 @@ def test_corrupt_or_mismatched_checkpoint_is_refused(planted, tmp_path):
         Trainer(lr_model, _cfg(), output_dir=tmp_path).load_checkpoint()
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
     fm = registry.build("fm", pre.schema, {})
-    with pytest.raises(RuntimeError, match="corrupt checkpoint"):
+    with pytest.raises(RuntimeError, match="unreadable or unsafe checkpoint"):
         Trainer(fm, _cfg(), output_dir=tmp_path).load_checkpoint()
+
+
+class _Payload:
+    """Unpickling this calls ``open`` on a marker file (code run at load time)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (open, (self.marker, "w"))
+
+
+def test_a_crafted_checkpoint_runs_no_code_on_resume(planted, tmp_path):
+    """``--resume`` loads checkpoints with ``weights_only=True``: a pickle that would run code
+    is refused with one clear error and the code does not run."""
+    pre, train, valid = planted
+    trainer = _fit("fm", pre, train, valid, output_dir=tmp_path, epochs=1)
+    marker = tmp_path / "pwned"
+    state = trainer.checkpoint_state()
+    state["history"] = [_Payload(str(marker))]
+    torch.save(state, tmp_path / "checkpoint.pt")
+    fm = registry.build("fm", pre.schema, {})
+    with pytest.raises(RuntimeError, match="unreadable or unsafe checkpoint"):
+        Trainer(fm, _cfg(), output_dir=tmp_path).load_checkpoint()
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adagrad", "sgd"])

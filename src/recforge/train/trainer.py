@@ -497,9 +497,11 @@ class Trainer:
             log.info("no checkpoint at %s; starting fresh", path)
             return False
         try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
-        except Exception as exc:  # torch raises several types for a damaged file
-            raise RuntimeError(f"{path}: corrupt checkpoint ({exc})") from exc
+            # tensors and plain types only: a checkpoint cannot run code when it is loaded
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as exc:  # torch raises several types for a damaged or unsafe file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RuntimeError(f"{path}: unreadable or unsafe checkpoint ({first})") from None
         if not isinstance(state, dict) or state.get("format") != "recforge-checkpoint-1":
             raise RuntimeError(f"{path}: not a recforge checkpoint")
         if state["model_class"] != type(self.model).__name__:
