@@ -15,7 +15,8 @@ from recforge.data.matrix import InteractionMatrix
 from recforge.data.store import EncodedData
 from recforge.features import CategoricalField, Schema
 from recforge.models.autorec import AutoRec, AutoRecConfig, masked_loss
-from recforge.models.popularity import ItemPopularity, PopularityConfig
+from recforge.models.base import ModelConfig
+from recforge.models.popularity import ItemPopularity
 from recforge.train import Trainer
 
 
@@ -181,7 +182,7 @@ def test_recovers_planted_preferences_far_better_than_popularity() -> None:
     torch.manual_seed(0)
     model = AutoRec(schema, AutoRecConfig(hidden=12, l2_lambda=0.1))
     _fit(model, users, items, ratings[train], epochs=150)
-    pop = ItemPopularity(schema, PopularityConfig())
+    pop = ItemPopularity(schema, ModelConfig())
     pop.set_counts(items)
     seen = InteractionMatrix.from_coo(users, items, shape=(n_users + 1, n_items + 1))
     test_u, test_i = uu[held] + 1, ii[held] + 1

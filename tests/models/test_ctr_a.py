@@ -22,8 +22,8 @@ from recforge.layers.crossproduct import (
     cross_rows,
 )
 from recforge.models import registry
-from recforge.models.base import RecModel
-from recforge.models.lr import LogisticRegression, LRConfig
+from recforge.models.base import ModelConfig, RecModel
+from recforge.models.lr import LogisticRegression
 from recforge.models.wide_deep import WideDeep, WideDeepConfig
 from recforge.train.ftrl import FTRL
 
@@ -253,7 +253,7 @@ LEARNERS: list[tuple[str, dict[str, Any]]] = [
 
 def test_lr_cannot_fit_planted_pair() -> None:
     torch.manual_seed(0)
-    assert _fit_auc(LogisticRegression(PAIR_SCHEMA, LRConfig())) < 0.65
+    assert _fit_auc(LogisticRegression(PAIR_SCHEMA, ModelConfig())) < 0.65
 
 
 @pytest.mark.parametrize(

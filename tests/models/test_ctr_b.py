@@ -10,11 +10,12 @@ from torch import nn
 from recforge.features import Batch, CategoricalField, NumericField, Schema, random_batch
 from recforge.metrics import auc
 from recforge.models.afm import AFM, AFMConfig
+from recforge.models.base import ModelConfig
 from recforge.models.deepfm import DeepFM, DeepFMConfig
 from recforge.models.dnn import DNN, DNNConfig
 from recforge.models.fm import FM, FMConfig
 from recforge.models.fnn import FNN, FNNConfig
-from recforge.models.lr import LogisticRegression, LRConfig
+from recforge.models.lr import LogisticRegression
 from recforge.models.nfm import NFM, NFMConfig
 
 SMALL = (32, 16)
@@ -244,7 +245,7 @@ def planted() -> tuple[Schema, Batch, Batch, float]:
     schema, train = _planted_pairs(3000, seed=1)
     _, test = _planted_pairs(2000, seed=2)
     torch.manual_seed(0)
-    lr_auc = _fit_and_auc(LogisticRegression(schema, LRConfig()), train, test)
+    lr_auc = _fit_and_auc(LogisticRegression(schema, ModelConfig()), train, test)
     return schema, train, test, lr_auc
 
 

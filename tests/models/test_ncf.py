@@ -14,8 +14,9 @@ from recforge.data.matrix import InteractionMatrix
 from recforge.data.store import EncodedData
 from recforge.features import CategoricalField, Schema
 from recforge.models import registry
+from recforge.models.base import ModelConfig
 from recforge.models.ncf import GMF, NCFMLP, GMFConfig, NCFMLPConfig, NeuMF, NeuMFConfig
-from recforge.models.popularity import ItemPopularity, PopularityConfig
+from recforge.models.popularity import ItemPopularity
 from recforge.train import Trainer
 
 
@@ -168,7 +169,7 @@ def test_recovers_planted_preferences_far_better_than_popularity(name: str, para
     cfg = TrainConfig(epochs=20, batch_size=64, lr=0.01, negatives=4, patience=0, progress=False)
     Trainer(model, cfg).fit(_positives(tr_u, tr_i))
     seen = InteractionMatrix.from_coo(tr_u, tr_i, shape=(n_users + 1, n_items + 1))
-    pop = ItemPopularity(schema, PopularityConfig())
+    pop = ItemPopularity(schema, ModelConfig())
     pop.set_counts(tr_i)
     ours = full_ranking(model, te_u, te_i, seen, ks=(5,))
     base = full_ranking(pop, te_u, te_i, seen, ks=(5,))

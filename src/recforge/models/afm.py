@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from recforge.features import Batch, Schema
-from recforge.layers import FeatureEmbedding, LinearPart
 from recforge.layers.attention import AFMAttentionPooling
 from recforge.layers.interaction import PairwiseProducts
-from recforge.models.base import ModelConfig, RecModel
+from recforge.models.base import ModelConfig
+from recforge.models.fm import FactorizationModel
 from recforge.models.registry import ModelSpec
 
 
@@ -36,15 +36,13 @@ class AFMConfig(ModelConfig):
     dropout: float = 0.0
 
 
-class AFM(RecModel):
+class AFM(FactorizationModel):
     """``logit = LinearPart(x) + p^T sum_{i<j} a_ij (v_i ⊙ v_j)``."""
 
     config_class = AFMConfig
 
     def __init__(self, schema: Schema, cfg: AFMConfig) -> None:
         super().__init__(schema, cfg)
-        self.embedding = FeatureEmbedding(schema, dim=cfg.embedding_dim, sparse=cfg.sparse)
-        self.linear = LinearPart(schema, sparse=cfg.sparse)
         self.pairs = PairwiseProducts(self.embedding.num_fields)
         dim = self.embedding.output_dims[0]
         self.dropout = nn.Dropout(cfg.dropout)
@@ -53,18 +51,9 @@ class AFM(RecModel):
         nn.init.ones_(self.p.weight)  # p = 1 starts as FM with uniform attention
 
     @property
-    def field_names(self) -> list[str]:
-        """Names of the field vectors :class:`FeatureEmbedding` stacks, in order."""
-        s = self.schema
-        names = [f.name for f in s.sparse_fields]
-        names += [f.name for f in s.dense_fields] if self.embedding.include_dense else []
-        names += [f.name for f in s.sequence_fields] if self.embedding.pool_sequences else []
-        return names
-
-    @property
     def pair_names(self) -> list[tuple[str, str]]:
         """The ``(field_i, field_j)`` names of each column of :meth:`attention_weights`."""
-        names = self.field_names
+        names = self.embedding.field_names
         return [(names[i], names[j]) for i, j in self.pairs.pairs()]
 
     def attention_weights(self, batch: Batch) -> torch.Tensor:

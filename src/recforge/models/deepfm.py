@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 
 from recforge.features import Batch, Schema
-from recforge.layers import MLP, FeatureEmbedding, FMInteraction, LinearPart
-from recforge.models.base import RecModel
+from recforge.layers import MLP
 from recforge.models.dnn import DNNConfig
+from recforge.models.fm import FM
 from recforge.models.registry import ModelSpec
 
 
@@ -28,22 +28,15 @@ class DeepFMConfig(DNNConfig):
     dropout 0.5 on Criteo); the FM component has none of its own."""
 
 
-class DeepFM(RecModel):
-    """``logit = y_FM + y_DNN`` over one shared :class:`FeatureEmbedding`."""
+class DeepFM(FM):
+    """``logit = y_FM + y_DNN``: the FM (its :meth:`fm_logit`) and a deep network over its
+    embedding."""
 
     config_class = DeepFMConfig
 
     def __init__(self, schema: Schema, cfg: DeepFMConfig) -> None:
         super().__init__(schema, cfg)
-        self.embedding = FeatureEmbedding(schema, dim=cfg.embedding_dim, sparse=cfg.sparse)
-        self.linear = LinearPart(schema, sparse=cfg.sparse)
-        self.fm = FMInteraction()
         self.dnn = MLP(self.embedding.output_dim, cfg, output_dim=1)
-
-    def fm_logit(self, batch: Batch, v: torch.Tensor | None = None) -> torch.Tensor:
-        """The FM component ``<w, x> + sum_{i<j} <v_i, v_j>`` ``(B,)``."""
-        v = self.embedding(batch) if v is None else v  # (B, F, D)
-        return self.linear(batch) + self.fm(v)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         v = self.embedding(batch)  # (B, F, D), shared by both components

@@ -103,15 +103,12 @@ class DRN(RecModel):
     def __init__(self, schema: Schema, cfg: DRNConfig) -> None:
         super().__init__(schema, cfg)
         self.embedding = FeatureEmbedding(schema, dim=cfg.embedding_dim, sparse=cfg.sparse)
-        groups = (
-            [f.group for f in schema.sparse_fields]
-            + [f.group for f in schema.dense_fields]
-            + [f.group for f in schema.sequence_fields]
-        )
         is_action = torch.cat(
             [
-                torch.full((d,), g == "item")
-                for g, d in zip(groups, self.embedding.output_dims, strict=True)
+                torch.full((d,), schema.field(name).group == "item")
+                for name, d in zip(
+                    self.embedding.field_names, self.embedding.output_dims, strict=True
+                )
             ]
         )
         self.register_buffer("state_idx", torch.nonzero(~is_action).flatten(), persistent=False)

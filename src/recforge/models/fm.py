@@ -3,11 +3,14 @@
 Rendle, "Factorization Machines", ICDM 2010. The logit is
 ``w0 + sum_i w_i x_i + sum_{i<j} <v_i, v_j> x_i x_j``, with the pairwise term computed in O(kn)
 as ``1/2 sum_f [(sum_i v_if x_i)^2 - sum_i v_if^2 x_i^2]``.
+
+The FM's parameters, the field factors ``v_i`` and the first-order term ``w0 + sum_i w_i x_i``,
+are also the input of the models that build on it (:class:`FactorizationModel`): DeepFM feeds
+the same ``v_i`` to a deep network, NFM and AFM replace the pairwise term, FNN initialises its
+network's input from a trained FM's.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 
@@ -16,26 +19,40 @@ from recforge.layers import FeatureEmbedding, FMInteraction, LinearPart
 from recforge.models.base import ModelConfig, RecModel
 from recforge.models.registry import ModelSpec
 
-
-@dataclass(frozen=True)
-class FMConfig(ModelConfig):
-    """FM has no options beyond the shared ones (embedding_dim is the factor size k)."""
+FMConfig = ModelConfig  # the FM has no options of its own (embedding_dim is the factor size k)
 
 
-class FM(RecModel):
-    """Second-order factorization machine over all fields."""
+class FactorizationModel(RecModel):
+    """A model over an FM's parameters: field factors and a first-order term.
 
-    config_class = FMConfig
+    Attributes:
+        embedding: The factors ``v_i``, scaled by ``x_i`` (:class:`FeatureEmbedding`).
+        linear: ``w0 + sum_i w_i x_i`` (:class:`LinearPart`).
+    """
 
-    def __init__(self, schema: Schema, cfg: FMConfig) -> None:
+    def __init__(self, schema: Schema, cfg: ModelConfig) -> None:
         super().__init__(schema, cfg)
         self.embedding = FeatureEmbedding(schema, dim=cfg.embedding_dim, sparse=cfg.sparse)
         self.linear = LinearPart(schema, sparse=cfg.sparse)
+
+
+class FM(FactorizationModel):
+    """Second-order factorization machine over all fields.
+
+    Its config is :class:`ModelConfig` (``FMConfig``): ``embedding_dim`` is the factor size k.
+    """
+
+    def __init__(self, schema: Schema, cfg: FMConfig) -> None:
+        super().__init__(schema, cfg)
         self.interaction = FMInteraction()
 
+    def fm_logit(self, batch: Batch, v: torch.Tensor | None = None) -> torch.Tensor:
+        """``<w, x> + sum_{i<j} <v_i, v_j>`` ``(B,)``; ``v`` are the batch's factors if known."""
+        v = self.embedding(batch) if v is None else v  # (B, F, D)
+        return self.linear(batch) + self.interaction(v)
+
     def forward(self, batch: Batch) -> torch.Tensor:
-        v = self.embedding(batch)  # (B, F, D)
-        return self.linear(batch) + self.interaction(v)  # (B,)
+        return self.fm_logit(batch)  # (B,)
 
 
 SPEC = ModelSpec(

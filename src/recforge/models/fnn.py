@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 
 from recforge.features import Batch, Schema
-from recforge.layers import MLP, FeatureEmbedding, LinearPart
+from recforge.layers import MLP
 from recforge.models.base import PretrainStage, RecModel
-from recforge.models.fm import FM
+from recforge.models.fm import FM, FactorizationModel
 from recforge.models.registry import ModelSpec
 from recforge.models.tower import TowerConfig
 
@@ -50,15 +50,13 @@ class FNNConfig(TowerConfig):
     pretrain_fm: bool = True
 
 
-class FNN(RecModel):
+class FNN(FactorizationModel):
     """``logit = MLP(z)``, ``z = [w0, w_1..w_n, v_1..v_n]`` initialisable from a trained FM."""
 
     config_class = FNNConfig
 
     def __init__(self, schema: Schema, cfg: FNNConfig) -> None:
-        super().__init__(schema, cfg)
-        self.embedding = FeatureEmbedding(schema, dim=cfg.embedding_dim, sparse=cfg.sparse)
-        self.linear = LinearPart(schema, sparse=cfg.sparse)  # w0 and w_i, as in the FM
+        super().__init__(schema, cfg)  # the FM's v_i and w0, w_i: z is made of them
         n_first = len(schema.sparse_fields) + len(schema.dense_fields) + 1
         self.mlp = MLP(self.embedding.output_dim + n_first, cfg, output_dim=1)
 

@@ -6,8 +6,6 @@ McCullagh & Nelder, *Generalized Linear Models*, Chapman & Hall, 1989. The logit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from recforge.features import Batch, Schema
@@ -16,17 +14,10 @@ from recforge.models.base import ModelConfig, RecModel
 from recforge.models.registry import ModelSpec
 
 
-@dataclass(frozen=True)
-class LRConfig(ModelConfig):
-    """LR has no options beyond the shared ones."""
-
-
 class LogisticRegression(RecModel):
-    """``logit = w0 + sum_i w_i x_i``."""
+    """``logit = w0 + sum_i w_i x_i``; no options beyond :class:`ModelConfig`'s."""
 
-    config_class = LRConfig
-
-    def __init__(self, schema: Schema, cfg: LRConfig) -> None:
+    def __init__(self, schema: Schema, cfg: ModelConfig) -> None:
         super().__init__(schema, cfg)
         self.linear = LinearPart(schema, sparse=cfg.sparse)
 
@@ -37,7 +28,7 @@ class LogisticRegression(RecModel):
 SPEC = ModelSpec(
     name="lr",
     model=LogisticRegression,
-    config=LRConfig,
+    config=ModelConfig,
     paper="McCullagh & Nelder, Generalized Linear Models, 1989",
     family="baseline",
 )

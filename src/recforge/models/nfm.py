@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from recforge.features import Batch, Schema
-from recforge.layers import MLP, FeatureEmbedding, LinearPart
+from recforge.layers import MLP
 from recforge.layers.interaction import BiInteraction
-from recforge.models.base import RecModel
+from recforge.models.fm import FactorizationModel
 from recforge.models.registry import ModelSpec
 from recforge.models.tower import TowerConfig
 
@@ -42,15 +42,13 @@ class NFMConfig(TowerConfig):
     bi_dropout: float = 0.5
 
 
-class NFM(RecModel):
+class NFM(FactorizationModel):
     """``logit = LinearPart(x) + h^T MLP(Dropout(BN(f_BI(V_x))))``."""
 
     config_class = NFMConfig
 
     def __init__(self, schema: Schema, cfg: NFMConfig) -> None:
         super().__init__(schema, cfg)
-        self.embedding = FeatureEmbedding(schema, dim=cfg.embedding_dim, sparse=cfg.sparse)
-        self.linear = LinearPart(schema, sparse=cfg.sparse)
         self.bi = BiInteraction()
         dim = self.embedding.output_dims[0]
         self.bi_norm = nn.BatchNorm1d(dim) if cfg.batch_norm else nn.Identity()

@@ -9,8 +9,6 @@ is trained with a pointwise loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import nn
@@ -21,17 +19,13 @@ from recforge.models.base import ModelConfig, RecModel
 from recforge.models.registry import ModelSpec
 
 
-@dataclass(frozen=True)
-class PopularityConfig(ModelConfig):
-    """Item popularity has no options (counts are set from data with ``set_counts``)."""
-
-
 class ItemPopularity(RecModel):
-    """``a + exp(s) log(1 + n_i)`` with ``n_i`` the training interactions of item ``i``."""
+    """``a + exp(s) log(1 + n_i)`` with ``n_i`` the training interactions of item ``i``.
 
-    config_class = PopularityConfig
+    No options beyond :class:`ModelConfig`'s (the counts come from data, ``set_counts``).
+    """
 
-    def __init__(self, schema: Schema, cfg: PopularityConfig) -> None:
+    def __init__(self, schema: Schema, cfg: ModelConfig) -> None:
         super().__init__(schema, cfg)
         if schema.item_key is None:
             raise ValueError("ItemPopularity needs schema.item_key")
@@ -60,7 +54,7 @@ class ItemPopularity(RecModel):
 SPEC = ModelSpec(
     name="popularity",
     model=ItemPopularity,
-    config=PopularityConfig,
+    config=ModelConfig,
     paper="Item popularity (ItemPop) baseline, as in He et al., Neural Collaborative "
     "Filtering, WWW 2017",
     family="baseline",
