@@ -28,7 +28,8 @@ takes logits.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -281,6 +282,14 @@ def _dcg_discount(length: int) -> np.ndarray:
     return 1.0 / np.log2(np.arange(2, length + 2, dtype=np.float64))  # (length,)
 
 
+# per-user values from the ranked relevance (U, C), the relevant counts (U,) and the cut-off
+PerUser = Callable[..., np.ndarray]
+
+
+def _hit_rate(ranked: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
+    return (_hits(ranked, k) > 0).astype(np.float64)
+
+
 def _ndcg(ranked: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
     kk = _check_k(k, ranked.shape[1])
     disc = _dcg_discount(kk)
@@ -290,7 +299,16 @@ def _ndcg(ranked: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
     return np.divide(dcg, idcg, out=np.zeros_like(dcg), where=idcg > 0)
 
 
-def _reciprocal_rank(ranked: np.ndarray, k: int | None) -> np.ndarray:
+def _precision(ranked: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
+    return _hits(ranked, k) / int(k)  # the divisor stays k, even with fewer candidates
+
+
+def _recall(ranked: np.ndarray, n_rel: np.ndarray, k: int) -> np.ndarray:
+    hits = _hits(ranked, k)
+    return np.divide(hits, n_rel, out=np.zeros_like(hits), where=n_rel > 0)
+
+
+def _reciprocal_rank(ranked: np.ndarray, n_rel: np.ndarray, k: int | None) -> np.ndarray:
     first = np.argmax(ranked, axis=1)  # 0-based rank of the first relevant item
     rr = 1.0 / (first + 1.0)
     found = ranked[np.arange(ranked.shape[0]), first]
@@ -299,22 +317,54 @@ def _reciprocal_rank(ranked: np.ndarray, k: int | None) -> np.ndarray:
     return np.where(found, rr, 0.0)
 
 
-def hit_rate_at_k(
-    scores: np.ndarray, relevance: np.ndarray, k: int = 10, reduce: bool = True
+_AT_K: dict[str, PerUser] = {
+    "hr": _hit_rate,
+    "ndcg": _ndcg,
+    "precision": _precision,
+    "recall": _recall,
+}
+
+
+def _ranking(
+    per_user: PerUser, scores: np.ndarray, relevance: np.ndarray, k: int | None, reduce: bool
 ) -> float | np.ndarray:
-    """HR@K: 1 if any relevant candidate is ranked in the top ``k``, else 0.
+    """Check, rank with the tie rule, compute ``per_user`` and reduce: every ranking metric."""
+    s, r = _check_matrix(scores, relevance)
+    n_rel = r.sum(axis=1)
+    return _reduce(per_user(_sorted_relevance(s, r), n_rel, k), n_rel, reduce)
+
+
+_RANKING_ARGS = """
 
     Args:
         scores: ``(U, C)`` candidate scores.
         relevance: ``(U, C)`` binary relevance.
-        k: Cut-off.
+        k: Cut-off{k}.
         reduce: Mean over users (``True``) or the ``(U,)`` per-user values.
-    """
-    s, r = _check_matrix(scores, relevance)
-    ranked = _sorted_relevance(s, r)
-    return _reduce((_hits(ranked, k) > 0).astype(np.float64), r.sum(axis=1), reduce)
+"""
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _ranking_doc(k: str = "") -> Callable[[F], F]:
+    """Complete a ranking metric's docstring with the arguments they all share."""
+
+    def decorate(fn: F) -> F:
+        fn.__doc__ = (fn.__doc__ or "").rstrip() + _RANKING_ARGS.format(k=k)
+        return fn
+
+    return decorate
+
+
+@_ranking_doc()
+def hit_rate_at_k(
+    scores: np.ndarray, relevance: np.ndarray, k: int = 10, reduce: bool = True
+) -> float | np.ndarray:
+    """HR@K: 1 if any relevant candidate is ranked in the top ``k``, else 0."""
+    return _ranking(_hit_rate, scores, relevance, k, reduce)
+
+
+@_ranking_doc()
 def ndcg_at_k(
     scores: np.ndarray, relevance: np.ndarray, k: int = 10, reduce: bool = True
 ) -> float | np.ndarray:
@@ -322,68 +372,35 @@ def ndcg_at_k(
 
     ``IDCG`` is the DCG of the ideal ranking (``min(n_rel, k)`` relevant items first). With one
     relevant item at 0-based rank ``r`` this is ``1 / log2(r + 2)`` if ``r < k``, as in NCF.
-
-    Args:
-        scores: ``(U, C)`` candidate scores.
-        relevance: ``(U, C)`` binary relevance.
-        k: Cut-off.
-        reduce: Mean over users (``True``) or the ``(U,)`` per-user values.
     """
-    s, r = _check_matrix(scores, relevance)
-    n_rel = r.sum(axis=1)
-    return _reduce(_ndcg(_sorted_relevance(s, r), n_rel, k), n_rel, reduce)
+    return _ranking(_ndcg, scores, relevance, k, reduce)
 
 
+@_ranking_doc(k=" (optional, MRR@K): a first relevant item ranked at ``k`` or later scores 0")
 def mrr(
     scores: np.ndarray, relevance: np.ndarray, k: int | None = None, reduce: bool = True
 ) -> float | np.ndarray:
-    """Mean reciprocal rank ``1 / (1 + rank of the first relevant candidate)``.
-
-    Args:
-        scores: ``(U, C)`` candidate scores.
-        relevance: ``(U, C)`` binary relevance.
-        k: Optional cut-off (MRR@K): a first relevant item ranked at ``k`` or later scores 0.
-        reduce: Mean over users (``True``) or the ``(U,)`` per-user values.
-    """
-    s, r = _check_matrix(scores, relevance)
-    return _reduce(_reciprocal_rank(_sorted_relevance(s, r), k), r.sum(axis=1), reduce)
+    """Mean reciprocal rank ``1 / (1 + rank of the first relevant candidate)``."""
+    return _ranking(_reciprocal_rank, scores, relevance, k, reduce)
 
 
+@_ranking_doc()
 def precision_at_k(
     scores: np.ndarray, relevance: np.ndarray, k: int = 10, reduce: bool = True
 ) -> float | np.ndarray:
     """Precision@K: relevant candidates in the top ``k`` divided by ``k``.
 
     The divisor stays ``k`` even when a row has fewer than ``k`` candidates.
-
-    Args:
-        scores: ``(U, C)`` candidate scores.
-        relevance: ``(U, C)`` binary relevance.
-        k: Cut-off.
-        reduce: Mean over users (``True``) or the ``(U,)`` per-user values.
     """
-    s, r = _check_matrix(scores, relevance)
-    if int(k) < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    return _reduce(_hits(_sorted_relevance(s, r), k) / int(k), r.sum(axis=1), reduce)
+    return _ranking(_precision, scores, relevance, k, reduce)
 
 
+@_ranking_doc()
 def recall_at_k(
     scores: np.ndarray, relevance: np.ndarray, k: int = 10, reduce: bool = True
 ) -> float | np.ndarray:
-    """Recall@K: relevant candidates in the top ``k`` divided by the row's relevant count.
-
-    Args:
-        scores: ``(U, C)`` candidate scores.
-        relevance: ``(U, C)`` binary relevance.
-        k: Cut-off.
-        reduce: Mean over users (``True``) or the ``(U,)`` per-user values.
-    """
-    s, r = _check_matrix(scores, relevance)
-    n_rel = r.sum(axis=1)
-    hits = _hits(_sorted_relevance(s, r), k)
-    per_user = np.divide(hits, n_rel, out=np.zeros_like(hits), where=n_rel > 0)
-    return _reduce(per_user, n_rel, reduce)
+    """Recall@K: relevant candidates in the top ``k`` divided by the row's relevant count."""
+    return _ranking(_recall, scores, relevance, k, reduce)
 
 
 def ranking_metrics(
@@ -405,13 +422,9 @@ def ranking_metrics(
     n_rel = r.sum(axis=1)
     out: dict[str, float] = {}
     for k in ks:
-        hits = _hits(ranked, k)
-        out[f"hr@{k}"] = _reduce((hits > 0).astype(np.float64), n_rel, True)
-        out[f"ndcg@{k}"] = _reduce(_ndcg(ranked, n_rel, k), n_rel, True)
-        out[f"precision@{k}"] = _reduce(hits / int(k), n_rel, True)
-        rec = np.divide(hits, n_rel, out=np.zeros_like(hits), where=n_rel > 0)
-        out[f"recall@{k}"] = _reduce(rec, n_rel, True)
-    out["mrr"] = _reduce(_reciprocal_rank(ranked, None), n_rel, True)
+        for name, per_user in _AT_K.items():
+            out[f"{name}@{k}"] = _reduce(per_user(ranked, n_rel, k), n_rel, True)
+    out["mrr"] = _reduce(_reciprocal_rank(ranked, n_rel, None), n_rel, True)
     return out
 
 
