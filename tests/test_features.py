@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recforge.features import CategoricalField, NumericField, Schema, SequenceField
+from recforge.features import (
+    CategoricalField,
+    FieldBase,
+    NumericField,
+    Schema,
+    SequenceField,
+    VocabularyField,
+)
 
 
 def test_schema_json_round_trip(tiny_schema):
@@ -43,6 +50,16 @@ def test_views_order_and_groups(tiny_schema):
 def test_invalid_declarations_are_refused(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+@pytest.mark.parametrize("cls", [CategoricalField, NumericField, SequenceField])
+def test_every_field_kind_shares_the_base_declaration(cls):
+    field = cls("a", column="raw_a", embedding_dim=4)
+    assert isinstance(field, FieldBase) and field.source == "raw_a" and field.embedding_dim == 4
+    assert cls("a").source == "a"
+    with pytest.raises(ValueError, match="group"):
+        cls("a", group="planet")
+    assert isinstance(field, VocabularyField) == (cls is not NumericField)
 
 
 def test_schema_is_immutable(tiny_schema):

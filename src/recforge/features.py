@@ -30,32 +30,24 @@ def _check_group(name: str, group: str) -> None:
 
 
 @dataclass(frozen=True)
-class CategoricalField:
-    """A categorical column encoded to integer ids.
+class FieldBase:
+    """What every field declares: its name, group, source column and embedding dimension.
 
     Args:
         name: Field name (also the source column unless ``column`` is given).
         group: ``user``, ``item`` or ``context``; models such as DRN and NeuralCF use it.
         column: Source column name, defaults to ``name``.
-        min_count: Values seen fewer times in training map to the OOV id.
-        hash_buckets: When > 0, ids are ``1 + hash(value) % hash_buckets`` (no vocabulary).
         embedding_dim: Per-field dimension; ``None`` uses ``Schema.embedding_dim``.
-        vocab_size: Rows of this field including the reserved OOV row 0. Set by fitting.
     """
 
     name: str
     group: Group = "context"
     column: str | None = None
-    min_count: int = 1
-    hash_buckets: int = 0
     embedding_dim: int | None = None
-    vocab_size: int = 0
-    kind: ClassVar[str] = "categorical"
+    kind: ClassVar[str]
 
     def __post_init__(self) -> None:
         _check_group(self.name, self.group)
-        if self.min_count < 1 or self.hash_buckets < 0:
-            raise ValueError(f"field {self.name!r}: min_count >= 1 and hash_buckets >= 0")
 
     @property
     def source(self) -> str:
@@ -63,38 +55,56 @@ class CategoricalField:
 
 
 @dataclass(frozen=True)
-class NumericField:
+class VocabularyField(FieldBase):
+    """A field whose values are encoded through a vocabulary fitted on the training data.
+
+    Args:
+        min_count: Values seen fewer times in training map to the OOV id.
+        vocab_size: Rows of this field including the reserved OOV row 0. Set by fitting.
+    """
+
+    min_count: int = 1
+    vocab_size: int = 0
+
+
+@dataclass(frozen=True)
+class CategoricalField(VocabularyField):
+    """A categorical column encoded to integer ids (see :class:`VocabularyField`).
+
+    Args:
+        hash_buckets: When > 0, ids are ``1 + hash(value) % hash_buckets`` (no vocabulary).
+    """
+
+    hash_buckets: int = 0
+    kind: ClassVar[str] = "categorical"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.min_count < 1 or self.hash_buckets < 0:
+            raise ValueError(f"field {self.name!r}: min_count >= 1 and hash_buckets >= 0")
+
+
+@dataclass(frozen=True)
+class NumericField(FieldBase):
     """A numeric column; float32 after fill and transform, or bucketed into a categorical.
 
     Args:
-        name: Field name (and source column unless ``column`` is given).
-        group: ``user``, ``item`` or ``context``.
-        column: Source column name.
         fill_value: Value used for missing entries (before the transform).
         transform: ``none``, ``log`` (``log1p`` of values clipped at 0; the Criteo recipe),
             ``standard`` (z-score with training mean/std) or ``minmax`` (to [0, 1]).
         buckets: When > 0 the value is cut at training quantiles into this many buckets and the
             field becomes categorical (ids 1..buckets, 0 reserved).
-        embedding_dim: Per-field dimension; ``None`` uses ``Schema.embedding_dim``.
     """
 
-    name: str
-    group: Group = "context"
-    column: str | None = None
     fill_value: float = 0.0
     transform: Transform = "none"
     buckets: int = 0
-    embedding_dim: int | None = None
     kind: ClassVar[str] = "numeric"
 
     def __post_init__(self) -> None:
-        _check_group(self.name, self.group)
+        super().__post_init__()
         if self.transform not in ("none", "log", "standard", "minmax"):
             raise ValueError(f"field {self.name!r}: unknown transform {self.transform!r}")
-
-    @property
-    def source(self) -> str:
-        return self.column or self.name
 
     @property
     def is_bucketed(self) -> bool:
@@ -106,45 +116,32 @@ class NumericField:
 
 
 @dataclass(frozen=True)
-class SequenceField:
+class SequenceField(VocabularyField):
     """A variable-length behaviour sequence (e.g. the ids of recently clicked items).
 
     The source column holds a list (Parquet) or a ``separator``-joined string (CSV), oldest
     first. The most recent ``max_len`` entries are kept, left-aligned and padded with id 0;
-    the batch carries the true lengths for masking.
+    the batch carries the true lengths for masking. A sequence that shares another field's
+    embedding keeps ``vocab_size`` 0 and ignores ``min_count`` and ``embedding_dim``.
 
     Args:
-        name: Field name (and source column unless ``column`` is given).
         group: Usually ``user``.
-        column: Source column name.
         max_len: Maximum kept length.
         share_embedding_with: Name of a categorical field whose vocabulary and embedding rows
             this sequence uses (clicked item ids share the item-id table).
         separator: Token separator for string columns.
-        min_count: Vocabulary threshold when the sequence has its own vocabulary.
-        embedding_dim: Per-field dimension when not shared.
-        vocab_size: Own vocabulary rows including row 0 (0 when shared). Set by fitting.
     """
 
-    name: str
     group: Group = "user"
-    column: str | None = None
     max_len: int = 50
     share_embedding_with: str | None = None
     separator: str = "|"
-    min_count: int = 1
-    embedding_dim: int | None = None
-    vocab_size: int = 0
     kind: ClassVar[str] = "sequence"
 
     def __post_init__(self) -> None:
-        _check_group(self.name, self.group)
+        super().__post_init__()
         if self.max_len < 1:
             raise ValueError(f"field {self.name!r}: max_len must be >= 1")
-
-    @property
-    def source(self) -> str:
-        return self.column or self.name
 
 
 Field = CategoricalField | NumericField | SequenceField
