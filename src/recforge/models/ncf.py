@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar, cast
 
 import torch
 from torch import nn
@@ -84,21 +85,22 @@ def _prediction_layer(width: int) -> nn.Linear:
 @dataclass(frozen=True)
 class GMFConfig(ModelConfig):
     """Args:
-    factors: Predictive factors (the embedding size); ``embedding_dim`` is not used.
+    factors: Predictive factors, the width of each part's output: GMF's embedding size, the
+        MLP's last tower layer (``embedding_dim`` is not used).
     """
 
     factors: int = 8
 
 
 @dataclass(frozen=True)
-class NCFMLPConfig(ModelConfig):
-    """Args:
-    factors: Predictive factors (width of the last tower layer).
-    num_layers: Tower layers; each side embeds into ``factors * 2^(num_layers-1)``.
-    dropout: Dropout after each tower layer.
+class NCFMLPConfig(GMFConfig):
+    """The predictive factors (:class:`GMFConfig`) and the MLP tower's options:
+
+    Args:
+        num_layers: Tower layers; each side embeds into ``factors * 2^(num_layers-1)``.
+        dropout: Dropout after each tower layer.
     """
 
-    factors: int = 8
     num_layers: int = 3
     dropout: float = 0.0
 
@@ -125,49 +127,54 @@ class NeuMFConfig(NCFMLPConfig):
     pretrain_lr: float = 1e-3
 
 
-class GMF(UserItemModel):
-    """Generalised matrix factorisation, eq. 9."""
+class NeuralCF(UserItemModel):
+    """The NCF framework: ``y = h^T phi(u, i)``, ``phi`` the concatenated outputs of the parts.
 
-    config_class = GMFConfig
+    GMF's part gives ``p_u * q_i`` (eq. 9), the MLP's ``z_L`` (eq. 10); NeuMF fuses both, each
+    with its own embeddings (eq. 11-12). A subclass names its parts.
+
+    Attributes:
+        parts: ``gmf`` and/or ``mlp``, in the order of ``phi``.
+    """
+
+    parts: ClassVar[tuple[str, ...]] = ()
+    gmf: GMFArch
+    mlp: MLPArch
 
     def __init__(self, schema: Schema, cfg: GMFConfig) -> None:
         super().__init__(schema, cfg)
-        self.gmf = GMFArch(self.sizes, cfg.factors, sparse=cfg.sparse)
-        self.predict = _prediction_layer(cfg.factors)
-
-    def forward(self, batch: Batch) -> torch.Tensor:
-        return self.predict(self.gmf(self.ids(batch))).squeeze(-1)  # (B,)
-
-
-class NCFMLP(UserItemModel):
-    """The NCF multi-layer perceptron, eq. 10."""
-
-    config_class = NCFMLPConfig
-
-    def __init__(self, schema: Schema, cfg: NCFMLPConfig) -> None:
-        super().__init__(schema, cfg)
-        self.mlp = MLPArch(self.sizes, cfg.factors, cfg.num_layers, cfg.dropout, cfg.sparse)
-        self.predict = _prediction_layer(cfg.factors)
-
-    def forward(self, batch: Batch) -> torch.Tensor:
-        return self.predict(self.mlp(self.ids(batch))).squeeze(-1)  # (B,)
-
-
-class NeuMF(UserItemModel):
-    """Fusion of GMF and MLP with separate embeddings, eq. 11-12."""
-
-    config_class = NeuMFConfig
-
-    def __init__(self, schema: Schema, cfg: NeuMFConfig) -> None:
-        super().__init__(schema, cfg)
-        self.gmf = GMFArch(self.sizes, cfg.factors, sparse=cfg.sparse)
-        self.mlp = MLPArch(self.sizes, cfg.factors, cfg.num_layers, cfg.dropout, cfg.sparse)
-        self.predict = _prediction_layer(2 * cfg.factors)
+        if "gmf" in self.parts:
+            self.gmf = GMFArch(self.sizes, cfg.factors, sparse=cfg.sparse)
+        if "mlp" in self.parts:
+            tower = cast(NCFMLPConfig, cfg)
+            self.mlp = MLPArch(self.sizes, cfg.factors, tower.num_layers, tower.dropout, cfg.sparse)
+        self.predict = _prediction_layer(len(self.parts) * cfg.factors)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         ids = self.ids(batch)
-        phi = torch.cat([self.gmf(ids), self.mlp(ids)], dim=-1)  # (B, 2f) = [phi^GMF; phi^MLP]
+        phi = torch.cat([self.get_submodule(p)(ids) for p in self.parts], dim=-1)  # (B, f parts)
         return self.predict(phi).squeeze(-1)  # (B,)
+
+
+class GMF(NeuralCF):
+    """Generalised matrix factorisation, eq. 9."""
+
+    config_class = GMFConfig
+    parts = ("gmf",)
+
+
+class NCFMLP(NeuralCF):
+    """The NCF multi-layer perceptron, eq. 10."""
+
+    config_class = NCFMLPConfig
+    parts = ("mlp",)
+
+
+class NeuMF(NeuralCF):
+    """Fusion of GMF and MLP with separate embeddings, eq. 11-12."""
+
+    config_class = NeuMFConfig
+    parts = ("gmf", "mlp")
 
     def pretraining(self) -> list[PretrainStage]:
         """GMF and MLP with this model's sizes, trained first (paper section 3.4.1)."""
