@@ -7,7 +7,15 @@ import dataclasses
 import torch
 
 from recforge.features import random_batch
-from recforge.layers.embedding import FeatureEmbedding, FusedEmbedding, LinearPart, masked_mean
+from recforge.layers.embedding import (
+    FeatureEmbedding,
+    FusedEmbedding,
+    LinearPart,
+    StackedInput,
+    length_mask,
+    masked_mean,
+    masked_sum,
+)
 
 
 def test_fused_table_equals_separate_tables():
@@ -111,3 +119,38 @@ def test_sequence_with_own_vocabulary_does_not_shift_sparse_fields(tiny_schema):
         torch.testing.assert_close(out[:, j], table.field_rows(j)[batch.sparse[:, j]])
     tags = table.field_rows(len(schema.sparse_fields))[batch.sequences["hist_tags"]]
     torch.testing.assert_close(out[:, -1], masked_mean(tags, batch.lengths["hist_tags"]))
+
+
+def test_masked_sum_and_length_mask():
+    values = torch.arange(12, dtype=torch.float32).reshape(2, 3, 2)
+    lengths = torch.tensor([2, 0])
+    assert length_mask(lengths, 3).tolist() == [[True, True, False], [False, False, False]]
+    torch.testing.assert_close(masked_sum(values, lengths), torch.tensor([[2.0, 4.0], [0, 0]]))
+    torch.testing.assert_close(masked_mean(values, lengths), torch.tensor([[1.0, 2.0], [0, 0]]))
+
+
+def test_field_names_follow_the_stacked_vectors(tiny_schema):
+    full = FeatureEmbedding(tiny_schema)
+    names = [f.name for f in tiny_schema.sparse_fields]
+    assert full.field_names == (
+        *names,
+        *(f.name for f in tiny_schema.dense_fields),
+        *(f.name for f in tiny_schema.sequence_fields),
+    )
+    assert len(full.field_names) == len(full.output_dims) == full.num_fields
+    bare = FeatureEmbedding(tiny_schema, include_dense=False, pool_sequences=False)
+    assert bare.field_names == tuple(names)
+
+
+def test_stacked_input_is_embeddings_then_raw_numerics(tiny_schema, tiny_batch):
+    torch.manual_seed(0)
+    block = StackedInput(tiny_schema, dim=4)
+    torch.manual_seed(0)
+    plain = FeatureEmbedding(tiny_schema, dim=4, include_dense=False)
+    assert block.state_dict().keys() == plain.state_dict().keys()  # a FeatureEmbedding
+    x0 = block.stack(tiny_batch)
+    expected = torch.cat([plain.flat(tiny_batch), tiny_batch.dense], dim=1)
+    torch.testing.assert_close(x0, expected)
+    assert x0.shape[1] == block.stacked_dim == plain.output_dim + len(tiny_schema.dense_fields)
+    moved = block.flat(tiny_batch) + 1.0
+    torch.testing.assert_close(block.stack(tiny_batch, moved)[:, : plain.output_dim], moved)

@@ -22,8 +22,8 @@ from recforge.models.registry import ModelSpec
 
 @dataclass(frozen=True)
 class BaseSeqConfig(BehaviourConfig):
-    """The MLP's and the behaviours' options (:class:`~recforge.models.behaviour.
-    BehaviourConfig`) and the pooling:
+    """The options of :class:`~recforge.models.behaviour.BehaviourConfig` (MLP, behaviours)
+    and the pooling:
 
     Args:
         activation: ``prelu`` (the papers' base model), ``dice``, ``relu`` ...

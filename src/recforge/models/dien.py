@@ -38,9 +38,9 @@ from recforge.models.registry import ModelSpec
 
 @dataclass(frozen=True)
 class DIENConfig(AttentionConfig):
-    """The MLP's, behaviours' and attention unit's options (:class:`~recforge.models.
-    behaviour.AttentionConfig`; ``behaviours: None`` leaves the negative sequences out) and the
-    interest extractor's and evolution's:
+    """The options of :class:`~recforge.models.behaviour.AttentionConfig` (MLP, behaviours,
+    attention unit; ``behaviours: None`` leaves the negative sequences out) and those of the
+    interest extractor and evolution:
 
     Args:
         gru_hidden: Hidden width of both GRUs; ``None`` is the behaviour width (the official

@@ -26,8 +26,8 @@ from recforge.models.registry import ModelSpec
 
 @dataclass(frozen=True)
 class DINConfig(AttentionConfig):
-    """The MLP's, behaviours' and activation unit's options (:class:`~recforge.models.
-    behaviour.AttentionConfig`) and the weights' normalisation:
+    """The options of :class:`~recforge.models.behaviour.AttentionConfig` (MLP, behaviours,
+    activation unit) and the weights' normalisation:
 
     Args:
         softmax: Normalise attention weights over the history (off in the paper).
