@@ -7,10 +7,11 @@ model means adding its module path to ``_MODULES``.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
+from recforge.entries import collect
 from recforge.features import Schema
 from recforge.models.base import ModelConfig, RecModel
 
@@ -61,18 +62,15 @@ _MODULES: tuple[str, ...] = (
 _REGISTRY: dict[str, ModelSpec] | None = None
 
 
+def _module_specs(module: ModuleType) -> tuple[ModelSpec, ...]:
+    """A model module declares ``SPEC`` (one model) or ``SPECS`` (several, e.g. NeuralCF)."""
+    return module.SPECS if hasattr(module, "SPECS") else (module.SPEC,)
+
+
 def _load() -> dict[str, ModelSpec]:
     global _REGISTRY
     if _REGISTRY is None:
-        registry: dict[str, ModelSpec] = {}
-        for module_name in _MODULES:
-            module = importlib.import_module(module_name)
-            specs = getattr(module, "SPECS", None) or (module.SPEC,)
-            for spec in specs:
-                if spec.name in registry:
-                    raise RuntimeError(f"model name {spec.name!r} registered twice")
-                registry[spec.name] = spec
-        _REGISTRY = registry
+        _REGISTRY = collect(_MODULES, _module_specs, "model")
     return _REGISTRY
 
 

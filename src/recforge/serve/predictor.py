@@ -103,9 +103,7 @@ class Predictor:
     ) -> Predictor:
         """Load the bundle at ``path`` (``seen`` may be a CSV/TSV/Parquet path or a table)."""
         bundle = load_bundle(path, device=device)
-        if seen is not None and not isinstance(seen, pa.Table):
-            seen = read_table(seen)
-        return cls(bundle, max_records=max_records, seen=seen)
+        return cls(bundle, max_records=max_records, seen=read_seen(seen))
 
     # ---- properties ----------------------------------------------------------------------
     @property
@@ -409,3 +407,10 @@ def _bundle_id(folder: Path | None) -> str:
         if path.exists():
             h.update(path.read_bytes())
     return h.hexdigest()[:12]
+
+
+def read_seen(seen: str | Path | pa.Table | None) -> pa.Table | None:
+    """The training interactions ``recommend`` excludes: a table, or read from a file path."""
+    if seen is None or isinstance(seen, pa.Table):
+        return seen
+    return read_table(seen)

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from recforge.data.read.readers import read_table
-from recforge.serve.predictor import DEFAULT_MAX_RECORDS, Predictor
+from recforge.serve.predictor import DEFAULT_MAX_RECORDS, Predictor, read_seen
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +38,7 @@ class ModelSlot:
         device: str = "cpu",
     ) -> None:
         self.max_records = max_records
-        if seen is not None and not isinstance(seen, pa.Table):
-            seen = read_table(seen)
-        self.seen = seen
+        self.seen = read_seen(seen)
         self.device = device
         self._lock = threading.Lock()  # guards the reference and the generation counter
         self._reload_lock = threading.Lock()  # one reload at a time

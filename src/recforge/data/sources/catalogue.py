@@ -9,7 +9,6 @@ Entries live in per-source modules (``movielens``, ``criteo``, ``avazu``, ``libf
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from recforge.entries import collect
 from recforge.features import Schema
 from recforge.io import cache_dir, sha256_file
 
@@ -100,13 +100,7 @@ def catalogue() -> dict[str, DatasetSpec]:
     """All catalogue entries by name."""
     global _CATALOGUE
     if _CATALOGUE is None:
-        entries: dict[str, DatasetSpec] = {}
-        for module_name in _MODULES:
-            for spec in importlib.import_module(module_name).DATASETS:
-                if spec.name in entries:
-                    raise RuntimeError(f"dataset {spec.name!r} registered twice")
-                entries[spec.name] = spec
-        _CATALOGUE = entries
+        _CATALOGUE = collect(_MODULES, lambda module: module.DATASETS, "dataset")
     return _CATALOGUE
 
 
