@@ -70,7 +70,6 @@ class AFM(FactorizationModel):
 SPEC = ModelSpec(
     name="afm",
     model=AFM,
-    config=AFMConfig,
     paper="Xiao, Ye, He, Zhang, Wu & Chua, Attentional Factorization Machines: Learning the "
     "Weight of Feature Interactions via Attention Networks, IJCAI 2017",
     family="ctr",

@@ -286,7 +286,6 @@ def masked_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) ->
 SPEC = ModelSpec(
     name="autorec",
     model=AutoRec,
-    config=AutoRecConfig,
     paper="Sedhain, Menon, Sanner & Xie, AutoRec: Autoencoders Meet Collaborative Filtering, "
     "WWW 2015",
     family="cf",

@@ -54,7 +54,6 @@ class BaseSeq(BehaviourModel):
 SPEC = ModelSpec(
     name="base_seq",
     model=BaseSeq,
-    config=BaseSeqConfig,
     paper="Zhou et al., Deep Interest Network for Click-Through Rate Prediction, KDD 2018 "
     "(the Embedding&MLP base model)",
     family="sequence",

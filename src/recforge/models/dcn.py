@@ -90,14 +90,12 @@ SPECS = (
     ModelSpec(
         name="dcn",
         model=DCN,
-        config=DCNConfig,
         paper="Wang, Fu, Fu & Wang, Deep & Cross Network for Ad Click Predictions, ADKDD 2017",
         family="ctr",
     ),
     ModelSpec(
         name="dcn_v2",
         model=DCNV2,
-        config=DCNV2Config,
         paper="Wang, Shivanna, Cheng, Jain, Lin, Hong & Chi, DCN V2: Improved Deep & Cross "
         "Network and Practical Lessons for Web-scale Learning to Rank Systems, WWW 2021",
         family="ctr",

@@ -82,7 +82,6 @@ class DeepCrossing(RecModel):
 SPEC = ModelSpec(
     name="deep_crossing",
     model=DeepCrossing,
-    config=DeepCrossingConfig,
     paper="Shan, Hoens, Jiao, Wang, Yu & Mao, Deep Crossing: Web-Scale Modeling without "
     "Manually Crafted Combinatorial Features, KDD 2016",
     family="ctr",

@@ -47,7 +47,6 @@ class DeepFM(FM):
 SPEC = ModelSpec(
     name="deepfm",
     model=DeepFM,
-    config=DeepFMConfig,
     paper="Guo, Tang, Ye, Li & He, DeepFM: A Factorization-Machine based Neural Network for "
     "CTR Prediction, IJCAI 2017",
     family="ctr",

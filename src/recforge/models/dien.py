@@ -156,7 +156,6 @@ class DIEN(BehaviourModel):
 SPEC = ModelSpec(
     name="dien",
     model=DIEN,
-    config=DIENConfig,
     paper="Zhou et al., Deep Interest Evolution Network for Click-Through Rate Prediction, "
     "AAAI 2019",
     family="sequence",

@@ -59,7 +59,6 @@ class DIN(BehaviourModel):
 SPEC = ModelSpec(
     name="din",
     model=DIN,
-    config=DINConfig,
     paper="Zhou et al., Deep Interest Network for Click-Through Rate Prediction, KDD 2018",
     family="sequence",
 )

@@ -43,7 +43,6 @@ class DNN(RecModel):
 SPEC = ModelSpec(
     name="dnn",
     model=DNN,
-    config=DNNConfig,
     paper="Covington, Adams & Sargin, Deep Neural Networks for YouTube Recommendations, "
     "RecSys 2016",
     family="ctr",

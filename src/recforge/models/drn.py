@@ -139,7 +139,6 @@ class DRN(RecModel):
 SPEC = ModelSpec(
     name="drn",
     model=DRN,
-    config=DRNConfig,
     paper=(
         "Zheng, Zhang, Zheng, Xiang, Yuan, Xie & Li, DRN: A Deep Reinforcement Learning "
         "Framework for News Recommendation, WWW 2018"

@@ -58,7 +58,6 @@ class FM(FactorizationModel):
 SPEC = ModelSpec(
     name="fm",
     model=FM,
-    config=FMConfig,
     paper="Rendle, Factorization Machines, ICDM 2010",
     family="baseline",
 )

@@ -119,7 +119,6 @@ class FNN(FactorizationModel):
 SPEC = ModelSpec(
     name="fnn",
     model=FNN,
-    config=FNNConfig,
     paper="Zhang, Du & Wang, Deep Learning over Multi-field Categorical Data: A Case Study on "
     "User Response Prediction, ECIR 2016",
     family="ctr",

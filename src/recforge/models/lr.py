@@ -28,7 +28,6 @@ class LogisticRegression(RecModel):
 SPEC = ModelSpec(
     name="lr",
     model=LogisticRegression,
-    config=ModelConfig,
     paper="McCullagh & Nelder, Generalized Linear Models, 1989",
     family="baseline",
 )

@@ -50,7 +50,6 @@ class BiasedMF(UserItemModel):
 SPEC = ModelSpec(
     name="mf",
     model=BiasedMF,
-    config=MFConfig,
     paper="Koren, Bell & Volinsky, Matrix Factorization Techniques for Recommender Systems, "
     "IEEE Computer 2009",
     family="baseline",

@@ -214,11 +214,7 @@ class NeuMF(NeuralCF):
 
 
 SPECS = (
-    ModelSpec(name="gmf", model=GMF, config=GMFConfig, paper=_PAPER, family="cf", pairwise=True),
-    ModelSpec(
-        name="ncf_mlp", model=NCFMLP, config=NCFMLPConfig, paper=_PAPER, family="cf", pairwise=True
-    ),
-    ModelSpec(
-        name="neumf", model=NeuMF, config=NeuMFConfig, paper=_PAPER, family="cf", pairwise=True
-    ),
+    ModelSpec(name="gmf", model=GMF, paper=_PAPER, family="cf", pairwise=True),
+    ModelSpec(name="ncf_mlp", model=NCFMLP, paper=_PAPER, family="cf", pairwise=True),
+    ModelSpec(name="neumf", model=NeuMF, paper=_PAPER, family="cf", pairwise=True),
 )

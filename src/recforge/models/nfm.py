@@ -64,7 +64,6 @@ class NFM(FactorizationModel):
 SPEC = ModelSpec(
     name="nfm",
     model=NFM,
-    config=NFMConfig,
     paper="He & Chua, Neural Factorization Machines for Sparse Predictive Analytics, SIGIR 2017",
     family="ctr",
 )

@@ -54,7 +54,6 @@ class ItemPopularity(RecModel):
 SPEC = ModelSpec(
     name="popularity",
     model=ItemPopularity,
-    config=ModelConfig,
     paper="Item popularity (ItemPop) baseline, as in He et al., Neural Collaborative "
     "Filtering, WWW 2017",
     family="baseline",

@@ -23,18 +23,23 @@ class ModelSpec:
     Args:
         name: Registry name used in configs and on the command line.
         model: The model class.
-        config: Its frozen config dataclass.
         paper: Citation (authors, title, venue, year).
         family: ``baseline``, ``ctr``, ``cf``, ``sequence`` or ``rl``.
         pairwise: True when the model scores (user, item) pairs (usable with ``recommend``).
+        config: Its frozen config dataclass; ``None`` takes ``model.config_class`` (one class
+            registered under several names with other defaults, e.g. IPNN/OPNN, names it).
     """
 
     name: str
     model: type[RecModel]
-    config: type[ModelConfig]
     paper: str
     family: str
     pairwise: bool = False
+    config: type[ModelConfig] = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.config is None:
+            object.__setattr__(self, "config", self.model.config_class)
 
 
 _MODULES: tuple[str, ...] = (

@@ -118,7 +118,6 @@ class WideDeep(RecModel):
 SPEC = ModelSpec(
     name="wide_deep",
     model=WideDeep,
-    config=WideDeepConfig,
     paper="Cheng et al., Wide & Deep Learning for Recommender Systems, DLRS 2016",
     family="ctr",
 )
