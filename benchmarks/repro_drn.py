@@ -1,7 +1,7 @@
 """Reproduce DRN's claims (Zheng et al., WWW 2018) on the recforge news simulator.
 
 The paper's data is proprietary, so its claims are measured on the seeded simulator of
-:mod:`recforge.online.simulator`:
+:mod:`recforge.drn.simulator`:
 
 1. DRN (dueling Q-network + DBGD minor updates + replay major updates) beats greedy and
    epsilon-greedy (same network and major updates, other exploration) and LinUCB and a static CTR
@@ -32,9 +32,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from recforge.commands.online import plot_histories  # noqa: E402
-from recforge.online.agent import AgentConfig  # noqa: E402
-from recforge.online.loop import run_policy  # noqa: E402
-from recforge.online.simulator import SimConfig  # noqa: E402
+from recforge.drn.agent import AgentConfig  # noqa: E402
+from recforge.drn.loop import run_policy  # noqa: E402
+from recforge.drn.simulator import SimConfig  # noqa: E402
 
 T975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 8: 2.365, 10: 2.262}
 POLICIES = ("drn", "greedy", "egreedy", "linucb", "static", "random")
@@ -80,7 +80,7 @@ def main() -> int:
     base = SimConfig(shift_step=args.log_steps + shift_online)
     calibration = None
     if args.calibrate:
-        from recforge.online.calibration import calibrate
+        from recforge.drn.calibration import calibrate
 
         calibration = calibrate(
             SHARED / "globo-news-clicks" / "clicks.csv.xz",

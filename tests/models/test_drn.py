@@ -1,9 +1,9 @@
 import torch
 from torch import nn
 
+from recforge.drn.model import DRN, DRNConfig, DuelingQ
 from recforge.features import CategoricalField, NumericField, Schema, SequenceField, random_batch
 from recforge.models import registry
-from recforge.models.drn import DRN, DRNConfig, DuelingQ
 
 
 def _schema() -> Schema:

@@ -59,7 +59,7 @@ def plot_histories(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from recforge.online.loop import METRICS
+    from recforge.drn.loop import METRICS
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     for ax, metric in zip(axes.ravel(), METRICS, strict=True):
@@ -83,9 +83,9 @@ def plot_histories(
 def cmd_online(args: argparse.Namespace) -> int:
     import torch
 
-    from recforge.online.agent import AgentConfig
-    from recforge.online.loop import run_simulation
-    from recforge.online.simulator import SimConfig
+    from recforge.drn.agent import AgentConfig
+    from recforge.drn.loop import run_simulation
+    from recforge.drn.simulator import SimConfig
 
     torch.set_num_threads(1)  # tiny networks: threads only add overhead
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
@@ -93,7 +93,7 @@ def cmd_online(args: argparse.Namespace) -> int:
     sim = SimConfig(n_users=args.users, n_topics=args.topics, shift_step=shift, seed=args.seed)
     calibration = None
     if args.globo or args.mind:
-        from recforge.online.calibration import calibrate
+        from recforge.drn.calibration import calibrate
 
         calibration = calibrate(args.globo, args.mind, base=sim)
         sim = calibration.apply(sim)

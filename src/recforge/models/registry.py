@@ -58,7 +58,7 @@ _MODULES: tuple[str, ...] = (
     "recforge.models.base_seq",
     "recforge.models.din",
     "recforge.models.dien",
-    "recforge.models.drn",
+    "recforge.drn.model",
     "recforge.models.autorec",
     "recforge.models.ncf",
     "recforge.models.popularity",

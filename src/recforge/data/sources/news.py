@@ -9,7 +9,7 @@
   the user's click history. The reader explodes impressions into one row per shown news item;
   ``max_impressions`` draws a seeded sample of impressions.
 
-:func:`recforge.online.calibration.calibrate` fits the news simulator's parameters from them.
+:func:`recforge.drn.calibration.calibrate` fits the news simulator's parameters from them.
 """
 
 from __future__ import annotations

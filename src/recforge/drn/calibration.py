@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recforge.data.sources.news import read_globo_clicks, read_mind_behaviors
-from recforge.online.simulator import NewsSimulator, SimConfig
+from recforge.drn.simulator import NewsSimulator, SimConfig
 
 log = logging.getLogger(__name__)
 

@@ -18,16 +18,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from recforge.online.agent import AgentConfig, DRNAgent
-from recforge.online.features import FeatureBuilder
-from recforge.online.policies import (
+from recforge.drn.agent import AgentConfig, DRNAgent
+from recforge.drn.features import FeatureBuilder
+from recforge.drn.policies import (
     LinUCBPolicy,
     Policy,
     RandomPolicy,
     StaticCTRPolicy,
     Step,
 )
-from recforge.online.simulator import NewsSimulator, Request, SimConfig
+from recforge.drn.simulator import NewsSimulator, Request, SimConfig
 
 log = logging.getLogger(__name__)
 

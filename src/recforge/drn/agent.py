@@ -27,16 +27,16 @@ import torch
 from torch import nn
 
 from recforge.config import TrainConfig
-from recforge.models.drn import DuelingQ
-from recforge.online.dbgd import DuelingBanditGD
-from recforge.online.interleaving import (
+from recforge.drn.dbgd import DuelingBanditGD
+from recforge.drn.interleaving import (
     credit,
     merge,
     probabilistic_interleave,
     team_draft_interleave,
 )
-from recforge.online.policies import Policy, Step, top_k
-from recforge.online.replay import ReplayMemory
+from recforge.drn.model import DuelingQ
+from recforge.drn.policies import Policy, Step, top_k
+from recforge.drn.replay import ReplayMemory
 from recforge.train.optim import build_optimizers
 
 log = logging.getLogger(__name__)

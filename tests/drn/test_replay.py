@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from recforge.online.replay import ReplayMemory
+from recforge.drn.replay import ReplayMemory
 
 
 def test_capacity_keeps_newest() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recforge.online.simulator import Feedback, Request
+from recforge.drn.simulator import Feedback, Request
 
 
 class FeatureBuilder:

@@ -1,7 +1,7 @@
 import numpy as np
 
-from recforge.online.features import FeatureBuilder
-from recforge.online.simulator import NewsSimulator, SimConfig
+from recforge.drn.features import FeatureBuilder
+from recforge.drn.simulator import NewsSimulator, SimConfig
 
 SMALL = SimConfig(n_users=400, rate=0.05, seed=3)
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from recforge.online.interleaving import (
+from recforge.drn.interleaving import (
     TEAM_A,
     TEAM_B,
     credit,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recforge.online.policies import StaticCTRPolicy, Step
+from recforge.drn.policies import StaticCTRPolicy, Step
 
 
 def _log(steps: int, rng: np.random.Generator) -> list[Step]:

@@ -2,8 +2,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from recforge.online.dbgd import DuelingBanditGD, move_towards, perturb
-from recforge.online.interleaving import outcome, team_draft_interleave
+from recforge.drn.dbgd import DuelingBanditGD, move_towards, perturb
+from recforge.drn.interleaving import outcome, team_draft_interleave
 
 
 def test_perturbation_is_multiplicative_and_bounded() -> None:

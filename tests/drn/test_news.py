@@ -7,8 +7,8 @@ import pyarrow.csv  # noqa: F401  (pa.csv)
 
 from recforge.data.sources import catalogue as datasets
 from recforge.data.sources.news import prepare_globo, prepare_mind, read_mind_behaviors
-from recforge.online.calibration import calibrate, calibrate_globo, fit_bias
-from recforge.online.simulator import NewsSimulator, SimConfig
+from recforge.drn.calibration import calibrate, calibrate_globo, fit_bias
+from recforge.drn.simulator import NewsSimulator, SimConfig
 
 MIND_ROWS = (
     "1\tU1\t11/11/2019 9:05:58 AM\tN5 N6\tN1-1 N22-0 N333-0\n"

@@ -1,9 +1,9 @@
 import numpy as np
 
-from recforge.online.agent import AgentConfig, DRNAgent
-from recforge.online.features import FeatureBuilder
-from recforge.online.loop import list_metrics, run_policy
-from recforge.online.simulator import SimConfig
+from recforge.drn.agent import AgentConfig, DRNAgent
+from recforge.drn.features import FeatureBuilder
+from recforge.drn.loop import list_metrics, run_policy
+from recforge.drn.simulator import SimConfig
 
 
 def test_list_metrics_closed_form() -> None:

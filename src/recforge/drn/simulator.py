@@ -22,7 +22,7 @@ on, with every mechanism explicit and seeded (numpy only, vectorised over users 
 
 Time is discrete (one step is nominally one hour). Each step the users whose return time has come
 arrive (at most ``max_users``); the agent ranks the candidates for each of them; the environment
-returns clicks, activeness and return gaps. :func:`recforge.online.calibration.calibrate` fits
+returns clicks, activeness and return gaps. :func:`recforge.drn.calibration.calibrate` fits
 ``quality_std``, ``freshness_tau``, ``bias`` and ``rate_std`` from real news logs.
 """
 

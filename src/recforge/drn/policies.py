@@ -3,7 +3,7 @@
 Every policy sees the DRN features of a request (``state (B, Ds)``, ``action (B, C, Da)``) and
 returns ``(B, L)`` candidate positions, best first; after the environment answers it receives a
 :class:`Step` to learn from. The Q-network policies (greedy, epsilon-greedy and DRN itself) live
-in :mod:`recforge.online.agent`.
+in :mod:`recforge.drn.agent`.
 
 * :class:`RandomPolicy` logs uniformly random lists (used to collect the pretraining log).
 * :class:`LinUCBPolicy` is the shared-parameter LinUCB of Li, Chu, Langford & Schapire

@@ -10,7 +10,7 @@ stream that reads only the state and an advantage stream that reads state and ac
 
 Both streams share a state encoder. The network is trained on the target
 ``y = r + gamma * max_a' Q_target(s', a')`` with ``r = r_click + beta * r_active`` by the online
-agent (:mod:`recforge.online.agent`); ranking uses ``Q``. As a registry model it builds its state
+agent (:mod:`recforge.drn.agent`); ranking uses ``Q``. As a registry model it builds its state
 from the schema's ``user`` and ``context`` fields and its action from the ``item`` fields, and
 ``forward(batch)`` returns ``Q`` as the logit of each row.
 """

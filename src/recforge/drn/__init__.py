@@ -1,0 +1,5 @@
+"""DRN (Zheng et al., WWW 2018) in one package: the dueling Q-network (:mod:`.model`, also the
+``drn`` registry model), the online agent with dueling bandit gradient descent, interleaving,
+minor and major updates (:mod:`.agent`, :mod:`.dbgd`, :mod:`.interleaving`, :mod:`.replay`),
+the baseline policies, the news simulator and its calibration from real logs
+(:mod:`.simulator`, :mod:`.calibration`) and the loop behind ``recforge online``."""
