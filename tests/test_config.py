@@ -73,6 +73,7 @@ def test_invalid_configs_are_refused(tmp_path, data, message):
     [
         ({"name": "fm", "params": {"hidden": [1]}}, r"model\.params \(fm\): unknown key"),
         ({"name": "fm", "params": {"embedding_dim": "wide"}}, r"embedding_dim: .wide. does not"),
+        ({"name": "fm", "params": {"embedding_dim": 0}}, r"embedding_dim: must be at least 1"),
         ({"name": "nope"}, r"model\.name: unknown model 'nope'"),
     ],
 )

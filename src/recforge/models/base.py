@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
+from recforge.config import FieldValueError
 from recforge.features import Batch, Schema
 
 if TYPE_CHECKING:
@@ -54,7 +55,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.embedding_dim is not None and self.embedding_dim < 1:
-            raise ValueError(f"embedding_dim: must be at least 1, got {self.embedding_dim}")
+            raise FieldValueError(
+                "model.params", "embedding_dim", f"must be at least 1, got {self.embedding_dim}"
+            )
 
 
 @dataclass(frozen=True)
