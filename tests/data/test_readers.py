@@ -187,3 +187,24 @@ def test_libfm_bad_label_and_value(tmp_path):
 def test_numeric_columns_are_float_not_silently_null(tmp_path):
     path = write(tmp_path / "n.csv", "user,price,click\na,NA,0\nb,-2.5e-1,1\n")
     assert np.allclose(read_table(path, schema=SCHEMA)["price"].to_pylist()[1], -0.25)
+
+
+def test_find_file_never_leaves_the_given_folder_and_a_missing_path_is_an_error(tmp_path):
+    from recforge.data.read.readers import find_file
+
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "frappe.test.libfm").write_text("1 1:1\n")
+    empty = tmp_path / "given"
+    empty.mkdir()
+    assert find_file(empty, ["frappe.test.libfm"]) is None  # the sibling copy is not used
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        find_file(tmp_path / "does-not-exist", ["frappe.test.libfm"])
+
+
+def test_prepare_with_a_missing_path_fails_in_one_line(tmp_path, capsys):
+    from recforge.cli import main
+
+    (tmp_path / "frappe.test.libfm").write_text("1 1:1\n")  # a copy beside the missing folder
+    code = main(["datasets", "prepare", "frappe", "--path", str(tmp_path / "missing")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "no such file or folder" in err and "\n" not in err

@@ -54,8 +54,6 @@ _NUMBER = r"^[-+]?((\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|inf|infinity|nan)$"
 _MISSING = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND"]
 _MISSING += ["1.#QNAN", "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"]
 
-# Safe extraction where the running Python supports it (3.10.12+, 3.11.4+).
-_TAR_FILTER: dict[str, str] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 
 _META_SOURCE = b"recforge.source"
 _META_HEADER = b"recforge.header_lines"
@@ -132,25 +130,36 @@ def open_stream(path: str | Path) -> BinaryIO:
 def find_file(
     root: str | Path, names: Sequence[str], extract_to: Path | None = None
 ) -> Path | None:
-    """Find the first of ``names`` under ``root`` (a file or folder), compressed or not.
+    """Find the first of ``names`` in ``root`` (a file, an archive or a folder), compressed or not.
 
-    Looks for ``name`` and ``name.{gz,xz,bz2,zst}`` in ``root`` and its subfolders, then for a
-    member named ``name`` inside any ``.tar(.gz)``/``.tgz`` or ``.zip`` archive there, which is
-    extracted into ``extract_to`` (default: a folder next to the archive).
+    In a folder: ``name`` and ``name.{gz,xz,bz2,zst}`` in it and its subfolders, then a member
+    named ``name`` inside any ``.tar(.gz)``/``.tgz`` or ``.zip`` archive there. An archive given
+    as ``root`` is searched alone; a plain file matches by its name. A member found in an
+    archive is extracted into ``extract_to`` (default: a folder next to the archive). The search
+    never leaves ``root``.
 
     Returns:
         The path, or ``None`` when nothing matches.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist.
     """
     root = Path(root)
-    if root.is_file() and root.suffix.lower() != ".zip" and not _is_tar(root):
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: no such file or folder")
+    is_zip = root.is_file() and root.suffix.lower() == ".zip"
+    if root.is_file() and not is_zip and not _is_tar(root):
         return root if _strip_compression(root.name) in names else None
-    folder = root if root.is_dir() else root.parent
-    for name in names:
-        for suffix in ("", *_COMPRESSION):
-            hits = sorted(folder.rglob(name + suffix), key=lambda p: len(p.parts))
-            if hits:
-                return hits[0]
-    tars = [root] if _is_tar(root) else sorted(p for p in folder.glob("*") if _is_tar(p))
+    if root.is_dir():
+        for name in names:
+            for suffix in ("", *_COMPRESSION):
+                hits = sorted(root.rglob(name + suffix), key=lambda p: len(p.parts))
+                if hits:
+                    return hits[0]
+        tars = sorted(p for p in root.glob("*") if _is_tar(p))
+        archives = sorted(root.glob("*.zip"))
+    else:
+        tars, archives = ([root], []) if _is_tar(root) else ([], [root])
     for archive in tars:
         with tarfile.open(archive) as tf:
             for member in tf:
@@ -158,10 +167,14 @@ def find_file(
                     target_dir = extract_to or archive.parent / "extracted"
                     target = target_dir / member.name
                     if not target.exists():
+                        if not hasattr(tarfile, "data_filter"):
+                            raise RuntimeError(
+                                f"{archive}: this Python cannot extract tar members safely "
+                                "(needs 3.10.12+ or 3.11.4+); extract it and pass the folder"
+                            )
                         log.info("extracting %s from %s", member.name, archive)
-                        tf.extract(member, target_dir, **_TAR_FILTER)
+                        tf.extract(member, target_dir, filter="data")
                     return target
-    archives = [root] if root.suffix.lower() == ".zip" else sorted(folder.glob("*.zip"))
     for archive in archives:
         with zipfile.ZipFile(archive) as zf:
             for name in names:
