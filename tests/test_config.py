@@ -182,3 +182,11 @@ def test_every_shipped_config_validates(path):
     from recforge.commands.core import validate_model_section
 
     validate_model_section(load_run_config(path))  # the run and the model's own options
+
+
+def test_malformed_yaml_is_one_line_with_line_and_column(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epochs: [1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:3:1: expected") as info:
+        load_run_config(path)
+    assert "\n" not in str(info.value)

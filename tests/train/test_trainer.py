@@ -215,3 +215,15 @@ def test_table_scope_embedding_l2_is_the_whole_table_penalty(planted):
     sparse_model = registry.build("fm", pre.schema, {"sparse": True})
     with pytest.raises(ValueError, match="dense"):
         Trainer(sparse_model, _cfg(embedding_l2=0.1, embedding_l2_scope="table"))
+
+
+def test_cuda_device_without_cuda_is_a_config_error():
+    from recforge.train.trainer import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="train.device: 'cuda' but this torch build"):
+        resolve_device("cuda")
+    with pytest.raises(ValueError, match="is not a device"):
+        resolve_device("gpu9")
+    assert resolve_device("auto").type == "cpu"
