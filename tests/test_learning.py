@@ -76,3 +76,22 @@ def test_fnn_loads_its_fm_stage_from_a_saved_bundle(tmp_path):
     save_bundle(tmp_path / "other", "fm", registry.build("fm", other.schema), other)
     with pytest.raises(ValueError, match="other data"):
         train_model("fnn", {"pretrained_fm": str(tmp_path / "other")}, run, cfg)
+
+
+def test_popularity_baseline_is_calibrated():
+    """Its probabilities start at the logistic fit on log(1 + count): logloss at or below a
+    constant click rate's (it was 2.5 in the demo when the two scalars started at 0 and 1)."""
+    import numpy as np
+
+    from recforge import metrics
+
+    table, schema = make_click_log(rows=20_000, seed=0, n_users=400, n_items=800)
+    train, valid, test = split_table(table, "time", ratios=(0.8, 0.1, 0.1), time_column="ts")
+    pre = Preprocessor(schema).fit(train)
+    run = EncodedRun(pre, pre.transform(train), pre.transform(valid), pre.transform(test))
+    cfg = TrainConfig(epochs=1, batch_size=512, lr=5e-3, progress=False, seed=0)
+    result, _ = train_model("popularity", {}, run, cfg)
+    rate = float(np.mean(run.train.label))
+    constant = metrics.logloss(run.test.label, np.full(len(run.test), rate))
+    assert result.test_metrics["logloss"] <= constant + 0.005, (result.test_metrics, constant)
+    assert result.test_metrics["auc"] > 0.55
