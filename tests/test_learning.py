@@ -10,11 +10,17 @@ from recforge.data.sources.synthetic import make_click_log
 from recforge.run import train_model
 
 
-def test_fm_on_synthetic_log_beats_constant():
-    table, schema = make_click_log(rows=20_000, seed=0, n_users=400, n_items=800)
+def _synthetic_run(rows: int, n_users: int, n_items: int):  # noqa: ANN202
+    """The embedded click log split by time 80/10/10 and encoded: (run, schema, raw valid)."""
+    table, schema = make_click_log(rows=rows, seed=0, n_users=n_users, n_items=n_items)
     train, valid, test = split_table(table, "time", ratios=(0.8, 0.1, 0.1), time_column="ts")
     pre = Preprocessor(schema).fit(train)
     run = EncodedRun(pre, pre.transform(train), pre.transform(valid), pre.transform(test))
+    return run, schema, valid
+
+
+def test_fm_on_synthetic_log_beats_constant():
+    run, schema, valid = _synthetic_run(20_000, 400, 800)
     cfg = TrainConfig(epochs=3, batch_size=512, lr=5e-3, progress=False, seed=0)
     result, _ = train_model("fm", {}, run, cfg)
     # a constant predictor has AUC 0.5; the planted signal is worth far more
@@ -24,10 +30,7 @@ def test_fm_on_synthetic_log_beats_constant():
 def test_fnn_trains_its_fm_stage_first_in_the_same_run(monkeypatch):
     from recforge.models.fnn import FNN
 
-    table, schema = make_click_log(rows=3_000, seed=0, n_users=100, n_items=200)
-    train, valid, test = split_table(table, "time", ratios=(0.8, 0.1, 0.1), time_column="ts")
-    pre = Preprocessor(schema).fit(train)
-    run = EncodedRun(pre, pre.transform(train), pre.transform(valid), pre.transform(test))
+    run, schema, valid = _synthetic_run(3_000, 100, 200)
     cfg = TrainConfig(epochs=1, batch_size=512, progress=False, seed=0)
     seen = []
     original = FNN.init_from_fm
@@ -54,10 +57,8 @@ def test_fnn_loads_its_fm_stage_from_a_saved_bundle(tmp_path):
 
     from recforge.serve.bundle import save_bundle
 
-    table, schema = make_click_log(rows=3_000, seed=0, n_users=100, n_items=200)
-    train, valid, test = split_table(table, "time", ratios=(0.8, 0.1, 0.1), time_column="ts")
-    pre = Preprocessor(schema).fit(train)
-    run = EncodedRun(pre, pre.transform(train), pre.transform(valid), pre.transform(test))
+    run, schema, valid = _synthetic_run(3_000, 100, 200)
+    pre = run.preprocessor
     cfg = TrainConfig(epochs=1, batch_size=512, progress=False, seed=0)
     _, fm_trainer = train_model("fm", {}, run, cfg)
     save_bundle(tmp_path / "fm", "fm", fm_trainer.model, pre)
@@ -85,10 +86,7 @@ def test_popularity_baseline_is_calibrated():
 
     from recforge import metrics
 
-    table, schema = make_click_log(rows=20_000, seed=0, n_users=400, n_items=800)
-    train, valid, test = split_table(table, "time", ratios=(0.8, 0.1, 0.1), time_column="ts")
-    pre = Preprocessor(schema).fit(train)
-    run = EncodedRun(pre, pre.transform(train), pre.transform(valid), pre.transform(test))
+    run, schema, valid = _synthetic_run(20_000, 400, 800)
     cfg = TrainConfig(epochs=1, batch_size=512, lr=5e-3, progress=False, seed=0)
     result, _ = train_model("popularity", {}, run, cfg)
     rate = float(np.mean(run.train.label))
