@@ -190,3 +190,14 @@ def test_malformed_yaml_is_one_line_with_line_and_column(tmp_path):
     with pytest.raises(ConfigError, match=r"bad\.yaml:3:1: expected") as info:
         load_run_config(path)
     assert "\n" not in str(info.value)
+
+
+def test_cli_errors_are_one_clean_line(capsys):
+    from recforge import cli
+
+    assert cli.main(["datasets", "prepare", "no-such-set", "--path", "."]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("recforge: error: unknown dataset 'no-such-set'") and '"' not in err
+    with pytest.raises(SystemExit) as info:
+        cli.main(["models", "--family", "bogus"])
+    assert info.value.code == 2 and "invalid choice: 'bogus'" in capsys.readouterr().err

@@ -43,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
-        # library errors carry the file/line/column or key that went wrong
-        print(f"recforge: error: {exc}", file=sys.stderr)
+        # library errors carry the file/line/column or key that went wrong; a KeyError's str()
+        # is the repr of its message, so take the message itself
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"recforge: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -21,7 +21,11 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list registered models with their papers")
-    p.add_argument("--family", help="only one family (baseline, ctr, cf, sequence, rl)")
+    p.add_argument(
+        "--family",
+        choices=["baseline", "ctr", "cf", "sequence", "rl"],
+        help="only one family",
+    )
     p.set_defaults(handler=cmd_models)
 
     p = sub.add_parser("train", help="train a model from a YAML config and/or overrides")
