@@ -223,7 +223,9 @@ class ValueCounts:
 
     def _merge(self) -> None:
         parts = ([self._merged] if self._merged is not None else []) + self._pending
-        if parts:
+        if len(parts) == 1:  # one chunk's value_counts are distinct already (the in-memory fit)
+            self._merged = parts[0]
+        elif parts:
             table = pa.concat_tables(parts).group_by("v").aggregate([("c", "sum")])
             self._merged = pa.table({"v": table.column("v"), "c": table.column("c_sum")})
         self._pending, self._pending_rows = [], 0
