@@ -100,6 +100,7 @@ def _start_server(
 ) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "recforge.cli", "serve", str(bundle), "--port", str(port),
            "--max-batch", str(max_batch), "--threads", str(threads),
+           "--reload-root", str(bundle.parents[1]),  # both seeds' bundles live under it
            "--log-level", "warning"]  # fmt: skip
     env = {**os.environ, "RECFORGE_ADMIN_TOKEN": TOKEN}
     log = open(log_path, "a")  # noqa: SIM115 (closed when the server stops)

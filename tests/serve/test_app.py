@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -91,6 +92,23 @@ def test_health_and_metadata(client, serve_bundles):
         assert meta[key] == expected[key], key
     assert meta["training_metrics"]["summary"]["test"]["auc"] > 0
     assert meta["max_records"] == 32 and not meta["pairwise"]
+    assert "path" not in meta  # where the bundle lives is for the admin only
+    assert client.get("/metadata", headers=AUTH).json()["path"] == expected["path"]
+
+
+def test_host_header_allow_list_and_token_file(serve_bundles, tmp_path):
+    """A Host outside the allow-list is a 400 (DNS rebinding); the token comes from a file."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    app = create_app(serve_bundles.deepfm, admin_token_file=token_file,
+                     allowed_hosts=["localhost", "127.0.0.1"])  # fmt: skip
+    with TestClient(app, base_url="http://localhost") as c:
+        assert c.get("/health").status_code == 200
+        assert c.post("/admin/reload", headers=AUTH).status_code == 200
+        rebound = c.get("/health", headers={"Host": "evil.example"})
+        assert rebound.status_code == 400
+    with pytest.raises(ValueError, match="cannot read an admin token"):
+        create_app(serve_bundles.deepfm, admin_token_file=tmp_path / "absent")
 
 
 def test_admin_endpoints_need_the_token(client, serve_bundles):
@@ -98,9 +116,15 @@ def test_admin_endpoints_need_the_token(client, serve_bundles):
     assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == "Bearer"
     assert client.post("/admin/reload", headers={"Authorization": "Bearer nope"}).status_code == 403
     assert client.post("/admin/reload", headers={"Authorization": TOKEN}).status_code == 401
-    bad = client.post("/admin/reload", json={"path": "/no/such/bundle"}, headers=AUTH)
+    outside = client.post("/admin/reload", json={"path": "/no/such/bundle"}, headers=AUTH)
+    assert outside.status_code == 403 and "reload root" in outside.json()["detail"]
+    missing_path = str(Path(serve_bundles.deepfm).parent / "no-such-bundle")
+    bad = client.post("/admin/reload", json={"path": missing_path}, headers=AUTH)
     assert bad.status_code == 422 and "still serving" in bad.json()["detail"]
-    assert client.get("/health").json()["last_reload_error"]
+    # the failure is public, its details (file paths) are for the admin only
+    public = client.get("/health").json()["last_reload_error"]
+    assert public and "no-such-bundle" not in public
+    assert "no-such-bundle" in client.get("/health", headers=AUTH).json()["last_reload_error"]
     generation = client.get("/health").json()["generation"]
     ok = client.post("/admin/reload", headers=AUTH)  # same path again
     assert ok.status_code == 200 and ok.json()["bundle"] == ok.json()["previous"]
@@ -177,7 +201,8 @@ def test_hot_reload_under_concurrent_requests_loses_none(serve_bundles):
         for p in (serve_bundles.deepfm, serve_bundles.deepfm_b)
     }
     new_id = Predictor.load(serve_bundles.deepfm_b).bundle_id
-    app = create_app(serve_bundles.deepfm, admin_token=TOKEN)
+    root = Path(serve_bundles.deepfm).parents[1]  # deepfm/bundle and deepfm_b live here
+    app = create_app(serve_bundles.deepfm, admin_token=TOKEN, reload_root=root)
     results: list[tuple[float, int, dict]] = []
     lock = threading.Lock()
     reloaded = threading.Event()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import socket
 import sys
 
-TOKEN_ENV = "RECFORGE_ADMIN_TOKEN"
+LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1", "[::1]"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,10 +21,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
     p.add_argument(
-        "--admin-token",
+        "--admin-token-file",
         default=None,
-        help=f"bearer token of /admin/reload (default: ${TOKEN_ENV}); without one admin "
-        "endpoints are disabled",
+        help="file whose first line is the bearer token of /admin/reload (else "
+        "$RECFORGE_ADMIN_TOKEN); without a token the admin endpoints are disabled. The token "
+        "itself is never taken on the command line, where every local user could read it",
+    )
+    p.add_argument(
+        "--allowed-hosts",
+        default=None,
+        help="comma-separated Host header values accepted (default: loopback names and the "
+        "bound address); anything else is a 400, which stops DNS-rebinding pages",
+    )
+    p.add_argument(
+        "--reload-root",
+        default=None,
+        help="/admin/reload loads only bundles under this folder (default: the bundle's parent)",
     )
     p.add_argument("--max-batch", type=int, default=4096, help="most records per /predict")
     p.add_argument(
@@ -46,24 +59,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import torch
     import uvicorn
 
-    from recforge.serve.app import ENV_CONFIG, create_app
+    from recforge.serve.app import ENV_CONFIG, TOKEN_ENV, create_app
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.workers < 1:
         raise ValueError("--workers must be >= 1")
+    hosts = (
+        [h.strip() for h in args.allowed_hosts.split(",") if h.strip()]
+        if args.allowed_hosts
+        else sorted({*LOOPBACK_NAMES, args.host})
+    )
     options = {
         "bundle_path": str(args.bundle),
-        "admin_token": args.admin_token or os.environ.get(TOKEN_ENV) or None,
+        "admin_token_file": args.admin_token_file,
         "max_batch": args.max_batch,
         "max_body_mb": args.max_body_mb,
         "seen": args.seen,
         "watch_interval": args.watch_interval if args.watch else None,
+        "allowed_hosts": hosts,
+        "reload_root": args.reload_root,
     }
+    if not _is_loopback(args.host):
+        print(
+            f"recforge serve: WARNING: binding {args.host} exposes /predict, /recommend, "
+            "/explain and /metadata without authentication to every machine that can reach it",
+            file=sys.stderr,
+            flush=True,
+        )
+    has_token = bool(args.admin_token_file or os.environ.get(TOKEN_ENV))
     if args.workers > 1:
         # each worker process builds its own app; /admin/reload reaches only one of them, so
-        # publish updates by writing the bundle folder with --watch on
-        if options["admin_token"] and not args.watch:
+        # publish updates by writing the bundle folder with --watch on. The token reaches the
+        # workers through its file or their inherited $RECFORGE_ADMIN_TOKEN, never the JSON.
+        if has_token and not args.watch:
             print("recforge serve: warning: with several workers use --watch", file=sys.stderr)
         os.environ[ENV_CONFIG] = json.dumps(options)
         uvicorn.run(
@@ -75,7 +104,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log_level=args.log_level,
         )
         return 0
-    app = create_app(**options)  # loads the bundle: a bad one fails before binding
+    token = None if args.admin_token_file else os.environ.get(TOKEN_ENV) or None
+    app = create_app(admin_token=token, **options)  # loads the bundle: bad ones fail before bind
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for sockets that
     # say so; with proto 0 Nagle + delayed ACK add ~40 ms to every keep-alive response
@@ -87,3 +117,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level))
     server.run(sockets=[sock])
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    """True for a loopback address or the name ``localhost``."""
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

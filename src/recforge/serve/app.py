@@ -40,6 +40,7 @@ from recforge.serve.slot import ModelSlot
 log = logging.getLogger(__name__)
 
 ENV_CONFIG = "RECFORGE_SERVE_CONFIG"
+TOKEN_ENV = "RECFORGE_ADMIN_TOKEN"  # the admin token, when no token file is given
 DEFAULT_MAX_BODY_MB = 64.0
 
 
@@ -162,12 +163,16 @@ def create_app(
     watch_interval: float | None = None,
     device: str = "cpu",
     max_body_mb: float = DEFAULT_MAX_BODY_MB,
+    admin_token_file: str | Path | None = None,
+    allowed_hosts: list[str] | None = None,
+    reload_root: str | Path | None = None,
 ) -> FastAPI:
     """Build the service for the bundle at ``bundle_path`` (loaded before this returns).
 
     Args:
         bundle_path: Bundle folder (``output_dir/bundle``).
-        admin_token: Bearer token of the admin endpoints; ``None`` disables them.
+        admin_token: Bearer token of the admin endpoints; ``None`` disables them (unless
+            ``admin_token_file`` gives one).
         max_batch: Most records one ``/predict`` request may carry.
         seen: Training interactions (CSV/TSV/Parquet with raw user and item ids) that
             ``/recommend`` excludes.
@@ -175,7 +180,23 @@ def create_app(
             it changes; ``None`` does not watch.
         device: Device of the model.
         max_body_mb: Largest request body accepted (MiB); a larger one is a 413.
+        admin_token_file: A file holding the admin token (first line), so the token never
+            appears in a command line or in the environment of worker processes.
+        allowed_hosts: Accepted ``Host`` header values (a 400 otherwise; DNS rebinding cannot
+            reach a loopback service through another name); ``None`` accepts any.
+        reload_root: ``/admin/reload`` loads only bundles inside this folder (default: the
+            folder holding ``bundle_path``).
+
+    Reload errors on ``/health`` and the bundle's path on ``/metadata`` are shown only to a
+    request carrying the admin token; others see that a reload failed, not where.
     """
+    if admin_token_file is not None:
+        token_path = Path(admin_token_file)
+        try:
+            admin_token = token_path.read_text().strip().splitlines()[0].strip()
+        except (OSError, IndexError):
+            raise ValueError(f"{token_path}: cannot read an admin token from it") from None
+    root = Path(reload_root if reload_root is not None else Path(bundle_path).parent).resolve()
     slot = ModelSlot(bundle_path, max_records=max_batch, seen=seen, device=device)
 
     @asynccontextmanager
@@ -191,6 +212,11 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_unexpected)
     app.add_middleware(BodyLimit, max_bytes=int(max_body_mb * 2**20))
+    if allowed_hosts is not None:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    is_admin = _admin_test(admin_token)
 
     @app.post("/predict")
     def predict(body: PredictRequest) -> JSONResponse:
@@ -211,12 +237,18 @@ def create_app(
         return _reply(predictor, kind=expl.kind, score=expl.score, weights=expl.to_records())
 
     @app.get("/health")
-    def health() -> JSONResponse:
-        return _reply(slot.get(), status="ok", last_reload_error=slot.last_error)
+    def health(authorization: str | None = Header(default=None)) -> JSONResponse:
+        error = slot.last_error
+        if error is not None and not is_admin(authorization):
+            error = "a reload failed (details for the admin token only)"
+        return _reply(slot.get(), status="ok", last_reload_error=error)
 
     @app.get("/metadata")
-    def metadata() -> JSONResponse:
-        return JSONResponse(json.loads(json.dumps(slot.get().metadata(), default=str)))
+    def metadata(authorization: str | None = Header(default=None)) -> JSONResponse:
+        meta = slot.get().metadata()
+        if not is_admin(authorization):
+            meta.pop("path", None)
+        return JSONResponse(json.loads(json.dumps(meta, default=str)))
 
     if admin_token:
         require_admin = _bearer_check(admin_token)
@@ -224,8 +256,15 @@ def create_app(
         @app.post("/admin/reload", dependencies=[Depends(require_admin)])
         def reload(body: ReloadRequest | None = None) -> JSONResponse:
             old = slot.get()
+            path = body.path if body is not None else None
+            if path is not None and not Path(path).resolve().is_relative_to(root):
+                raise RequestError(
+                    f"reload loads bundles under the reload root only ({root})",
+                    field="path",
+                    status=403,
+                )
             try:
-                new = slot.reload(body.path if body is not None else None)
+                new = slot.reload(path)
             except RuntimeError as exc:
                 return JSONResponse(
                     status_code=422,
@@ -272,10 +311,25 @@ def _bearer_check(token: str) -> Any:
     return check
 
 
+def _admin_test(token: str | None) -> Any:
+    """``fn(authorization header) -> bool``: True for ``Bearer <the admin token>``."""
+    expected = token.encode() if token else None
+
+    def is_admin(authorization: str | None) -> bool:
+        if expected is None or not authorization or not authorization.lower().startswith("bearer "):
+            return False
+        return hmac.compare_digest(authorization[len("bearer ") :].strip().encode(), expected)
+
+    return is_admin
+
+
 def create_app_from_env() -> FastAPI:
     """App factory for ``uvicorn --factory`` with several workers: options come from the
     JSON in ``$RECFORGE_SERVE_CONFIG`` (the keyword arguments of :func:`create_app`)."""
     raw = os.environ.get(ENV_CONFIG)
     if not raw:
         raise RuntimeError(f"${ENV_CONFIG} is not set")
-    return create_app(**json.loads(raw))
+    options = json.loads(raw)
+    if not options.get("admin_token") and not options.get("admin_token_file"):
+        options["admin_token"] = os.environ.get(TOKEN_ENV) or None  # never in the JSON
+    return create_app(**options)
