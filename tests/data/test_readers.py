@@ -208,3 +208,24 @@ def test_prepare_with_a_missing_path_fails_in_one_line(tmp_path, capsys):
     code = main(["datasets", "prepare", "frappe", "--path", str(tmp_path / "missing")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "no such file or folder" in err and "\n" not in err
+
+
+def test_a_value_beyond_float32_is_refused_with_its_location(tmp_path):
+    """1e308 is finite in float64 but inf in the float32 the models use: it used to give a NaN
+    loss (or, with transform=standard, a zeroed column); now one line names file, line, column."""
+    from recforge.data.encode.preprocess import Preprocessor
+    from recforge.data.read.readers import DataError, read_table
+    from recforge.features import CategoricalField, NumericField, Schema
+
+    path = tmp_path / "big.csv"
+    path.write_text("user,item,price,click\nu1,i1,3.5,1\nu2,i2,1e308,0\nu3,i3,inf,1\n")
+    schema = Schema(
+        fields=(CategoricalField("user", group="user"), CategoricalField("item", group="item"),
+                NumericField("price", transform="standard")),
+        label="click",
+    )  # fmt: skip
+    with pytest.raises(DataError, match="outside the float32 range") as info:
+        Preprocessor(schema).fit(read_table(path, schema=schema))
+    assert info.value.line == 3 and info.value.column == "price"
+    path.write_text("user,item,price,click\nu1,i1,3.5,1\nu2,i2,3e38,0\nu3,i3,inf,1\n")
+    Preprocessor(schema).fit(read_table(path, schema=schema))  # in range; inf stays missing

@@ -656,8 +656,31 @@ def check_numeric(table: pa.Table, schema: Schema, path: str | Path | None = Non
     for col in dict.fromkeys(wanted):
         if col in table.column_names:
             idx = table.column_names.index(col)
-            table = table.set_column(idx, col, _numeric_column(table, col, name))
+            values = _numeric_column(table, col, name)
+            _check_float32_range(table, values, col, name)
+            table = table.set_column(idx, col, values)
     return table
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_float32_range(table: pa.Table, values: pa.ChunkedArray, col: str, name: str) -> None:
+    """Models compute in float32: a finite value beyond its range (``1e308``) would become inf
+    there (a NaN loss, or a standard deviation that zeroes the column), so it is refused here
+    with its location. ``inf`` and ``nan`` spellings stay missing values, as documented."""
+    x = values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(np.isfinite(x) & (np.abs(x) > _FLOAT32_MAX))
+    if bad.size:
+        row = int(bad[0])
+        raise DataError(
+            name,
+            f"{float(x[row])!r} is outside the float32 range the models compute in (±3.4e38)",
+            column=col,
+            column_number=table.column_names.index(col) + 1,
+            **row_location(table, None, row),
+        )
 
 
 def _numeric_column(table: pa.Table, col: str, name: str) -> pa.ChunkedArray:
