@@ -306,3 +306,20 @@ def test_oversized_body_is_413_before_parsing(serve_bundles):
         assert c.post("/predict", json={"records": records}).status_code == 200
         bad = c.post("/predict", content=b"{", headers={"content-type": "application/json"})
         assert bad.status_code == 400
+
+
+@pytest.mark.parametrize("raw", ["true", "NaN", "Infinity", "-Infinity", "1e400", "1e39"])
+def test_predict_refuses_booleans_and_non_finite_numbers(client, serve_bundles, raw):
+    """A boolean used to score as 1.0 and NaN/Infinity/1e400 as missing, without a word."""
+    record = dict(serve_bundles.records[0])
+    body = json.dumps({"records": [record]}).replace(
+        f'"price": {json.dumps(record["price"])}', f'"price": {raw}'
+    )
+    assert f'"price": {raw}' in body
+    reply = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert reply.status_code == 422 and reply.json()["field"] == "price", reply.json()
+
+
+def test_predict_accepts_null_for_a_missing_number(client, serve_bundles):
+    record = {**serve_bundles.records[0], "price": None}
+    assert client.post("/predict", json={"records": [record]}).status_code == 200

@@ -185,6 +185,8 @@ class Predictor:
                 raise RequestError(f"missing required input field {col!r}", field=col)
         for f in self.schema.fields:
             _check_type(f, table.column(f.source).type)
+            if isinstance(f, NumericField):
+                _check_finite(f, table.column(f.source))
         return table
 
     def _check_size(self, n: int) -> None:
@@ -367,8 +369,8 @@ def _check_type(f: Any, typ: pa.DataType) -> None:
         return
     if pa.types.is_dictionary(typ):
         typ = typ.value_type
-    if isinstance(f, NumericField):
-        ok = pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_boolean(typ)
+    if isinstance(f, NumericField):  # true/false is not a number here (it would score as 1/0)
+        ok = pa.types.is_integer(typ) or pa.types.is_floating(typ)
         want = "a number"
     elif isinstance(f, CategoricalField):
         ok = (
@@ -395,6 +397,27 @@ def _check_type(f: Any, typ: pa.DataType) -> None:
         return
     if not ok:
         raise RequestError(f"field {f.source!r} must be {want}, got {typ}", field=f.source)
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_finite(f: Any, column: pa.ChunkedArray) -> None:
+    """NaN, Infinity and values beyond float32 (``1e400`` parses as inf) are refused, naming
+    the field; a missing value is written as null (or left out) and scores as the fill value."""
+    if pa.types.is_null(column.type):
+        return
+    x = column.to_numpy(zero_copy_only=False).astype(np.float64)
+    present = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        bad = present & ~(np.isfinite(x) & (np.abs(x) <= _FLOAT32_MAX))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise RequestError(
+            f"field {f.source!r} must be a finite number within float32's range (record {row} "
+            f"has {float(x[row])!r}); send null for a missing value",
+            field=f.source,
+        )
 
 
 def _bundle_id(folder: Path | None) -> str:
