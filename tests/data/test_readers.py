@@ -229,3 +229,19 @@ def test_a_value_beyond_float32_is_refused_with_its_location(tmp_path):
     assert info.value.line == 3 and info.value.column == "price"
     path.write_text("user,item,price,click\nu1,i1,3.5,1\nu2,i2,3e38,0\nu3,i3,inf,1\n")
     Preprocessor(schema).fit(read_table(path, schema=schema))  # in range; inf stays missing
+
+
+def test_duplicate_header_and_non_utf8_bytes_name_their_place(tmp_path):
+    from recforge.data.read.readers import DataError, read_table
+
+    dup = tmp_path / "dup.csv"
+    dup.write_text("user,item,user,click\nu1,i1,u2,1\n")
+    with pytest.raises(DataError, match="appears twice") as info:
+        read_table(dup)
+    assert info.value.line == 1 and info.value.column == "user"
+    raw = tmp_path / "latin.csv"
+    raw.write_bytes(b"user,item,click\nu1,i1,1\nu2,caf\xe9,0\n")
+    with pytest.raises(DataError, match="not utf8 text") as info:
+        read_table(raw)
+    assert info.value.line == 3 and info.value.column == "item"
+    assert read_table(raw, encoding="latin-1").column("item").to_pylist() == ["i1", "café"]

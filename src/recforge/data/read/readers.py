@@ -298,12 +298,39 @@ def read_table(
     )
     if table.num_rows == 0:
         raise DataError(path, "no data rows", line=header_lines + 1 if header_lines >= 0 else None)
+    if fmt in ("csv", "tsv"):
+        _check_text_table(table, path, header_lines, encoding)
     if columns is not None and fmt != "parquet":
         check_present(table, columns, path)
         table = table.select(list(columns))
     if schema is not None:
         table = check_table(table, schema, path, require_label=schema.label in table.column_names)
     return table
+
+
+def _check_text_table(table: pa.Table, path: Path, header_lines: int, encoding: str) -> None:
+    """A header naming a column twice, or bytes that are not ``encoding`` text, are errors
+    naming the place (Arrow would keep both columns, or read the column as raw bytes)."""
+    seen: dict[str, int] = {}
+    for number, col in enumerate(table.column_names, 1):
+        if col in seen:
+            raise DataError(
+                path, f"column {col!r} appears twice in the header (columns {seen[col]} and "
+                f"{number})", line=1 if header_lines else None, column=col, column_number=number,
+            )  # fmt: skip
+        seen[col] = number
+    for number, field in enumerate(table.schema, 1):
+        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+            for row, value in enumerate(table.column(number - 1).to_pylist()):
+                try:
+                    if value is not None:
+                        value.decode(encoding)
+                except UnicodeDecodeError as exc:
+                    raise DataError(
+                        path, f"bytes {value[exc.start : exc.end]!r} are not {encoding} text "
+                        "(pass the file's encoding)", column=field.name, column_number=number,
+                        **row_location(table, path, row),
+                    ) from None  # fmt: skip
 
 
 def check_table(
