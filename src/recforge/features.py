@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
 
 Group = Literal["user", "item", "context"]
@@ -354,3 +355,56 @@ def random_batch(
     if schema.task == "regression":
         label = torch.randn(batch_size, generator=g)
     return Batch(sparse=sparse, dense=dense, sequences=sequences, lengths=lengths, label=label)
+
+
+@dataclass
+class EncodedData:
+    """Encoded rows ready for batching.
+
+    Attributes:
+        sparse: ``(N, Fs)`` int32 local ids.
+        dense: ``(N, Fd)`` float32 numerics.
+        sequences: name -> ``(N, L)`` int32 ids, left-aligned, 0-padded.
+        lengths: name -> ``(N,)`` int32 true lengths.
+        label: ``(N,)`` float32.
+        extras: name -> ``(N,)`` arrays not fed to models (``group`` for GAUC, ``time``).
+    """
+
+    sparse: np.ndarray
+    dense: np.ndarray
+    label: np.ndarray
+    sequences: dict[str, np.ndarray] = field(default_factory=dict)
+    lengths: dict[str, np.ndarray] = field(default_factory=dict)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {"sparse": self.sparse, "dense": self.dense, "label": self.label}
+        out.update({f"seq.{k}": v for k, v in self.sequences.items()})
+        out.update({f"len.{k}": v for k, v in self.lengths.items()})
+        out.update({f"extra.{k}": v for k, v in self.extras.items()})
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> EncodedData:
+        def pick(prefix: str) -> dict[str, np.ndarray]:
+            return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+        return cls(
+            sparse=arrays["sparse"],
+            dense=arrays["dense"],
+            label=arrays["label"],
+            sequences=pick("seq."),
+            lengths=pick("len."),
+            extras=pick("extra."),
+        )
+
+    def take(self, index: np.ndarray) -> EncodedData:
+        """Rows ``index`` as a new in-memory EncodedData."""
+        return EncodedData.from_arrays({k: np.asarray(v[index]) for k, v in self.arrays().items()})
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(v.nbytes) for v in self.arrays().values())

@@ -10,8 +10,8 @@ import torch
 from recforge import metrics
 from recforge.cf.evaluate import full_ranking, rating_metrics, sampled_ranking
 from recforge.data.encode.split import leave_last_split
-from recforge.data.matrix import InteractionMatrix
 from recforge.features import Batch, CategoricalField, Schema
+from recforge.interactions import InteractionMatrix
 from recforge.metrics import metrics_from_ranks
 from recforge.models.base import ModelConfig, RecModel
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recforge.data.matrix import InteractionMatrix
+from recforge.interactions import InteractionMatrix
 
 
 def _random(seed: int = 0):

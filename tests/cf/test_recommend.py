@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from recforge.cf.recommend import recommend
-from recforge.data.matrix import InteractionMatrix
 from recforge.features import Batch, CategoricalField, Schema
+from recforge.interactions import InteractionMatrix
 from recforge.models.base import ModelConfig, RecModel
 
 

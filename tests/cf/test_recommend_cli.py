@@ -13,8 +13,8 @@ import torch
 
 from recforge.cf.recommend import recommend
 from recforge.data.encode.preprocess import Preprocessor
-from recforge.data.matrix import InteractionMatrix
 from recforge.features import CategoricalField, Schema
+from recforge.interactions import InteractionMatrix
 from recforge.models import registry
 from recforge.serve.bundle import save_bundle
 

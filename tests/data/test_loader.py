@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from recforge.data.loader import BatchLoader
-from recforge.data.store import EncodedData, load_encoded, save_encoded
+from recforge.data.store import load_encoded, save_encoded
+from recforge.features import EncodedData
 
 
 def _data(n: int = 103) -> EncodedData:

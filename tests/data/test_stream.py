@@ -16,8 +16,8 @@ from recforge.data.encode.preprocess import Preprocessor
 from recforge.data.read.readers import DataError, read_table
 from recforge.data.read.stream import FirstSeenIndex, NumericSummary, iter_chunks
 from recforge.data.sources.synthetic import make_click_log, write_click_log
-from recforge.data.store import EncodedData, EncodedWriter, load_encoded
-from recforge.features import CategoricalField, NumericField, Schema, SequenceField
+from recforge.data.store import EncodedWriter, load_encoded
+from recforge.features import CategoricalField, EncodedData, NumericField, Schema, SequenceField
 
 ROWS = 3000
 

@@ -11,9 +11,8 @@ import torch
 from recforge.cf.evaluate import full_ranking, rating_metrics
 from recforge.cf.scoring import score_pairs
 from recforge.config import TrainConfig
-from recforge.data.matrix import InteractionMatrix
-from recforge.data.store import EncodedData
-from recforge.features import CategoricalField, Schema
+from recforge.features import CategoricalField, EncodedData, Schema
+from recforge.interactions import InteractionMatrix
 from recforge.models.autorec import AutoRec, AutoRecConfig, masked_loss
 from recforge.models.base import ModelConfig
 from recforge.models.popularity import ItemPopularity

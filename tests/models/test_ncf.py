@@ -10,9 +10,8 @@ import torch
 from recforge.cf.evaluate import full_ranking
 from recforge.cf.scoring import pair_batch
 from recforge.config import TrainConfig
-from recforge.data.matrix import InteractionMatrix
-from recforge.data.store import EncodedData
-from recforge.features import CategoricalField, Schema
+from recforge.features import CategoricalField, EncodedData, Schema
+from recforge.interactions import InteractionMatrix
 from recforge.models import registry
 from recforge.models.base import ModelConfig
 from recforge.models.ncf import GMF, NCFMLP, GMFConfig, NCFMLPConfig, NeuMF, NeuMFConfig

@@ -14,8 +14,8 @@ import torch
 from recforge.cf.recommend import recommend
 from recforge.cf.scoring import score_pairs
 from recforge.data.loader import BatchLoader
-from recforge.data.matrix import InteractionMatrix
 from recforge.explain import explain_table
+from recforge.interactions import InteractionMatrix
 from recforge.serve.bundle import load_bundle
 from recforge.serve.predictor import Predictor, RequestError
 from recforge.serve.slot import ModelSlot

@@ -23,8 +23,9 @@ from recforge import metrics
 from recforge.config import load_run_config
 from recforge.data.loader import BatchLoader
 from recforge.data.pipeline import encode_run
-from recforge.data.store import EncodedData, load_encoded, save_encoded
+from recforge.data.store import load_encoded, save_encoded
 from recforge.distributed.ddp import shard_bounds
+from recforge.features import EncodedData
 from recforge.run import partial_folder, train_from_config
 from recforge.serve.bundle import load_bundle
 

@@ -18,7 +18,7 @@ import torch
 
 from recforge import metrics
 from recforge.cf.scoring import model_device, score_candidates, score_grid, score_pairs
-from recforge.data.matrix import InteractionMatrix
+from recforge.interactions import InteractionMatrix
 from recforge.models.base import RecModel
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from recforge.cf.scoring import score_grid
-from recforge.data.matrix import InteractionMatrix
+from recforge.interactions import InteractionMatrix
 from recforge.models.base import RecModel
 
 

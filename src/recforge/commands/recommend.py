@@ -7,8 +7,8 @@ import csv
 import sys
 
 from recforge.cf.recommend import recommend
-from recforge.data.matrix import InteractionMatrix
 from recforge.data.read.readers import read_table
+from recforge.interactions import InteractionMatrix
 from recforge.models import registry
 
 

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from recforge.data.store import EncodedData
-from recforge.features import Batch
+from recforge.features import Batch, EncodedData
 
 
 class BatchLoader:

@@ -35,8 +35,8 @@ from recforge.data.encode.split import random_split_labels, split_table
 from recforge.data.read import stream
 from recforge.data.read.readers import compression_of, read_table
 from recforge.data.sources import catalogue as datasets
-from recforge.data.store import EncodedData, EncodedWriter, load_encoded, save_encoded
-from recforge.features import Schema
+from recforge.data.store import EncodedWriter, load_encoded, save_encoded
+from recforge.features import EncodedData, Schema
 from recforge.io import atomic_folder, cache_dir
 
 log = logging.getLogger(__name__)

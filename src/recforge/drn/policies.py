@@ -25,8 +25,7 @@ import torch
 from torch import nn
 
 from recforge.config import TrainConfig
-from recforge.data.store import EncodedData
-from recforge.features import Batch, NumericField, Schema
+from recforge.features import Batch, EncodedData, NumericField, Schema
 from recforge.train import Trainer
 
 log = logging.getLogger(__name__)

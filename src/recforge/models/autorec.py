@@ -41,9 +41,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from recforge.data.matrix import InteractionMatrix
-from recforge.data.store import EncodedData
-from recforge.features import Batch, Schema
+from recforge.features import Batch, EncodedData, Schema
+from recforge.interactions import InteractionMatrix
 from recforge.layers.mlp import activation
 from recforge.models.base import ModelConfig
 from recforge.models.registry import ModelSpec

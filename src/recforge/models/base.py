@@ -37,8 +37,8 @@ from recforge.config import FieldValueError
 from recforge.features import Batch, Schema
 
 if TYPE_CHECKING:
-    from recforge.data.matrix import InteractionMatrix
-    from recforge.data.store import EncodedData
+    from recforge.features import EncodedData
+    from recforge.interactions import InteractionMatrix
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from recforge.data.store import EncodedData
-from recforge.features import Batch, Schema
+from recforge.features import Batch, EncodedData, Schema
 from recforge.models.base import ModelConfig, RecModel
 from recforge.models.registry import ModelSpec
 

@@ -26,7 +26,7 @@ import torch
 from recforge.config import RunConfig, save_run_config
 from recforge.data.encode.preprocess import Preprocessor
 from recforge.data.loader import BatchLoader
-from recforge.data.store import EncodedData
+from recforge.features import EncodedData
 from recforge.io import atomic_folder
 from recforge.models import registry
 from recforge.models.base import RecModel

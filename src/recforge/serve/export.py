@@ -45,8 +45,7 @@ import torch
 from torch import nn
 
 from recforge.data.encode.preprocess import Preprocessor
-from recforge.data.store import EncodedData
-from recforge.features import Batch, Schema, random_batch
+from recforge.features import Batch, EncodedData, Schema, random_batch
 from recforge.io import atomic_folder
 from recforge.models.base import RecModel
 

@@ -27,10 +27,10 @@ import torch
 from recforge.cf.recommend import recommend as recommend_items
 from recforge.cf.scoring import score_candidates
 from recforge.data.loader import BatchLoader
-from recforge.data.matrix import InteractionMatrix
 from recforge.data.read.readers import read_table
 from recforge.explain import Explanation, explain_table
 from recforge.features import CategoricalField, NumericField, SequenceField
+from recforge.interactions import InteractionMatrix
 from recforge.models import registry
 from recforge.serve.bundle import Bundle, load_bundle
 

@@ -33,9 +33,8 @@ from recforge import metrics
 from recforge.config import TrainConfig
 from recforge.data.encode.sampling import NegativeSampler
 from recforge.data.loader import BatchLoader
-from recforge.data.store import EncodedData
 from recforge.distributed import ddp as distributed
-from recforge.features import Batch
+from recforge.features import Batch, EncodedData
 from recforge.io import atomic_write, atomic_write_text
 from recforge.models.base import RecModel
 from recforge.train.optim import build_optimizers, scale_lr

@@ -22,8 +22,7 @@ import pyarrow.compute as pc
 
 from recforge.data.read.readers import check_columns, check_numeric, validate_labels
 from recforge.data.read.stream import NumericSummary, ValueCounts
-from recforge.data.store import EncodedData
-from recforge.features import CategoricalField, NumericField, Schema, SequenceField
+from recforge.features import CategoricalField, EncodedData, NumericField, Schema, SequenceField
 from recforge.io import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
