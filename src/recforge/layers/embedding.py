@@ -8,6 +8,7 @@ table yields sparse gradients, so optimizer work scales with the rows a batch to
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
@@ -88,7 +89,7 @@ def masked_mean(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return total / lengths.clamp(min=1).to(values.dtype).unsqueeze(-1)
 
 
-class FieldVectors(nn.Module):
+class FieldVectors(nn.Module, ABC):
     """What every field-embedding layer returns, built from its ``_field_vectors(batch)``.
 
     Subclasses (:class:`FeatureEmbedding`, and TorchRec's adapter in
@@ -102,8 +103,9 @@ class FieldVectors(nn.Module):
     pool_sequences: bool
     output_dims: tuple[int, ...]
 
+    @abstractmethod
     def _field_vectors(self, batch: Batch) -> list[torch.Tensor]:
-        raise NotImplementedError
+        """One ``(B, n, d)`` block per group of fields, in output order."""
 
     @property
     def num_fields(self) -> int:

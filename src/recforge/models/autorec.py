@@ -79,7 +79,6 @@ class AutoRec(UserItemModel):
     """I-AutoRec / U-AutoRec with the training rating matrix stored as CSR buffers."""
 
     config_class = AutoRecConfig
-    own_objective = True
 
     def __init__(self, schema: Schema, cfg: AutoRecConfig) -> None:
         super().__init__(schema, cfg)
@@ -96,6 +95,7 @@ class AutoRec(UserItemModel):
         self.register_buffer("mean_rating", torch.tensor((cfg.min_rating + cfg.max_rating) / 2))
         self._matrix: InteractionMatrix | None = None
         self._known: tuple[torch.Tensor, torch.Tensor] | None = None  # rows, cols with ratings
+        self._rated_rows: int | None = None  # rows of the matrix that hold a rating
 
     # ---- the stored training matrix ----------------------------------------------------
     def set_ratings(self, users: np.ndarray, items: np.ndarray, ratings: np.ndarray) -> None:
@@ -109,6 +109,7 @@ class AutoRec(UserItemModel):
         self.mean_rating = torch.tensor(float(m.values.mean()) if m.nnz else 3.0, device=device)
         self._matrix = m
         self._known = None
+        self._rated_rows = None
 
     def fit_statistics(self, train: EncodedData) -> None:
         """Store the training split's ratings (its user, item and label columns)."""
@@ -130,7 +131,9 @@ class AutoRec(UserItemModel):
         """Eq. 3 on a batch of rows: masked squared error plus its share of the weight decay."""
         rows = batch.sparse[:, 0].cpu()
         r, mask = self.dense_rows(rows)
-        share = len(rows) / max(int((self.matrix.row_counts > 0).sum()), 1)
+        if self._rated_rows is None:  # rows holding a rating: eq. 3's decay is shared over them
+            self._rated_rows = max(int((self.matrix.row_counts > 0).sum()), 1)
+        share = len(rows) / self._rated_rows
         return masked_loss(self.reconstruct(r), r, mask) + self.regularization() * share
 
     @property
@@ -166,6 +169,7 @@ class AutoRec(UserItemModel):
                 setattr(self, name, torch.empty_like(incoming, device=self.ratings_indptr.device))
         self._matrix = None
         self._known = None
+        self._rated_rows = None
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     # ---- the autoencoder ---------------------------------------------------------------

@@ -18,8 +18,8 @@ Hooks, in the order the engine uses them:
 * :meth:`RecModel.optimizer_groups`: parameters that want their own optimizer (Wide&Deep's wide
   part with FTRL).
 * :meth:`RecModel.forward_train` (logits plus an optional extra loss, DIEN's auxiliary loss) or,
-  when :attr:`RecModel.own_objective` is set, :meth:`RecModel.objective` (the model's whole
-  loss, AutoRec's masked reconstruction error).
+  when the model overrides it (:attr:`RecModel.own_objective`), :meth:`RecModel.objective`
+  (the model's whole loss, AutoRec's masked reconstruction error).
 * :meth:`RecModel.interactions`, :meth:`RecModel.attention_weights`, :meth:`RecModel.for_export`:
   what serving, ``recommend``, ``explain`` and the exporters read.
 """
@@ -84,7 +84,7 @@ class RecModel(nn.Module, ABC):
     """Base class: stores the schema and config; subclasses wire shared layers.
 
     Attributes:
-        own_objective: True when :meth:`objective` is the model's whole training loss (the
+        own_objective: True when the class overrides :meth:`objective`, its whole training loss (the
             engine's task loss is then not used).
         behaviours: ``(sequence field, candidate field)`` pairs whose attention
             :meth:`attention_weights` reports, one weight per behaviour (DIN, DIEN).
@@ -92,7 +92,6 @@ class RecModel(nn.Module, ABC):
     """
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
-    own_objective: ClassVar[bool] = False
     behaviours: tuple[tuple[str, str], ...] = ()
     pair_names: list[tuple[str, str]] = []  # noqa: RUF012 (read-only default)
 
@@ -142,8 +141,21 @@ class RecModel(nn.Module, ABC):
         return self(batch), None
 
     def objective(self, batch: Batch) -> torch.Tensor:
-        """The whole training loss of a batch of :meth:`training_data` (``own_objective``)."""
-        raise NotImplementedError(f"{type(self).__name__} uses the engine's task loss")
+        """The whole training loss of a batch of :meth:`training_data`, for a model whose loss
+        is not the engine's task loss on :meth:`forward_train` (override it: AutoRec).
+
+        Raises:
+            TypeError: Called on a model that does not override it (the engine never does).
+        """
+        raise TypeError(
+            f"{type(self).__name__} has no objective of its own: the engine trains it with its "
+            "task loss on forward_train"
+        )
+
+    @property
+    def own_objective(self) -> bool:
+        """True when the class overrides :meth:`objective` (derived, never set by hand)."""
+        return type(self).objective is not RecModel.objective
 
     # ---- reading a trained model -----------------------------------------------------
     def interactions(self) -> InteractionMatrix | None:
