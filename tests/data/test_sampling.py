@@ -134,3 +134,13 @@ def test_bad_inputs() -> None:
     assert sampler.num_positives == 0
     assert sampler.sample([0, 3], 2).shape == (2, 2)
     assert not sampler.is_positive([0], [1]).any()
+
+
+def test_a_user_positive_on_every_item_gets_uniform_items():
+    """No negative exists for them: sample() draws over the catalogue instead of failing."""
+    users = np.array([0, 0, 0, 1])
+    items = np.array([1, 2, 3, 1])
+    sampler = NegativeSampler(users, items, n_items=4, seed=0)
+    out = sampler.sample(np.array([0] * 300 + [1] * 300), 1, all_positive="uniform")[:, 0]
+    assert set(out[:300].tolist()) == {1, 2, 3}
+    assert set(out[300:].tolist()) <= {2, 3}

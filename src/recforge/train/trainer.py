@@ -42,7 +42,6 @@ from recforge.train.optim import build_optimizers, scale_lr
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-_NO_POSITIVES = 2**40  # a user id above every real one: the sampler knows no positive of it
 NegativeFn = Callable[[Batch, int, torch.Generator], torch.Tensor]
 
 
@@ -120,6 +119,9 @@ class Trainer:
         self.negative_fn = negative_fn
         self._sampler: NegativeSampler | None = None  # training positives (ranking)
         self._positives: EncodedData | None = None
+        # id(split) -> (split, its sampled ranking candidates); the split is kept so an id is
+        # never reused for another object while its entry lives
+        self._candidates: dict[int, tuple[EncodedData, np.ndarray]] = {}
         self.history: list[dict[str, float]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_value: float | None = None
@@ -201,9 +203,8 @@ class Trainer:
         elif self._sampler is not None:
             seed = int(torch.randint(0, 2**62, (1,), generator=generator))
             users = batch.sparse[:, schema.sparse_index(schema.user_key)].cpu().numpy()
-            # a user with every item as a positive has no negative: uniform for that row
-            users = np.where(self._sampler.num_negatives(users) > 0, users, _NO_POSITIVES)
-            neg = self._sampler.sample(users, k, rng=np.random.default_rng(seed))
+            rng = np.random.default_rng(seed)
+            neg = self._sampler.sample(users, k, rng=rng, all_positive="uniform")
             neg_ids = torch.from_numpy(neg).to(batch.sparse.device)
         else:  # no user field: uniform over the item vocabulary
             n_items = schema.field(schema.item_key).vocab_size
@@ -236,6 +237,7 @@ class Trainer:
             self.model.fit_statistics(train)  # count-based parts come from the data
         if self.task == "ranking":
             self._positives = train
+            self._candidates.clear()
             if self.negative_fn is None and self.model.schema.user_key is not None:
                 self._sampler = _positive_sampler(self.model.schema, train)
         world = self.world
@@ -420,8 +422,12 @@ class Trainer:
         keep = np.flatnonzero(np.asarray(data.label) > 0)
         rows = data.take(keep)
         candidates = rows.extras.get("candidates")
-        if candidates is None:
-            candidates = self._eval_candidates(rows)
+        if candidates is None:  # drawn once per evaluated split (fixed seed), not every epoch
+            cached = self._candidates.get(id(data))
+            if cached is None or cached[0] is not data:
+                cached = (data, self._eval_candidates(rows))
+                self._candidates[id(data)] = cached
+            candidates = cached[1]
         candidates = np.asarray(candidates, dtype=np.int64)
         n_cand = candidates.shape[1] + 1
         per_batch = max(self.cfg.eval_batch_size // n_cand, 1)

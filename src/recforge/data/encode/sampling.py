@@ -186,7 +186,11 @@ class NegativeSampler:
         return u, start, count, m
 
     def sample(
-        self, users: np.ndarray, k: int = 1, rng: np.random.Generator | None = None
+        self,
+        users: np.ndarray,
+        k: int = 1,
+        rng: np.random.Generator | None = None,
+        all_positive: str = "raise",
     ) -> np.ndarray:
         """Draw ``k`` negatives per row, independently and uniformly (with replacement).
 
@@ -194,13 +198,24 @@ class NegativeSampler:
             users: ``(B,)`` user id per row.
             k: Negatives per row.
             rng: Generator to draw from; defaults to the sampler's own seeded one.
+            all_positive: For a user whose positives are every item (no negative exists):
+                ``raise`` a ValueError, or ``uniform``: draw that row's items over the whole
+                catalogue (training keeps going; such a user is rare and carries no contrast).
 
         Returns:
-            ``(B, k)`` int64 item ids in ``[1, n_items)``, none a positive of its row's user.
+            ``(B, k)`` int64 item ids in ``[1, n_items)``, none a positive of its row's user
+            (but for ``all_positive="uniform"`` rows).
         """
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
-        u, start, count, m = self._prepare(users, 1 if k else 0)
+        if all_positive not in ("raise", "uniform"):
+            raise ValueError(f"all_positive must be 'raise' or 'uniform', got {all_positive!r}")
+        need = 1 if k and all_positive == "raise" else 0
+        u, start, count, m = self._prepare(users, need)
+        full = m == 0
+        if full.any():  # every item is a positive: draw as for a user without positives
+            count = np.where(full, 0, count)
+            m = np.where(full, self.n_items - 1, m)
         gen = self._rng if rng is None else rng
         ranks = gen.integers(0, np.maximum(m, 1)[:, None], size=(u.size, k), dtype=np.int64)
         return self._rank_to_item(start, count, ranks)
