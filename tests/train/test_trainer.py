@@ -217,11 +217,10 @@ def test_table_scope_embedding_l2_is_the_whole_table_penalty(planted):
         Trainer(sparse_model, _cfg(embedding_l2=0.1, embedding_l2_scope="table"))
 
 
-def test_cuda_device_without_cuda_is_a_config_error():
+def test_cuda_device_without_cuda_is_a_config_error(monkeypatch):
     from recforge.train.trainer import resolve_device
 
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only build
     with pytest.raises(ValueError, match="train.device: 'cuda' but this torch build"):
         resolve_device("cuda")
     with pytest.raises(ValueError, match="is not a device"):
