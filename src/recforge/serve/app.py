@@ -296,15 +296,22 @@ def _reply(predictor: Any, **body: Any) -> JSONResponse:
     )
 
 
+def _bearer(authorization: str | None) -> bytes | None:
+    """The token of an ``Authorization: Bearer <token>`` header; ``None`` for any other."""
+    if not authorization or not authorization.lower().startswith("bearer "):
+        return None
+    return authorization[len("bearer ") :].strip().encode()
+
+
 def _bearer_check(token: str) -> Any:
     """A dependency that accepts ``Authorization: Bearer <token>`` (401 missing, 403 wrong)."""
     expected = token.encode()
 
     def check(authorization: str | None = Header(default=None)) -> None:
-        if not authorization or not authorization.lower().startswith("bearer "):
+        given = _bearer(authorization)
+        if given is None:
             raise RequestError("admin endpoints need 'Authorization: Bearer <token>'",
                                field="Authorization", status=401)  # fmt: skip
-        given = authorization[len("bearer ") :].strip().encode()
         if not hmac.compare_digest(given, expected):
             raise RequestError("wrong admin token", field="Authorization", status=403)
 
@@ -316,9 +323,8 @@ def _admin_test(token: str | None) -> Any:
     expected = token.encode() if token else None
 
     def is_admin(authorization: str | None) -> bool:
-        if expected is None or not authorization or not authorization.lower().startswith("bearer "):
-            return False
-        return hmac.compare_digest(authorization[len("bearer ") :].strip().encode(), expected)
+        given = _bearer(authorization)
+        return expected is not None and given is not None and hmac.compare_digest(given, expected)
 
     return is_admin
 

@@ -27,7 +27,7 @@ import torch
 from recforge.cf.recommend import recommend as recommend_items
 from recforge.cf.scoring import score_candidates
 from recforge.data.loader import BatchLoader
-from recforge.data.read.readers import read_table
+from recforge.data.read.readers import FLOAT32_MAX, read_table
 from recforge.explain import Explanation, explain_table
 from recforge.features import CategoricalField, NumericField, SequenceField
 from recforge.interactions import InteractionMatrix
@@ -399,9 +399,6 @@ def _check_type(f: Any, typ: pa.DataType) -> None:
         raise RequestError(f"field {f.source!r} must be {want}, got {typ}", field=f.source)
 
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
 def _check_finite(f: Any, column: pa.ChunkedArray) -> None:
     """NaN, Infinity and values beyond float32 (``1e400`` parses as inf) are refused, naming
     the field; a missing value is written as null (or left out) and scores as the fill value."""
@@ -410,7 +407,7 @@ def _check_finite(f: Any, column: pa.ChunkedArray) -> None:
     x = column.to_numpy(zero_copy_only=False).astype(np.float64)
     present = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     with np.errstate(invalid="ignore"):
-        bad = present & ~(np.isfinite(x) & (np.abs(x) <= _FLOAT32_MAX))
+        bad = present & ~(np.isfinite(x) & (np.abs(x) <= FLOAT32_MAX))
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise RequestError(

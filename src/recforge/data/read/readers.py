@@ -326,10 +326,10 @@ def _check_text_table(table: pa.Table, path: Path, header_lines: int, encoding: 
                     if value is not None:
                         value.decode(encoding)
                 except UnicodeDecodeError as exc:
-                    raise DataError(
-                        path, f"bytes {value[exc.start : exc.end]!r} are not {encoding} text "
-                        "(pass the file's encoding)", column=field.name, column_number=number,
-                        **row_location(table, path, row),
+                    raise _row_error(
+                        table, str(path), field.name, row,
+                        f"bytes {value[exc.start : exc.end]!r} are not {encoding} text "
+                        "(pass the file's encoding)",
                     ) from None  # fmt: skip
 
 
@@ -689,7 +689,15 @@ def check_numeric(table: pa.Table, schema: Schema, path: str | Path | None = Non
     return table
 
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest value the models compute with
+
+
+def _row_error(table: pa.Table, name: str, col: str, row: int, message: str) -> DataError:
+    """A DataError at ``row`` of column ``col``: file, physical line, column name and number."""
+    return DataError(
+        name, message, column=col, column_number=table.column_names.index(col) + 1,
+        **row_location(table, None, row),
+    )  # fmt: skip
 
 
 def _check_float32_range(table: pa.Table, values: pa.ChunkedArray, col: str, name: str) -> None:
@@ -698,16 +706,11 @@ def _check_float32_range(table: pa.Table, values: pa.ChunkedArray, col: str, nam
     with its location. ``inf`` and ``nan`` spellings stay missing values, as documented."""
     x = values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
     with np.errstate(invalid="ignore"):
-        bad = np.flatnonzero(np.isfinite(x) & (np.abs(x) > _FLOAT32_MAX))
+        bad = np.flatnonzero(np.isfinite(x) & (np.abs(x) > FLOAT32_MAX))
     if bad.size:
         row = int(bad[0])
-        raise DataError(
-            name,
-            f"{float(x[row])!r} is outside the float32 range the models compute in (±3.4e38)",
-            column=col,
-            column_number=table.column_names.index(col) + 1,
-            **row_location(table, None, row),
-        )
+        message = f"{float(x[row])!r} is outside the float32 range the models compute in (±3.4e38)"
+        raise _row_error(table, name, col, row, message)
 
 
 def _numeric_column(table: pa.Table, col: str, name: str) -> pa.ChunkedArray:
@@ -728,13 +731,7 @@ def _numeric_column(table: pa.Table, col: str, name: str) -> pa.ChunkedArray:
     bad = np.flatnonzero(~ok.to_numpy(zero_copy_only=False))
     if bad.size:
         row = int(bad[0])
-        raise DataError(
-            name,
-            f"{text[row].as_py()!r} is not a number",
-            column=col,
-            column_number=number,
-            **row_location(table, None, row),
-        )
+        raise _row_error(table, name, col, row, f"{text[row].as_py()!r} is not a number")
     return pc.cast(pc.if_else(missing, pa.scalar(None, pa.string()), text), pa.float64())
 
 
