@@ -190,7 +190,13 @@ class DRNAgent(Policy):
         return won
 
     def major_update(self, updates: int) -> None:
-        """``updates`` gradient steps towards ``r + gamma * max_a' Q_target(s', a')``."""
+        """``updates`` gradient steps towards ``r + gamma * max_a' Q_target(s', a')``.
+
+        The one gradient step of recforge outside the Trainer, by design: DRN's TD update acts
+        on the live agent between served requests, on transitions from its replay memory (not
+        on a dataset the engine could iterate), with a target network; its optimizer still
+        comes from the engine's factory (:func:`recforge.train.optim.build_optimizers`).
+        """
         if len(self.replay) == 0:
             return
         cfg = self.cfg
