@@ -158,6 +158,40 @@ def test_bad_label_in_parquet_names_the_row_of_the_file(tmp_path):
     assert info.value.row == 322 and info.value.column == "label" and "found 7.0" in str(info.value)
 
 
+@pytest.mark.parametrize("typed", [True, False], ids=["schema", "no-schema"])
+def test_bytes_that_are_not_utf8_in_a_later_chunk_are_located(tmp_path, typed):
+    """Before, the chunked reader gave a typed column's Arrow message without a line, and an
+    untyped one's bytes through as raw binary; now both name the line like read_table."""
+    path, _ = _bad_csv(tmp_path, bad_row=10, value="1.5")
+    lines = path.read_bytes().split(b"\n")
+    fields = lines[300].split(b",")
+    fields[1] = b"seg\xff"  # user_segment, a categorical column
+    lines[300] = b",".join(fields)
+    path.write_bytes(b"\n".join(lines))
+    schema = _schema() if typed else None
+    with pytest.raises(DataError) as info:
+        list(iter_chunks(path, schema, chunk_rows=50, block_size=4096))
+    err = info.value
+    assert err.line == 301 and err.column == "user_segment" and "not utf8 text" in str(err)
+    assert str(err) == str(pytest.raises(DataError, read_table, path, schema=schema).value)
+
+
+def test_duplicate_or_undecodable_header_is_located(tmp_path):
+    path, _ = _bad_csv(tmp_path, bad_row=10, value="1.5")
+    lines = path.read_bytes().split(b"\n")
+    good = lines[0]
+    lines[0] = good.replace(b'"price"', b'"user_id"')
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(DataError, match=r"line 1, column 'user_id' \(\d+\): column 'user_id' "
+                       r"appears twice in the header"):  # fmt: skip
+        list(iter_chunks(path, None, chunk_rows=50))
+    lines[0] = good.replace(b"price", b"pr\xe9ce")
+    path.write_bytes(b"\n".join(lines))
+    for read in (lambda: list(iter_chunks(path, None, chunk_rows=50)), lambda: read_table(path)):
+        with pytest.raises(DataError, match=r"line 1, column \(8\): bytes b'\\xe9' are not utf8"):
+            read()
+
+
 def test_malformed_row_is_located(tmp_path):
     path, _ = _bad_csv(tmp_path, bad_row=10, value="1.5")
     lines = path.read_text().splitlines()

@@ -283,6 +283,8 @@ def read_table(
         header_lines = 1 if header else 0
         names = list(column_names) if column_names else None
         types = _column_types(schema)
+        if header:
+            _header_names(path, sep, header, encoding)  # a header that does not decode: located
         if len(sep) == 1:
             table = _read_csv(path, sep, header, names, columns, types, encoding, quoting=quoting)
         else:
@@ -311,14 +313,28 @@ def read_table(
 def _check_text_table(table: pa.Table, path: Path, header_lines: int, encoding: str) -> None:
     """A header naming a column twice, or bytes that are not ``encoding`` text, are errors
     naming the place (Arrow would keep both columns, or read the column as raw bytes)."""
+    check_header_names(table.column_names, path, header_line=1 if header_lines else None)
+    check_text_encoding(table, path, encoding)
+
+
+def check_header_names(names: Sequence[str], path: str | Path, header_line: int | None) -> None:
+    """Raise :class:`DataError` when a header names a column twice (file, line, both columns)."""
     seen: dict[str, int] = {}
-    for number, col in enumerate(table.column_names, 1):
+    for number, col in enumerate(names, 1):
         if col in seen:
             raise DataError(
                 path, f"column {col!r} appears twice in the header (columns {seen[col]} and "
-                f"{number})", line=1 if header_lines else None, column=col, column_number=number,
+                f"{number})", line=header_line, column=col, column_number=number,
             )  # fmt: skip
         seen[col] = number
+
+
+def check_text_encoding(table: pa.Table, path: str | Path, encoding: str) -> None:
+    """Raise :class:`DataError` at the first value of a text table that is not ``encoding``.
+
+    Arrow reads a column holding bytes that do not decode as raw binary; the scan over its
+    values runs only then (an error path), and names file, physical line and column.
+    """
     for number, field in enumerate(table.schema, 1):
         if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
             for row, value in enumerate(table.column(number - 1).to_pylist()):
@@ -406,20 +422,32 @@ def _read_csv(
             relaxed = dict(types)
             header_names = names or _header_names(path, sep, header, encoding)
             bad = header_names[int(match.group(1))]
-            if relaxed.get(bad) == pa.string():
-                raise DataError(path, text) from None  # cannot narrow it down further
-            relaxed[bad] = pa.string()
+            # a number column is re-read as text, a text column as bytes, and the check of
+            # that column names the first bad value's line
+            text_column = relaxed.get(bad) == pa.string()
+            relaxed[bad] = pa.binary() if text_column else pa.string()
             table = _read_csv(path, sep, header, names, columns, relaxed, encoding, quoting=quoting)
             table = table.replace_schema_metadata(
                 {_META_SOURCE: str(path).encode(), _META_HEADER: b"1" if header else b"0"}
             )
-            _numeric_column(table, bad, str(path))
+            if text_column:
+                check_text_encoding(table, path, encoding)
+            else:
+                _numeric_column(table, bad, str(path))
         raise DataError(path, text) from None
 
 
 def _header_names(path: Path, sep: str, header: bool, encoding: str) -> list[str]:
+    """The column names of a delimited file's first line (``f0..`` without a header)."""
     with open_stream(path) as fh:
-        first = fh.read(1 << 16).split(b"\n", 1)[0].decode(encoding).rstrip("\r")
+        raw = fh.read(1 << 16).split(b"\n", 1)[0]
+    try:
+        first = raw.decode(encoding).rstrip("\r")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            path, f"bytes {raw[exc.start : exc.end]!r} are not {encoding} text (pass the "
+            "file's encoding)", line=1, column_number=raw[: exc.start].count(sep.encode()) + 1,
+        ) from None  # fmt: skip
     fields = next(csv.reader([first], delimiter=sep))  # header names may be quoted
     return fields if header else [f"f{i}" for i in range(len(fields))]
 

@@ -42,7 +42,9 @@ from recforge.data.read.readers import (
     _column_types,
     _header_names,
     check_columns,
+    check_header_names,
     check_numeric,
+    check_text_encoding,
     format_of,
     locate_parse_error,
     open_stream,
@@ -382,6 +384,8 @@ def _chunks(
             _META_FORMAT: kind.encode(),
         }
         table = table.replace_schema_metadata(meta)
+        if kind != "parquet":
+            check_text_encoding(table, path, "utf8")
         if schema is not None:
             table = _check_chunk(table, schema, path, offset, first=offset == 0, rows=kind)
         yield table
@@ -464,6 +468,7 @@ def _csv_batches(
     handler: Any = None,
 ) -> Iterator[pa.RecordBatch]:
     header = _header_names(path, sep, True, "utf8") if path.stat().st_size else []
+    check_header_names(header, path, header_line=1)
     include = [c for c in columns if c in header] if columns is not None else []
     read = pacsv.ReadOptions(use_threads=use_threads, block_size=block_size)
     parse = pacsv.ParseOptions(delimiter=sep, invalid_row_handler=handler)
@@ -491,13 +496,12 @@ def _csv_batches(
                 lambda: header,
             )
         match = re.search(r"In CSV column #(\d+): CSV conversion error", text)
-        if match and schema is not None:
+        if match:
             bad = header[int(match.group(1))]
-            if types.get(bad) != pa.string():
-                relaxed = {**types, bad: pa.string()}
-                # error path only: stream again with the column as text; the chunk check
-                # (check_numeric) names the first bad value with its physical line
-                kind = "tsv" if sep == "\t" else "csv"
-                for _ in _chunks(path, kind, schema, columns, relaxed, chunk_rows, block_size):
-                    pass
+            # error path only: stream again with the column relaxed (a number column as text,
+            # a text column as bytes); the chunk checks (check_numeric, check_text_encoding)
+            # name the first bad value with its physical line
+            relaxed = {**types, bad: pa.binary() if types.get(bad) == pa.string() else pa.string()}
+            kind = "tsv" if sep == "\t" else "csv"
+            deque(_chunks(path, kind, schema, columns, relaxed, chunk_rows, block_size), 0)
         raise DataError(path, text) from None
