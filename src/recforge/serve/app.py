@@ -13,13 +13,18 @@ Bad input never becomes a 500: malformed JSON is a 400, a missing field or a wro
 an oversized batch a 413, an unknown user or item a 404, an endpoint the model does not support
 a 400; every error body is ``{"detail": message, "field": name}``. Admin endpoints exist only
 when a token is configured (otherwise 404); a missing token is a 401 and a wrong one a 403.
-Scoring is CPU-bound, so the endpoints are plain functions that FastAPI runs in its thread
-pool, keeping the event loop free; each request takes the current predictor once and finishes
-on it even if a reload swaps the slot meanwhile.
+Scoring is CPU-bound and runs off the event loop. With micro-batching (the default) the
+scoring endpoints hand their parsed request to a :class:`MicroBatcher`, whose scorer thread
+encodes and scores the requests that arrived together in one forward pass, on one model
+generation, and answers each with its own rows; a request not scored within ``timeout_ms`` is a
+503. Without it each request is scored on its own in FastAPI's thread pool. Either way a
+request is answered by one predictor, even if a reload swaps the slot meanwhile, and every
+answer names the generation that scored it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -33,7 +38,15 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from starlette.concurrency import run_in_threadpool
 
+from recforge.serve.batcher import (
+    DEFAULT_MAX_BATCH_RECORDS,
+    DEFAULT_TIMEOUT_MS,
+    DEFAULT_WINDOW_MS,
+    MicroBatcher,
+    Scored,
+)
 from recforge.serve.predictor import DEFAULT_MAX_RECORDS, RequestError
 from recforge.serve.slot import ModelSlot
 
@@ -92,6 +105,32 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+SCORING_PATHS = frozenset({"/predict", "/recommend", "/explain"})
+_ANNOUNCED = "recforge.announced"  # scope key: this request still counts as on its way
+
+
+class Announce:
+    """ASGI middleware: tell the batcher a scoring request is on its way as soon as its headers
+    arrive, so the scorer waits for it (up to the window) instead of closing a batch without it.
+    The endpoint's submit stops the count; a request that never submits (a 4xx, a client that
+    went away) is retracted when it ends."""
+
+    def __init__(self, app: Any, batcher: MicroBatcher) -> None:
+        self.app, self.batcher = app, batcher
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] not in SCORING_PATHS:
+            await self.app(scope, receive, send)
+            return
+        self.batcher.announce()
+        scope[_ANNOUNCED] = True
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if scope.pop(_ANNOUNCED, False):
+                self.batcher.retract()
+
+
 # ---- request envelopes -----------------------------------------------------------------------
 class PredictRequest(BaseModel):
     """Raw records in the training columns; values may be null (missing)."""
@@ -121,6 +160,8 @@ class ReloadRequest(BaseModel):
 # ---- errors ----------------------------------------------------------------------------------
 def _error(status: int, detail: str, field: str | None) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 503:
+        headers = {"Retry-After": "1"}
     return JSONResponse(
         status_code=status, content={"detail": detail, "field": field}, headers=headers
     )
@@ -166,6 +207,14 @@ def create_app(
     admin_token_file: str | Path | None = None,
     allowed_hosts: list[str] | None = None,
     reload_root: str | Path | None = None,
+    batching: bool = True,
+    batch_window_ms: float = DEFAULT_WINDOW_MS,
+    max_batch_records: int = DEFAULT_MAX_BATCH_RECORDS,
+    timeout_ms: float = DEFAULT_TIMEOUT_MS,
+    threads: int | None = None,
+    shared_state: str | Path | None = None,
+    sync_interval: float = 0.2,
+    mmap_weights: bool = True,
 ) -> FastAPI:
     """Build the service for the bundle at ``bundle_path`` (loaded before this returns).
 
@@ -186,6 +235,19 @@ def create_app(
             reach a loopback service through another name); ``None`` accepts any.
         reload_root: ``/admin/reload`` loads only bundles inside this folder (default: the
             folder holding ``bundle_path``).
+        batching: Score concurrent requests together (dynamic micro-batching); off scores each
+            request on its own in the thread pool.
+        batch_window_ms: Longest wait for more requests after the first of a batch (a batch
+            closes earlier when no other scoring request is on its way).
+        max_batch_records: Records that close a batch at once.
+        timeout_ms: A request not scored within this long is answered 503 (with batching).
+        threads: torch intra-op threads of this process (``None`` leaves torch's default).
+        shared_state: A file through which the worker processes of one server share reloads
+            and generation numbers (set by ``recforge serve --workers N``); ``None`` for one
+            process.
+        sync_interval: Seconds between checks of ``shared_state`` for another worker's reload.
+        mmap_weights: Memory-map the bundle's weights (CPU), so worker processes share one
+            copy of them in the page cache.
 
     Reload errors on ``/health`` and the bundle's path on ``/metadata`` are shown only to a
     request carrying the admin token; others see that a reload failed, not where.
@@ -197,17 +259,41 @@ def create_app(
         except (OSError, IndexError):
             raise ValueError(f"{token_path}: cannot read an admin token from it") from None
     root = Path(reload_root if reload_root is not None else Path(bundle_path).parent).resolve()
-    slot = ModelSlot(bundle_path, max_records=max_batch, seen=seen, device=device)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    if timeout_ms <= 0:
+        raise ValueError("timeout_ms must be > 0")
+    slot = ModelSlot(
+        bundle_path,
+        max_records=max_batch,
+        seen=seen,
+        device=device,
+        shared_state=shared_state,
+        mmap=mmap_weights,
+    )
+    batcher = (
+        MicroBatcher(slot, batch_window_ms, max_batch_records, track_announced=True)
+        if batching
+        else None
+    )
+    timeout = timeout_ms / 1000.0
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = slot.watch(watch_interval) if watch_interval else None
+        sync = slot.follow(sync_interval) if shared_state is not None else None
         yield
-        if stop is not None:
-            stop.set()
+        for event in (stop, sync):
+            if event is not None:
+                event.set()
+        if batcher is not None:
+            batcher.stop()
 
     app = FastAPI(title="recforge", lifespan=lifespan)
     app.state.slot = slot
+    app.state.batcher = batcher
     app.add_exception_handler(RequestError, _on_request_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_unexpected)
@@ -216,25 +302,42 @@ def create_app(
         from starlette.middleware.trustedhost import TrustedHostMiddleware
 
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    if batcher is not None:
+        app.add_middleware(Announce, batcher=batcher)  # outermost: counts from the headers on
     is_admin = _admin_test(admin_token)
 
+    async def score(request: Request, kind: str, payload: Any, size: int) -> Scored:
+        """Score through the batcher (or alone in the thread pool when batching is off)."""
+        if batcher is None:
+            return await run_in_threadpool(_score_alone, slot, kind, payload)
+        future = batcher.submit(kind, payload, size, announced=request.scope.pop(_ANNOUNCED, False))
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except TimeoutError:
+            raise RequestError(
+                f"not scored within {timeout_ms:g} ms (the server is overloaded); retry later",
+                field=None,
+                status=503,
+            ) from None
+
     @app.post("/predict")
-    def predict(body: PredictRequest) -> JSONResponse:
-        predictor = slot.get()
-        scores = predictor.predict(body.records)
-        return _reply(predictor, scores=scores.astype(float).tolist())
+    async def predict(request: Request, body: PredictRequest) -> JSONResponse:
+        done = await score(request, "predict", body.records, len(body.records))
+        return _reply(done.predictor, scores=done.value.astype(float).tolist())
 
     @app.post("/recommend")
-    def recommend(body: RecommendRequest) -> JSONResponse:
-        predictor = slot.get()
-        rec = predictor.recommend(body.user, body.k, body.candidates, body.exclude_seen)
-        return _reply(predictor, user=rec.user, items=rec.items, scores=rec.scores)
+    async def recommend(request: Request, body: RecommendRequest) -> JSONResponse:
+        args = {"user": body.user, "k": body.k, "candidates": body.candidates,
+                "exclude_seen": body.exclude_seen}  # fmt: skip
+        done = await score(request, "recommend", args, 1)
+        rec = done.value
+        return _reply(done.predictor, user=rec.user, items=rec.items, scores=rec.scores)
 
     @app.post("/explain")
-    def explain(body: ExplainRequest) -> JSONResponse:
-        predictor = slot.get()
-        expl = predictor.explain(body.record)
-        return _reply(predictor, kind=expl.kind, score=expl.score, weights=expl.to_records())
+    async def explain(request: Request, body: ExplainRequest) -> JSONResponse:
+        done = await score(request, "explain", body.record, 1)
+        expl = done.value
+        return _reply(done.predictor, kind=expl.kind, score=expl.score, weights=expl.to_records())
 
     @app.get("/health")
     def health(authorization: str | None = Header(default=None)) -> JSONResponse:
@@ -282,6 +385,16 @@ def create_app(
             )
 
     return app
+
+
+def _score_alone(slot: ModelSlot, kind: str, payload: Any) -> Scored:
+    """One request on the current predictor, without batching (runs in the thread pool)."""
+    predictor = slot.get()
+    if kind == "predict":
+        return Scored(predictor.predict(payload), predictor)
+    if kind == "recommend":
+        return Scored(predictor.recommend(**payload), predictor)
+    return Scored(predictor.explain(payload), predictor)
 
 
 def _reply(predictor: Any, **body: Any) -> JSONResponse:

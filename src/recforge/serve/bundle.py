@@ -118,8 +118,17 @@ def save_bundle(
     return folder
 
 
-def load_bundle(folder: str | Path, device: str = "cpu") -> Bundle:
-    """Load a bundle in any process; raises RuntimeError for a corrupt or mismatched one."""
+def load_bundle(folder: str | Path, device: str = "cpu", mmap: bool = False) -> Bundle:
+    """Load a bundle in any process; raises RuntimeError for a corrupt or mismatched one.
+
+    Args:
+        folder: The bundle folder.
+        device: Where the model lives.
+        mmap: Memory-map ``model.pt`` and use the mapped tensors as the model's weights (CPU
+            only; ignored elsewhere): processes serving one bundle then share one copy of the
+            weights in the page cache instead of each holding its own. The mapping is private
+            (copy-on-write), so a process that trains the loaded model never alters the file.
+    """
     folder = Path(folder)
     meta_path = folder / "meta.json"
     if not meta_path.exists():
@@ -136,11 +145,12 @@ def load_bundle(folder: str | Path, device: str = "cpu") -> Bundle:
     except (KeyError, ValueError, TypeError) as exc:
         raise RuntimeError(f"{folder}: cannot rebuild model {meta.get('model')!r} ({exc})") from exc
     try:
-        state = torch.load(folder / "model.pt", map_location=device, weights_only=True)
+        mmap = mmap and torch.device(device).type == "cpu"
+        state = torch.load(folder / "model.pt", map_location=device, weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises several types for a damaged file
         raise RuntimeError(f"{folder / 'model.pt'}: corrupt weights ({exc})") from exc
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(state, assign=mmap)
     except RuntimeError as exc:
         raise RuntimeError(
             f"{folder}: weights do not match model {meta['model']!r}: {exc}"

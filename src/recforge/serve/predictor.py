@@ -16,7 +16,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from recforge.cf.scoring import score_candidates
 from recforge.data.loader import BatchLoader
 from recforge.data.read.readers import FLOAT32_MAX, read_table
 from recforge.explain import Explanation, explain_table
-from recforge.features import CategoricalField, NumericField, SequenceField
+from recforge.features import CategoricalField, EncodedData, NumericField, SequenceField
 from recforge.interactions import InteractionMatrix
 from recforge.models import registry
 from recforge.serve.bundle import Bundle, load_bundle
@@ -100,9 +100,11 @@ class Predictor:
         max_records: int = DEFAULT_MAX_RECORDS,
         seen: str | Path | pa.Table | None = None,
         device: str = "cpu",
+        mmap: bool = False,
     ) -> Predictor:
-        """Load the bundle at ``path`` (``seen`` may be a CSV/TSV/Parquet path or a table)."""
-        bundle = load_bundle(path, device=device)
+        """Load the bundle at ``path`` (``seen`` may be a CSV/TSV/Parquet path or a table);
+        ``mmap`` memory-maps the weights (:func:`recforge.serve.bundle.load_bundle`)."""
+        bundle = load_bundle(path, device=device, mmap=mmap)
         return cls(bundle, max_records=max_records, seen=read_seen(seen))
 
     # ---- properties ----------------------------------------------------------------------
@@ -156,20 +158,76 @@ class Predictor:
         Raises:
             RequestError: Empty or oversized batch, missing column, wrong value type.
         """
-        table = self.to_table(data)
-        encoded = self._encode(table)
+        return self.score_encoded(self._encode(self.to_table(data)))
+
+    def predict_many(self, requests: list[list[dict[str, Any]]]) -> list[np.ndarray | RequestError]:
+        """Score several requests' records in one forward pass; each gets its own rows back.
+
+        The records of all requests are converted and encoded as one columnar batch. When that
+        fails (a malformed record somewhere), each request is validated and encoded on its own,
+        so the error is reported for, and only for, the request that carries it; the others are
+        still scored together.
+
+        Args:
+            requests: Each request's records (a list of dicts, as :meth:`predict` takes).
+
+        Returns:
+            One entry per request, in order: its ``(n_i,)`` float32 scores, or the
+            :class:`RequestError` that rejects it.
+        """
+        out: list[np.ndarray | RequestError | None] = [None] * len(requests)
+        parts: list[Any] = []  # EncodedData of the requests that will be scored
+        ok: list[int] = []
+        sizes = np.fromiter(map(len, requests), dtype=np.int64, count=len(requests))
+        try:  # the fast path: one conversion and one encoding for every record
+            for n in sizes.tolist():
+                self._check_size(n)
+            if not all(map(isinstance, requests, repeat(list))):
+                raise RequestError("records must be a list", field="records")
+            merged = requests[0] if len(requests) == 1 else list(chain.from_iterable(requests))
+            parts, ok = (
+                [self._encode(self.to_table(merged, check_size=False))],
+                list(range(len(requests))),
+            )
+        except RequestError:  # find the request(s) at fault; the rest are scored together
+            parts, ok = [], []
+            for i, records in enumerate(requests):
+                try:
+                    parts.append(self._encode(self.to_table(records)))
+                    ok.append(i)
+                except RequestError as exc:
+                    out[i] = exc
+        if ok:
+            encoded = parts[0] if len(parts) == 1 else _concat_encoded(parts)
+            scores = self.score_encoded(encoded)
+            bounds = np.cumsum(sizes[ok])
+            for i, chunk in zip(ok, np.split(scores, bounds[:-1]), strict=True):
+                out[i] = chunk
+        return out  # type: ignore[return-value]
+
+    def score_encoded(self, encoded: EncodedData) -> np.ndarray:
+        """Scores of already encoded rows in one forward pass (probabilities or values)."""
         batch = next(iter(BatchLoader(encoded, len(encoded)))).to(self._device)
         with torch.inference_mode():
             logits = self.bundle.model(batch).float()
             out = logits if self.bundle.task == "regression" else torch.sigmoid(logits)
         return out.cpu().numpy()
 
-    def to_table(self, data: list[dict[str, Any]] | pa.Table | Any) -> pa.Table:
-        """Validate ``data`` and return it as a table of the input columns."""
+    def to_table(
+        self, data: list[dict[str, Any]] | pa.Table | Any, check_size: bool = True
+    ) -> pa.Table:
+        """Validate ``data`` and return it as a table of the input columns.
+
+        Args:
+            data: Records, a table or a DataFrame.
+            check_size: Refuse an empty batch or one over ``max_records`` (off for the merged
+                batch of :meth:`predict_many`, whose requests were checked one by one).
+        """
         if isinstance(data, pa.Table):
             table = data
         elif isinstance(data, list):
-            self._check_size(len(data))
+            if check_size:
+                self._check_size(len(data))
             table = self._records_table(data)
         elif hasattr(data, "columns") and hasattr(data, "dtypes"):  # a pandas DataFrame
             table = pa.Table.from_pandas(data, preserve_index=False)
@@ -179,7 +237,8 @@ class Predictor:
                 f"{type(data).__name__}",
                 field="records",
             )
-        self._check_size(table.num_rows)
+        if check_size:
+            self._check_size(table.num_rows)
         for col in self.input_columns:
             if col not in table.column_names:
                 raise RequestError(f"missing required input field {col!r}", field=col)
@@ -234,7 +293,7 @@ class Predictor:
                                    field=col) from exc  # fmt: skip
         return pa.table(columns)
 
-    def _encode(self, table: pa.Table):  # noqa: ANN202 (EncodedData)
+    def _encode(self, table: pa.Table) -> EncodedData:
         try:
             return self.bundle.preprocessor.transform(table, with_label=False)
         except (ValueError, TypeError, pa.ArrowException) as exc:
@@ -415,6 +474,12 @@ def _check_finite(f: Any, column: pa.ChunkedArray) -> None:
             f"has {float(x[row])!r}); send null for a missing value",
             field=f.source,
         )
+
+
+def _concat_encoded(parts: list[EncodedData]) -> EncodedData:
+    """Rows of several encoded batches, one after another (column by column, no per-row work)."""
+    arrays = [p.arrays() for p in parts]
+    return EncodedData.from_arrays({k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]})
 
 
 def _bundle_id(folder: Path | None) -> str:
