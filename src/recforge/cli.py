@@ -10,6 +10,13 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
+
+#: Exit codes (documented in the README): 0 success, 2 a user error (one line on stderr, also
+#: argparse's usage errors), 1 a bug (traceback and a request to report it), 130 interrupted.
+EXIT_USER_ERROR = 2
+EXIT_BUG = 1
+EXIT_INTERRUPTED = 130
 
 _COMMAND_MODULES: tuple[str, ...] = (
     "recforge.commands.core",
@@ -42,12 +49,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
-        # library errors carry the file/line/column or key that went wrong; a KeyError's str()
-        # is the repr of its message, so take the message itself
+    except (ValueError, KeyError, OSError, RuntimeError) as exc:
+        # user errors: library errors carry the file/line/column or key that went wrong;
+        # OSError covers a missing, unreadable or unwritable path, a full disk, no network.
+        # A KeyError's str() is the repr of its message, so take the message itself.
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"recforge: error: {message}", file=sys.stderr)
-        return 2
+        print(f"recforge: error: {_one_line(message)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("recforge: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception:
+        # anything else is a bug in recforge: keep the traceback, ask for a report
+        traceback.print_exc()
+        print(
+            "recforge: internal error (a bug in recforge, not in your input): please report it "
+            "with the command and the traceback above",
+            file=sys.stderr,
+        )
+        return EXIT_BUG
+
+
+def _one_line(message: object) -> str:
+    """``message`` on one line (an OSError from a library may span several)."""
+    return " ".join(str(message).split())
 
 
 if __name__ == "__main__":
