@@ -71,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _one_line(message: object) -> str:
-    """``message`` on one line (an OSError from a library may span several)."""
+    """``message`` on one line (an OSError from a library may span several); an OSError as
+    ``file: reason``, without Python's ``[Errno N]``."""
+    if isinstance(message, OSError) and message.strerror:
+        where = [str(f) for f in (message.filename, message.filename2) if f is not None]
+        message = ": ".join([" -> ".join(where), message.strerror] if where else [message.strerror])
     return " ".join(str(message).split())
 
 

@@ -30,6 +30,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     Nothing half-written is ever visible at ``path``; on error the temporary file is removed.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"{path} is a folder; give a file path to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     _sweep_dead_temporaries(path)
     fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)

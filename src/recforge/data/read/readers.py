@@ -407,7 +407,7 @@ def _read_csv(
     except pa.ArrowInvalid as exc:
         text = str(exc)
         if "Empty CSV file" in text:
-            raise DataError(path, "file is empty", line=1) from None
+            raise empty_file_error(path) from None
         if "CSV parse error" in text and invalid_row_handler is None:
             locate_parse_error(
                 path,
@@ -435,6 +435,15 @@ def _read_csv(
             else:
                 _numeric_column(table, bad, str(path))
         raise DataError(path, text) from None
+
+
+def empty_file_error(path: Path) -> DataError:
+    """Arrow's "Empty CSV file" for a file that is empty, or holds a header line only."""
+    with open_stream(path) as fh:
+        blank = not fh.read(1 << 16).strip()
+    if blank:
+        return DataError(path, "file is empty", line=1)
+    return DataError(path, "no data rows (only a header line)", line=2)
 
 
 def _header_names(path: Path, sep: str, header: bool, encoding: str) -> list[str]:

@@ -45,6 +45,7 @@ from recforge.data.read.readers import (
     check_header_names,
     check_numeric,
     check_text_encoding,
+    empty_file_error,
     format_of,
     locate_parse_error,
     open_stream,
@@ -484,7 +485,7 @@ def _csv_batches(
     except pa.ArrowInvalid as exc:
         text = str(exc)
         if "Empty CSV file" in text:
-            raise DataError(path, "file is empty", line=1) from None
+            raise empty_file_error(path) from None
         if handler is not None:
             raise
         if "CSV parse error" in text:
