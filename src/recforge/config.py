@@ -181,6 +181,14 @@ class TrainConfig:
         wide_beta: FTRL beta.
         wide_l1: FTRL L1 strength.
         wide_l2: FTRL L2 strength.
+        track: Experiment trackers the run logs to, any of ``tensorboard`` and ``mlflow``
+            (none by default; the ``tracking`` and ``mlflow`` extras install them): per-step
+            loss, per-epoch metrics, learning rate and samples/s, the resolved config, the test
+            metrics and (MLflow) the bundle as an artefact (:mod:`recforge.train.tracking`).
+        track_dir: TensorBoard log folder; ``None`` writes ``tensorboard/`` inside the run's
+            output folder.
+        track_experiment: MLflow experiment name (the tracking URI comes from
+            ``MLFLOW_TRACKING_URI``, else MLflow's default ``./mlruns``).
 
     Raises:
         FieldValueError: ``epochs``, ``batch_size``, ``eval_batch_size`` or ``negatives`` below
@@ -216,6 +224,9 @@ class TrainConfig:
     wide_beta: float = 1.0
     wide_l1: float = 1.0
     wide_l2: float = 1.0
+    track: list[Literal["tensorboard", "mlflow"]] = field(default_factory=list)
+    track_dir: str | None = None
+    track_experiment: str = "recforge"
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size", "negatives"):

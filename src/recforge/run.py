@@ -10,11 +10,12 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from recforge.config import RunConfig, TrainConfig, save_run_config
+from recforge.config import RunConfig, TrainConfig, save_run_config, to_dict
 from recforge.data.encode.preprocess import Preprocessor
 from recforge.data.pipeline import EncodedRun, encode_run, use_streaming
 from recforge.distributed import ddp as distributed
@@ -23,7 +24,8 @@ from recforge.models import registry
 from recforge.models.base import PretrainStage, RecModel
 from recforge.serve.bundle import save_bundle
 from recforge.train import Trainer, seed_everything
-from recforge.train.trainer import CHECKPOINT
+from recforge.train.tracking import Tracker, open_tracker
+from recforge.train.trainer import CHECKPOINT, TrainerCallback
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +57,14 @@ def train_model(
     output_dir: Path | None = None,
     resume: bool = False,
     pretrained: dict[str, Any] | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
+    evaluate_test: bool = True,
 ) -> tuple[TrainResult, Trainer]:
     """Build ``model_name`` for the run's schema, train it, evaluate on the test split.
+
+    ``callbacks`` follow the main model's :meth:`Trainer.fit` (experiment tracking, tuning's
+    pruning); ``evaluate_test=False`` leaves the test split alone (a tuning trial is selected
+    on validation only).
 
     The stages a model declares with :meth:`RecModel.pretraining` (FNN: an FM; NeuMF: GMF and
     MLP) are trained first on the same data, with the run's options plus the stage's overrides,
@@ -75,10 +83,10 @@ def train_model(
             trained[stage.key], record[stage.key] = _run_stage(stage, run, train_cfg, pretrained)
         model.init_from_pretrained(trained)
         extra["pretraining"] = record
-    trainer = Trainer(model, train_cfg, output_dir=output_dir)
+    trainer = Trainer(model, train_cfg, output_dir=output_dir, callbacks=callbacks)
     history = trainer.fit(run.train, run.valid, resume=resume)
     seconds = time.perf_counter() - start
-    test = trainer.evaluate(run.test) if len(run.test) else {}
+    test = trainer.evaluate(run.test) if evaluate_test and len(run.test) else {}
     result = TrainResult(
         model=model_name,
         test_metrics=test,
@@ -133,7 +141,13 @@ def partial_folder(out: Path) -> Path:
     return out.parent / f".{out.name}.partial"
 
 
-def train_from_config(cfg: RunConfig, resume: bool = False, use_cache: bool = True) -> TrainResult:
+def train_from_config(
+    cfg: RunConfig,
+    resume: bool = False,
+    use_cache: bool = True,
+    callbacks: Sequence[TrainerCallback] = (),
+    evaluate_test: bool = True,
+) -> TrainResult:
     """The ``recforge train`` job: data -> model -> trainer -> test metrics -> bundle.
 
     Outputs (config, checkpoints, history, bundle, ``metrics.json``) are written to a fresh
@@ -144,6 +158,10 @@ def train_from_config(cfg: RunConfig, resume: bool = False, use_cache: bool = Tr
 
     Inside a distributed process group every rank runs this; rank 0 alone writes the config,
     the data cache, checkpoints, the bundle and ``metrics.json``.
+
+    ``cfg.train.track`` logs the run to TensorBoard (``tensorboard/`` in the output folder)
+    and/or MLflow (:mod:`recforge.train.tracking`). ``callbacks`` and ``evaluate_test`` are
+    passed to :func:`train_model` (``recforge tune`` runs each trial through here).
     """
     world = distributed.current_world()
     out = Path(cfg.output_dir)
@@ -162,31 +180,53 @@ def train_from_config(cfg: RunConfig, resume: bool = False, use_cache: bool = Tr
             run = encode_run(cfg.data, seed=cfg.train.seed, use_cache=True)
     else:
         run = encode_run(cfg.data, seed=cfg.train.seed, use_cache=use_cache)
-    result, trainer = train_model(
-        cfg.model.name, cfg.model.params, run, cfg.train, output_dir=stage, resume=resume
-    )
-    result.output_dir = out
-    if world.is_main:
-        summary = {
-            "model": result.model,
-            "test": result.test_metrics,
-            "train_seconds": result.train_seconds,
-            "parameters": result.parameters,
-            "best_epoch": trainer.best_epoch,
-            "processes": world.size,
-        }
-        if "pretraining" in result.extra:
-            summary["pretraining"] = result.extra["pretraining"]
-        # the bundle carries its own training record, so a served copy can report it
-        metrics = {"summary": summary, "history": list(trainer.history)}
-        save_bundle(
-            stage / "bundle", cfg.model.name, trainer.model, run.preprocessor, cfg,
-            extra_meta={"metrics": metrics},
+    track = cfg.train.track if world.is_main else []
+    tracker = open_tracker(replace(cfg.train, track=track), stage / "tensorboard", out.name,
+                           to_dict(cfg))  # fmt: skip
+    with tracker:
+        result, trainer = train_model(
+            cfg.model.name, cfg.model.params, run, cfg.train, output_dir=stage, resume=resume,
+            callbacks=[*callbacks, tracker] if tracker.active else callbacks,
+            evaluate_test=evaluate_test,
         )  # fmt: skip
-        atomic_write_text(stage / "metrics.json", json.dumps(summary, indent=1, default=float))
+        result.output_dir = out
+        if world.is_main:
+            tracker.log_test(result.test_metrics, step=trainer.best_epoch)
+            _publish(cfg, stage, result, trainer, run, world.size, tracker)
+    if world.is_main:
         replace_folder(stage, out)
     distributed.barrier()
     return result
+
+
+def _publish(
+    cfg: RunConfig,
+    stage: Path,
+    result: TrainResult,
+    trainer: Trainer,
+    run: EncodedRun,
+    processes: int,
+    tracker: Tracker,
+) -> None:
+    """Write the finished run's bundle and ``metrics.json`` into its partial folder."""
+    summary = {
+        "model": result.model,
+        "test": result.test_metrics,
+        "train_seconds": result.train_seconds,
+        "parameters": result.parameters,
+        "best_epoch": trainer.best_epoch,
+        "processes": processes,
+    }
+    if "pretraining" in result.extra:
+        summary["pretraining"] = result.extra["pretraining"]
+    # the bundle carries its own training record, so a served copy can report it
+    metrics = {"summary": summary, "history": list(trainer.history)}
+    save_bundle(
+        stage / "bundle", cfg.model.name, trainer.model, run.preprocessor, cfg,
+        extra_meta={"metrics": metrics},
+    )  # fmt: skip
+    atomic_write_text(stage / "metrics.json", json.dumps(summary, indent=1, default=float))
+    tracker.log_bundle(stage / "bundle")
 
 
 def _prepare_partial(out: Path, stage: Path, resume: bool) -> None:

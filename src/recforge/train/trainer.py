@@ -20,7 +20,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,39 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 NegativeFn = Callable[[Batch, int, torch.Generator], torch.Tensor]
+
+
+class TrainerCallback:
+    """Something that follows a :class:`Trainer` through :meth:`Trainer.fit`.
+
+    Every method is a no-op here; a subclass overrides the ones it needs (experiment tracking
+    logs steps and epochs, ``recforge tune`` reports each epoch's validation metric to Optuna
+    and stops a trial it prunes by raising). An exception raised by a callback ends ``fit``
+    after :meth:`on_fit_end` has run. In a distributed run only rank 0 calls them.
+    """
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """Before the first epoch (after a resumed checkpoint is loaded)."""
+
+    def on_step_end(self, trainer: Trainer, step: int, loss: float, rows: int) -> None:
+        """After each optimizer step: global step number (from 0), its mean loss, its rows."""
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, float]) -> None:
+        """After each epoch's validation, with the epoch's history record (``epoch``,
+        ``train_loss``, ``train_samples_per_s``, ``valid_*``, ``lr``)."""
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        """When ``fit`` returns or raises."""
+
+
+def monitor_metric(metric: str, task: str, top_k: int = 10) -> str:
+    """The validation metric that early stopping (and tuning) follows: ``metric`` unless
+    ``auto``, which is AUC for binary, RMSE for regression and NDCG@top_k for ranking."""
+    if metric != "auto":
+        return metric
+    if task == "ranking":
+        return f"ndcg@{top_k}"
+    return "rmse" if task == "regression" else "auc"
 
 
 def seed_everything(seed: int) -> None:
@@ -89,6 +122,7 @@ class Trainer:
         negative_fn: For ranking, ``fn(batch, k, generator) -> (B, k)`` negative item ids; the
             default samples uniformly from the items the row's user has no training positive
             with.
+        callbacks: :class:`TrainerCallback` objects called during :meth:`fit` (rank 0 only).
     """
 
     def __init__(
@@ -98,6 +132,7 @@ class Trainer:
         task: str | None = None,
         output_dir: str | Path | None = None,
         negative_fn: NegativeFn | None = None,
+        callbacks: Sequence[TrainerCallback] = (),
     ) -> None:
         self.model = model
         self.cfg = cfg
@@ -106,6 +141,8 @@ class Trainer:
             raise ValueError(f"unknown task {self.task!r}")
         self.output_dir = Path(output_dir) if output_dir else None
         self.world = distributed.current_world()
+        self.callbacks = list(callbacks) if self.world.is_main else []
+        self.global_step = 0
         if self.world.distributed:
             self.device = distributed.rank_device(cfg.device, self.world)
             if distributed.backend_for(self.device) == "nccl":
@@ -155,11 +192,7 @@ class Trainer:
 
     @property
     def monitor(self) -> str:
-        if self.cfg.metric != "auto":
-            return self.cfg.metric
-        if self.task == "ranking":
-            return f"ndcg@{self.cfg.top_k}"
-        return "rmse" if self.task == "regression" else "auc"
+        return monitor_metric(self.cfg.metric, self.task, self.cfg.top_k)
 
     def _autocast(self):
         return torch.autocast(
@@ -228,7 +261,20 @@ class Trainer:
         valid: EncodedData | None = None,
         resume: bool = False,
     ) -> list[dict[str, float]]:
-        """Train for ``cfg.epochs`` epochs with early stopping; returns the metrics history."""
+        """Train for ``cfg.epochs`` epochs with early stopping; returns the metrics history.
+
+        The callbacks see the fit start, every step, every epoch and the end (also when a
+        callback or the loop raises).
+        """
+        try:
+            return self._fit(train, valid, resume)
+        finally:
+            for callback in self.callbacks:
+                callback.on_fit_end(self)
+
+    def _fit(
+        self, train: EncodedData, valid: EncodedData | None, resume: bool
+    ) -> list[dict[str, float]]:
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -262,6 +308,8 @@ class Trainer:
         custom = self.negative_fn is not None or self._sampler is not None
         custom_negatives = rank_offset if custom else 0
         higher = metrics.higher_is_better(self.monitor)
+        for callback in self.callbacks:
+            callback.on_fit_start(self)
         while self.epoch < cfg.epochs:
             epoch = self.epoch
             loader.set_epoch(epoch)
@@ -290,6 +338,8 @@ class Trainer:
             self.history.append(record)
             self.epoch = epoch + 1
             log.info("epoch %d: %s", epoch, _fmt(record))
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, record)
             stop = bool(cfg.patience) and self.bad_epochs >= cfg.patience
             if stop:
                 self.epoch = cfg.epochs  # a resumed stopped run does not train further
@@ -333,7 +383,11 @@ class Trainer:
             for opt in self.optimizers:
                 opt.step()
             # mean loss per row; a model's own objective (a sum over its rows) per batch
-            total += float(loss.detach()) * (1 if own else len(batch))
+            value = float(loss.detach())
+            total += value * (1 if own else len(batch))
+            for callback in self.callbacks:
+                callback.on_step_end(self, self.global_step, value, len(batch))
+            self.global_step += 1
             batches += 1
             seen += len(batch)
             if step % 20 == 0:
