@@ -26,6 +26,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "recforge.commands.explain",
     "recforge.commands.serve",
     "recforge.commands.export",
+    "recforge.commands.tune",
 )
 
 
