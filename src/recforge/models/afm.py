@@ -8,6 +8,11 @@ equally; AFM learns a weight per interaction with a small attention network:
 pair-wise interaction layer as in the paper; like the authors' code it is applied to the
 pooled vector, so it does not distort the attention weights. The weights ``a_ij`` are exposed
 per prediction through :meth:`AFM.attention_weights` and :attr:`AFM.pair_names`.
+
+The paper (and the authors' code, ``--pretrain 1``; BARS too) initialises AFM from a trained
+FM: with ``pretrain_fm`` the engine trains an FM of the same embedding size first (a
+:class:`~recforge.models.base.PretrainStage`), or loads the FM bundle ``pretrained_fm`` names,
+and :meth:`AFM.init_from_pretrained` copies its factors ``v_i`` and first-order term.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ from torch import nn
 from recforge.features import Batch, Schema
 from recforge.layers.attention import AFMAttentionPooling
 from recforge.layers.interaction import PairwiseProducts
-from recforge.models.base import ModelConfig
-from recforge.models.fm import FactorizationModel
+from recforge.models.base import ModelConfig, PretrainStage, RecModel
+from recforge.models.fm import FM, FactorizationModel
 from recforge.models.registry import ModelSpec
 
 
@@ -30,10 +35,16 @@ class AFMConfig(ModelConfig):
     """Args:
     attention_dim: Attention factor ``t`` (hidden size of the attention network).
     dropout: Dropout on the attention-pooled interaction vector.
+    pretrain_fm: Train an FM first in the same run and initialise the factors and the
+        first-order term from it (the paper's setting); off by default.
+    pretrained_fm: Path of a saved FM bundle to initialise from instead (the engine loads it;
+        this implies pretraining, ``pretrain_fm`` need not be set).
     """
 
     attention_dim: int = 16
     dropout: float = 0.0
+    pretrain_fm: bool = False
+    pretrained_fm: str | None = None
 
 
 class AFM(FactorizationModel):
@@ -59,6 +70,31 @@ class AFM(FactorizationModel):
     def attention_weights(self, batch: Batch) -> torch.Tensor:
         """Attention weight ``a_ij`` of each pair ``(B, P)``, pairs as in :attr:`pair_names`."""
         return self.attention.weights(self.pairs(self.embedding(batch)))
+
+    def pretraining(self) -> list[PretrainStage]:
+        """An FM with this model's embedding size, when ``pretrain_fm`` or ``pretrained_fm``."""
+        cfg = self.cfg
+        if not (cfg.pretrained_fm or cfg.pretrain_fm):
+            return []
+        params = {"embedding_dim": self.embedding.dims[0], "sparse": cfg.sparse}
+        return [PretrainStage("fm", "fm", params, path=cfg.pretrained_fm)]
+
+    @torch.no_grad()
+    def init_from_pretrained(self, trained: dict[str, RecModel]) -> None:
+        """Copy the FM's factors ``v_i``, first-order weights and bias, and set ``p`` to the
+        number of pairs: with uniform attention (``a_ij = 1/P``) the AFM then predicts exactly
+        what the trained FM does, so training starts from the FM's fit and re-weights pairs."""
+        fm = trained.get("fm")
+        if not isinstance(fm, FM):
+            raise TypeError(f"AFM initialises from an FM, not {type(fm).__name__}")
+        if fm.embedding.output_dims != self.embedding.output_dims:
+            raise ValueError(
+                f"FM embedding dims {fm.embedding.output_dims} differ from AFM's "
+                f"{self.embedding.output_dims}"
+            )
+        self.embedding.load_state_dict(fm.embedding.state_dict())
+        self.linear.load_state_dict(fm.linear.state_dict())
+        self.p.weight.fill_(float(self.pairs.num_pairs))
 
     def forward(self, batch: Batch) -> torch.Tensor:
         v = self.embedding(batch)  # (B, F, D)
