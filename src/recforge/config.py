@@ -367,7 +367,11 @@ def load_run_config(
     """
     data: dict[str, Any] = {}
     if path is not None:
-        text = Path(path).read_text()
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: byte {exc.object[exc.start]:#04x} at offset {exc.start} "
+                              "is not UTF-8 text") from None  # fmt: skip
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:

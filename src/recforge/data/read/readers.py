@@ -590,6 +590,8 @@ def _read_parquet(path: Path, columns: Sequence[str] | None) -> pa.Table:
 def _read_libfm(path: Path, encoding: str) -> pa.Table:
     """``label idx:val idx:val ...`` lines -> label, f0.. (indices as strings), v0.. (values)."""
     lines = _read_lines(path, encoding)
+    if len(lines) == 0:
+        raise DataError(path, "no data rows (only blank lines)", line=1)
     tokens = _split_tokens(lines, None)
     offsets = tokens.offsets.to_numpy()
     lengths = np.diff(offsets) - 1  # features per line
