@@ -53,7 +53,7 @@ from recforge.serve.slot import ModelSlot
 log = logging.getLogger(__name__)
 
 ENV_CONFIG = "RECFORGE_SERVE_CONFIG"
-TOKEN_ENV = "RECFORGE_ADMIN_TOKEN"  # the admin token, when no token file is given
+TOKEN_ENV = "RECFORGE_ADMIN_TOKEN"  # noqa: S105 (a variable name); the token itself, when no token file
 DEFAULT_MAX_BODY_MB = 64.0
 
 
