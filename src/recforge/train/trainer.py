@@ -567,8 +567,16 @@ class Trainer:
             # tensors and plain types only: a checkpoint cannot run code when it is loaded
             state = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as exc:  # torch raises several types for a damaged or unsafe file
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RuntimeError(f"{path}: unreadable or unsafe checkpoint ({first})") from None
+            # torch's own advice (load with weights_only=False) is never right for a file we
+            # did not write: say what is wrong, not how to run its code
+            unsafe = "Weights only load failed" in str(exc)
+            why = (
+                "it holds objects other than tensors and plain values, which recforge never "
+                "unpickles"
+                if unsafe
+                else type(exc).__name__
+            )
+            raise RuntimeError(f"{path}: unreadable or unsafe checkpoint ({why})") from None
         if not isinstance(state, dict) or state.get("format") != "recforge-checkpoint-1":
             raise RuntimeError(f"{path}: not a recforge checkpoint")
         if state["model_class"] != type(self.model).__name__:
