@@ -574,7 +574,7 @@ class Trainer:
                 "it holds objects other than tensors and plain values, which recforge never "
                 "unpickles"
                 if unsafe
-                else type(exc).__name__
+                else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             )
             raise RuntimeError(f"{path}: unreadable or unsafe checkpoint ({why})") from None
         if not isinstance(state, dict) or state.get("format") != "recforge-checkpoint-1":
