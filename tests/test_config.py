@@ -19,7 +19,12 @@ from recforge.config import (
     load_run_config,
 )
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+# run configs; configs/tune/*.space.yaml are search spaces (tests/test_tune.py checks them)
+CONFIGS = sorted(
+    p
+    for p in (Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml")
+    if not p.name.endswith(".space.yaml")
+)
 
 
 def test_defaults_and_overrides():

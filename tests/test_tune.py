@@ -155,3 +155,19 @@ def test_list_choices_and_model_shorthand(tmp_path):
     assert params["model.embedding_dim"].path == ("model", "params", "embedding_dim")
     hidden = params["model.params.hidden"]
     assert hidden.labels == ("[64, 32]", "[128]") and hidden.value_of("[128]") == [128]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACES = sorted((ROOT / "configs" / "tune").glob("*.space.yaml"))
+
+
+@pytest.mark.parametrize("space", SPACES, ids=lambda p: p.name)
+def test_shipped_spaces_fit_their_base_configs(space):
+    from recforge.commands.tune import check_space
+    from recforge.config import load_run_config, to_dict
+
+    stem = space.name.removesuffix(".space.yaml")
+    base = ROOT / "configs" / "tune" / f"{stem}.yaml"
+    if not base.exists():
+        base = ROOT / "configs" / "bars" / f"{stem}.yaml"
+    check_space(load_space(space), to_dict(load_run_config(base)), str(space))
