@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from recforge.config import TrainConfig
+from recforge.train.tracking import Tracker, open_tracker
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +122,16 @@ def train_one(
     train_cfg: TrainConfig,
     output_dir: Path | None,
     init_fm: Any = None,
+    callbacks: Sequence[Any] = (),
 ) -> tuple[Any, Any]:
     """Train and test one model (``run.train_model``), reusing an FM trained in this comparison
     as FNN's stage one; returns ``(TrainResult, Trainer)``."""
     from recforge.run import train_model
 
     pretrained = {"fm": init_fm} if init_fm is not None else None
-    result, trainer = train_model(name, params, run, train_cfg, output_dir, pretrained=pretrained)
+    result, trainer = train_model(
+        name, params, run, train_cfg, output_dir, pretrained=pretrained, callbacks=callbacks
+    )
     stages = result.extra.get("pretraining")
     if not stages:
         init = "random"
@@ -179,33 +183,49 @@ def compare_models(
                 f.name for f in dataclasses.fields(registry.get(name).config)
             }:
                 model_params.setdefault("pretrain_fm", False)  # random initialisation
-            result, trainer = train_one(
-                name,
-                model_params,
-                run,
-                dataclasses.replace(train_cfg),
-                sub,
-                init_fm=trained_fm if fnn_from_fm else None,
-            )
+            # each model is tracked like a `recforge train` run (train.track)
+            config = {"model": {"name": name, "params": model_params},
+                      "train": dataclasses.asdict(train_cfg)}  # fmt: skip
+            tracker = open_tracker(train_cfg, sub / "tensorboard" if sub else None, name, config)
+            with tracker:
+                result, trainer = train_one(
+                    name,
+                    model_params,
+                    run,
+                    dataclasses.replace(train_cfg),
+                    sub,
+                    init_fm=trained_fm if fnn_from_fm else None,
+                    callbacks=[tracker] if tracker.active else (),
+                )
+                tracker.log_test(result.test_metrics, step=trainer.best_epoch)
+                _save_compared_bundle(name, result, trainer, run, sub, tracker)
         except (RuntimeError, ValueError, FloatingPointError) as exc:
             log.error("compare: %s failed: %s", name, exc)
             results.append(TrainResult(name, {}, [], 0.0, 0, sub, {"error": str(exc)}))
             continue
         if name == "fm":
             trained_fm = trainer.model
-        if sub is not None:  # the bundle, so the winner is served or exported without retraining
-            from recforge.serve.bundle import save_bundle
-
-            summary = {"model": name, "test": result.test_metrics, "best_epoch": trainer.best_epoch}
-            record = {"summary": summary, "history": result.history}
-            save_bundle(
-                sub / "bundle", name, trainer.model, run.preprocessor,
-                extra_meta={"metrics": record},
-            )  # fmt: skip
-            result.extra["bundle"] = str(sub / "bundle")
         results.append(result)
         log.info("compare: %s test %s", name, result.test_metrics)
     return results
+
+
+def _save_compared_bundle(
+    name: str, result: Any, trainer: Any, run: Any, sub: Path | None, tracker: Tracker
+) -> None:
+    """The bundle of a compared model, so the winner is served or exported without retraining
+    (and logged as the MLflow artefact when tracking)."""
+    if sub is None:
+        return
+    from recforge.serve.bundle import save_bundle
+
+    summary = {"model": name, "test": result.test_metrics, "best_epoch": trainer.best_epoch}
+    record = {"summary": summary, "history": result.history}
+    save_bundle(
+        sub / "bundle", name, trainer.model, run.preprocessor, extra_meta={"metrics": record}
+    )
+    result.extra["bundle"] = str(sub / "bundle")
+    tracker.log_bundle(sub / "bundle")
 
 
 def _num(value: float | None) -> str:
