@@ -171,3 +171,11 @@ def test_shipped_spaces_fit_their_base_configs(space):
     if not base.exists():
         base = ROOT / "configs" / "bars" / f"{stem}.yaml"
     check_space(load_space(space), to_dict(load_run_config(base)), str(space))
+
+
+def test_parallel_workers_share_the_study(tmp_path, base):
+    space = _space(tmp_path, "train.lr: {type: float, low: 1.0e-3, high: 0.1, log: true}\n")
+    out = tmp_path / "study"
+    result = tune(base, space, out, trials=2, jobs=2, pruner="none", retrain=False)
+    assert result.states == {"COMPLETE": 2} and result.new_trials == 2
+    assert sorted(p.name for p in (out / "trials").iterdir()) == ["0000", "0001"]

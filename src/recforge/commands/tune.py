@@ -450,7 +450,11 @@ def _optimize(setup: StudySetup, n_trials: int, seed: int, trials_total: int) ->
 
 
 def _worker(setup: StudySetup, n_trials: int, seed: int, trials_total: int) -> None:
+    """A ``--jobs`` worker process (spawned: it sets up logging as the CLI does)."""
+    import optuna
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     _optimize(setup, n_trials, seed, trials_total)
 
 
@@ -840,6 +844,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         + (["--sampler", args.sampler] if args.sampler != "tpe" else [])
         + (["--jobs", str(args.jobs)] if args.jobs != 1 else [])
         + (["--output", args.output] if args.output else [])
+        + (["--no-retrain"] if args.no_retrain else [])
         + list(args.overrides)
     )
     result = tune(
