@@ -20,6 +20,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=["all"],
         help="model names, or 'all' (lr, fm and every 'ctr'-family model)",
     )
-    p.add_argument("--dataset", required=True, help="catalogue dataset name (frappe, criteo ...)")
+    p.add_argument("--dataset", help="catalogue dataset name (frappe, criteo ...)")
     p.add_argument("--path", help="local copy of the dataset")
     p.add_argument("--output", default="runs/compare", help="folder for the leaderboard")
     p.add_argument(
@@ -60,6 +61,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train FNN from a random initialisation instead of the compared FM",
     )
     p.add_argument("--no-cache", action="store_true", help="do not read or write the data cache")
+    p.add_argument(
+        "--chart",
+        choices=["lineage"],
+        help="also draw the chapter's model lineage (lineage.png) with each model's test "
+        "metric and train time; edges green where the successor beat its predecessor",
+    )
+    p.add_argument(
+        "--from-results",
+        nargs="+",
+        metavar="JSON",
+        help="draw the chart from saved results (leaderboard.json, benchmarks/repro.py "
+        "tables) instead of training; later files replace earlier ones' models",
+    )
+    p.add_argument("--metric", default="auc", help="metric of the chart (default auc)")
+    p.add_argument("--title", help="chart title (default: the dataset)")
     p.add_argument("overrides", nargs="*", help="run-config overrides, e.g. train.epochs=5")
     p.set_defaults(handler=cmd_compare)
 
@@ -373,6 +389,275 @@ def write_leaderboard(
     return paths
 
 
+# ---- the lineage chart ---------------------------------------------------------------------------
+
+# The chapter's lines of evolution (lineage-chapter.zh.md, section 1), each model under the line
+# it is filed under first, in drawing order (top to bottom).
+LINEAGE_LINES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("1 deeper networks", ("autorec", "deep_crossing", "dnn")),
+    ("2 new crossing operations", ("mf", "gmf", "ncf_mlp", "neumf", "ipnn", "opnn", "pnn_star")),
+    ("3 combined models", ("wide_deep", "dcn", "dcn_v2")),
+    ("4 FM goes deep", ("lr", "fm", "fnn", "deepfm", "nfm", "afm")),
+    ("5 attention", ("base_seq", "din")),
+    ("6 sequence models", ("dien",)),
+    ("7 reinforcement learning", ("drn",)),
+)
+
+# (predecessor, successor): "derived from", as the chapter tells it
+LINEAGE_EDGES: tuple[tuple[str, str], ...] = (
+    ("autorec", "deep_crossing"),
+    ("deep_crossing", "dnn"),
+    ("deep_crossing", "ipnn"),
+    ("deep_crossing", "opnn"),
+    ("deep_crossing", "pnn_star"),
+    ("mf", "gmf"),
+    ("gmf", "neumf"),
+    ("ncf_mlp", "neumf"),
+    ("dnn", "ncf_mlp"),
+    ("lr", "wide_deep"),
+    ("dnn", "wide_deep"),
+    ("wide_deep", "dcn"),
+    ("dcn", "dcn_v2"),
+    ("wide_deep", "deepfm"),
+    ("lr", "fm"),
+    ("fm", "fnn"),
+    ("fm", "deepfm"),
+    ("fm", "nfm"),
+    ("fm", "afm"),
+    ("dnn", "base_seq"),
+    ("base_seq", "din"),
+    ("afm", "din"),
+    ("din", "dien"),
+    ("dnn", "drn"),
+)
+
+
+BOX_W, BOX_H = 0.62, 0.4  # a node's box, in generations (x) and line rows (y)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One model's figure on the compared dataset."""
+
+    value: float
+    seconds: float | None
+    runs: int = 1
+
+
+def _row_value(row: dict[str, Any], metric: str) -> float | None:
+    """A result row's ``metric`` in any of the shapes recforge writes (leaderboard rows,
+    ``benchmarks/repro.py`` summaries, per-run records)."""
+    for candidate in (
+        row.get(metric),
+        (row.get("mean") or {}).get(metric),
+        (row.get("test") or {}).get(metric) if isinstance(row.get("test"), dict) else None,
+        row.get(f"test_{metric}"),
+    ):
+        if isinstance(candidate, (int, float)) and math.isfinite(candidate):
+            return float(candidate)
+    return None
+
+
+def _row_seconds(row: dict[str, Any]) -> float | None:
+    if isinstance(row.get("train_seconds"), (int, float)):
+        return float(row["train_seconds"])
+    runs = [r.get("train_seconds") for r in row.get("runs") or [] if isinstance(r, dict)]
+    runs = [float(r) for r in runs if isinstance(r, (int, float))]
+    if runs:
+        return sum(runs) / len(runs)
+    return float(row["wall_s"]) if isinstance(row.get("wall_s"), (int, float)) else None
+
+
+def measured_from_rows(rows: Sequence[dict[str, Any]], metric: str) -> dict[str, Measured]:
+    """Per model: the mean of ``metric`` (and of train seconds) over its rows that have it."""
+    values: dict[str, list[tuple[float, float | None]]] = {}
+    for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("model"), str):
+            continue
+        value = _row_value(row, metric)
+        if value is not None:
+            values.setdefault(row["model"], []).append((value, _row_seconds(row)))
+    out = {}
+    for model, pairs in values.items():
+        secs = [s for _, s in pairs if s is not None]
+        out[model] = Measured(
+            sum(v for v, _ in pairs) / len(pairs), sum(secs) / len(secs) if secs else None,
+            len(pairs),
+        )  # fmt: skip
+    return out
+
+
+def load_measured(paths: Sequence[Path], metric: str) -> dict[str, Measured]:
+    """Models' figures from result JSON files (a later file's model replaces an earlier one's).
+
+    Accepts ``recforge compare`` leaderboards (``{"results": [...]}``), ``benchmarks/repro.py``
+    tables (a list of ``{"model", "mean": {...}, "runs": [...]}``) and per-run records
+    (``{"runs": [{"model", "test_auc", ...}]}``).
+
+    Raises:
+        ValueError: A file that is not JSON or holds no row with ``metric``.
+    """
+    merged: dict[str, Measured] = {}
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not JSON ({exc.msg}, line {exc.lineno})") from None
+        if isinstance(data, dict):
+            rows = data.get("results") or data.get("runs") or []
+        else:
+            rows = data if isinstance(data, list) else []
+        found = measured_from_rows(rows, metric)
+        if not found:
+            raise ValueError(f"{path}: no result row with a {metric!r} figure")
+        merged.update(found)
+    return merged
+
+
+def lineage_layout(models: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """Node positions: x = generation (longest chain of ancestors among ``models``' lineage),
+    y = the model's line of evolution (top to bottom), spread when a cell holds several."""
+    shown = set(models)
+    parents: dict[str, list[str]] = {}
+    for a, b in LINEAGE_EDGES:
+        if a in shown and b in shown:
+            parents.setdefault(b, []).append(a)
+    depth: dict[str, int] = {}
+
+    def generation(m: str) -> int:
+        if m not in depth:
+            depth[m] = 1 + max((generation(p) for p in parents.get(m, [])), default=-1)
+        return depth[m]
+
+    line_of = {m: i for i, (_, ms) in enumerate(LINEAGE_LINES) for m in ms}
+    lines = sorted({line_of[m] for m in shown if m in line_of})
+    cells: dict[tuple[int, int], list[str]] = {}
+    for m in models:
+        if m in line_of:
+            cells.setdefault((generation(m), line_of[m]), []).append(m)
+    # a line's row is as tall as its fullest cell; rows are stacked top to bottom
+    height = {line: max(len(ms) for (_, ln), ms in cells.items() if ln == line) for line in lines}
+    top, centre = 0.0, {}
+    for line in lines:
+        span = height[line] * (BOX_H + 0.14) + 0.3
+        centre[line] = top - span / 2
+        top -= span
+    pos = {}
+    for (x, line), ms in cells.items():
+        for k, m in enumerate(ms):
+            offset = ((len(ms) - 1) / 2 - k) * (BOX_H + 0.14)
+            pos[m] = (float(x), centre[line] + offset)
+    return pos
+
+
+def edge_outcomes(
+    measured: dict[str, Measured], metric: str, shown: set[str]
+) -> dict[tuple[str, str], bool | None]:
+    """For each lineage edge between shown models: did the successor beat its predecessor on
+    ``metric`` (``None`` when either is unmeasured)?"""
+    from recforge import metrics
+
+    higher = metrics.higher_is_better(metric)
+    out: dict[tuple[str, str], bool | None] = {}
+    for a, b in LINEAGE_EDGES:
+        if a in shown and b in shown:
+            beat = None
+            if a in measured and b in measured:
+                va, vb = measured[a].value, measured[b].value
+                beat = vb > va if higher else vb < va
+            out[(a, b)] = beat
+    return out
+
+
+def lineage_figure(measured: dict[str, Measured], metric: str, title: str) -> Any:
+    """The chapter's model lineage: nodes = models (annotated with ``metric`` and train time
+    where measured), edges = "derived from", green when the successor beat its predecessor on
+    ``metric``, red when not, grey when either is unmeasured; background bands = the lines of
+    evolution. Shown: the measured models and their ancestors (unmeasured ones greyed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    from recforge import metrics
+
+    higher = metrics.higher_is_better(metric)
+    line_of = {m: i for i, (_, ms) in enumerate(LINEAGE_LINES) for m in ms}
+    shown = {m for m in measured if m in line_of}
+    grow = True
+    while grow:  # add the ancestors of shown models (a DIN chart shows where DIN comes from)
+        extra = {a for a, b in LINEAGE_EDGES if b in shown and a not in shown and a in line_of}
+        grow = bool(extra)
+        shown |= extra
+    order = [m for _, ms in LINEAGE_LINES for m in ms if m in shown]
+    pos = lineage_layout(order)
+    xs = [x for x, _ in pos.values()] or [0.0]
+    ys = [y for _, y in pos.values()] or [0.0]
+    fig, ax = plt.subplots(figsize=(2.2 * (max(xs) - min(xs) + 1) + 2.5,
+                                    1.3 * (max(ys) - min(ys) + 1) + 1.0))  # fmt: skip
+    band_rows: dict[int, list[float]] = {}
+    for m, (_, y) in pos.items():
+        band_rows.setdefault(line_of[m], []).append(y)
+    for k, (line, ys_line) in enumerate(sorted(band_rows.items())):
+        lo, hi = min(ys_line) - BOX_H / 2 - 0.14, max(ys_line) + BOX_H / 2 + 0.14
+        ax.axhspan(lo, hi, color="#f3f3f3" if k % 2 == 0 else "#e8eef5", zorder=0)
+        ax.text(min(xs) - 0.45, (lo + hi) / 2, LINEAGE_LINES[line][0], ha="right",
+                va="center", fontsize=9, style="italic")  # fmt: skip
+    colours = {True: "#2e8b57", False: "#c44e52", None: "#b0b0b0"}
+    for (a, b), beat in edge_outcomes(measured, metric, set(pos)).items():
+        (xa, ya), (xb, yb) = pos[a], pos[b]
+        if xb > xa:  # right edge of the predecessor to the left edge of the successor
+            start, end = (xa + BOX_W / 2, ya), (xb - BOX_W / 2, yb)
+        else:  # same generation: bottom/top edges
+            sign = -1.0 if yb < ya else 1.0
+            start, end = (xa, ya + sign * BOX_H / 2), (xb, yb - sign * BOX_H / 2)
+        ax.annotate(
+            "", xy=end, xytext=start,
+            arrowprops={"arrowstyle": "-|>", "color": colours[beat], "lw": 1.5,
+                        "shrinkA": 0, "shrinkB": 1, "mutation_scale": 12,
+                        # an edge skipping generations bends, so it does not pass as
+                        # leaving the node between
+                        "connectionstyle": f"arc3,rad={-0.2 if xb - xa > 1 else 0.0}"},
+            zorder=1,
+        )  # fmt: skip
+    for m, (x, y) in pos.items():
+        got = measured.get(m)
+        text = m
+        if got is not None:
+            secs = "" if got.seconds is None else f"\n{got.seconds:,.0f} s"
+            text += f"\n{metric} {got.value:.4f}{secs}"
+        box = FancyBboxPatch((x - BOX_W / 2, y - BOX_H / 2), BOX_W, BOX_H,
+                             boxstyle="round,pad=0.02",
+                             facecolor="white" if got else "#f7f7f7",
+                             edgecolor="#4878a8" if got else "#c8c8c8", lw=1.4,
+                             zorder=2)  # fmt: skip
+        ax.add_patch(box)
+        ax.text(x, y, text, ha="center", va="center", fontsize=7.5, zorder=3,
+                color="black" if got else "#909090")  # fmt: skip
+    ax.set_xlim(min(xs) - 1.9, max(xs) + 0.5)
+    ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
+    ax.axis("off")
+    better = "higher" if higher else "lower"
+    ax.set_title(f"{title}\narrow: derived from; green = successor's {metric} is {better} "
+                 "(better), red = not, grey = not measured", fontsize=9)  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def write_lineage_chart(measured: dict[str, Measured], path: Path, metric: str, title: str) -> Path:
+    """Write :func:`lineage_figure` as a PNG (atomically); returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    from recforge.io import atomic_write
+
+    fig = lineage_figure(measured, metric, title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return path
+
+
 # ---- command -----------------------------------------------------------------------------------
 
 
@@ -380,6 +665,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from recforge.commands.core import validate_model_section
     from recforge.config import load_run_config, to_dict
     from recforge.data.pipeline import encode_run
+
+    if args.from_results:
+        if args.chart != "lineage":
+            raise ValueError("--from-results draws a chart: add --chart lineage")
+        measured = load_measured([Path(p) for p in args.from_results], args.metric)
+        title = args.title or f"{args.dataset or 'results'}: test {args.metric}"
+        path = write_lineage_chart(measured, Path(args.output) / "lineage.png", args.metric, title)
+        print(f"wrote {path} ({len(measured)} measured models)")
+        return 0
+    if not args.dataset:
+        raise ValueError("compare needs --dataset (or --from-results with --chart lineage)")
 
     overrides = [f"data.dataset={args.dataset}", *args.overrides]
     if args.path:
@@ -395,6 +691,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
     meta = {"dataset": args.dataset, "data": to_dict(cfg.data), "train": to_dict(cfg.train)}
     paths = write_leaderboard(results, output, f"{args.dataset}: test metrics", meta=meta)
+    if args.chart == "lineage":
+        measured = measured_from_rows(leaderboard_rows(results), args.metric)
+        title = args.title or f"{args.dataset}: test {args.metric}"
+        paths["lineage"] = write_lineage_chart(measured, output / "lineage.png", args.metric, title)
     print(paths["md"].read_text())
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0 if all("error" not in r.extra for r in results) else 1
