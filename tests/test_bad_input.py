@@ -18,6 +18,8 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pytest
 
 from recforge import cli
@@ -89,7 +91,8 @@ def _bundle(d: Path) -> Path:
     if not (d / "bundle").exists():
         table, schema = make_click_log(rows=200, seed=0, n_users=20, n_items=200)
         pre = Preprocessor(schema).fit(table)
-        save_bundle(d / "bundle", "fm", registry.build("fm", pre.schema, {}), pre)
+        din = registry.build("din", pre.schema, {"hidden": [8], "attention_hidden": [4]})
+        save_bundle(d / "bundle", "din", din, pre)
         write_click_log(table.slice(0, 20), d / "rows.csv")
     return d / "bundle"
 
@@ -150,6 +153,9 @@ CASES: list[Case] = [
     Case("CSV", "an empty file", lambda d: _csv(d, lambda lines: []), r"bad\.csv.*empty"),
     Case("CSV", "a header and no rows", lambda d: _csv(d, lambda lines: lines[:1]),
          r"bad\.csv.*no data rows"),
+    Case("CSV", "aligned sequences of different lengths",
+         lambda d: _csv(d, _cell(3, "hist_cats", b'"c01|c02|c03|c04|c05|c06|c07|c08|c09|c10"')),
+         r"bad\.csv, line 4, column 'hist_cats' \(\d+\): 10 entries but 'hist_item_ids' has"),
     Case("CSV", "a data file that does not exist", lambda d: (_log(d), _train(
          "data.train=nowhere.csv"))[1], r"nowhere\.csv.*(no such file|not found)"),
     Case("Parquet", "a file that is not Parquet", _parquet, r"bad\.parquet.*Parquet"),
@@ -291,3 +297,32 @@ def test_serving_rejects_bad_records_naming_the_field(tmp_path):
         missing = {k: v for k, v in record.items() if k != "item_id"}
         reply = client.post("/predict", json={"records": [missing]})
         assert reply.status_code == 422 and "item_id" in reply.text
+        # behaviours whose item and category histories differ in length: 422 naming the field,
+        # for scoring and for explaining (before: /predict scored it, /explain answered 500)
+        items, cats = record["hist_item_ids"].split("|"), record["hist_cats"].split("|")
+        assert len(items) == len(cats) >= 1
+        skewed = {**record, "hist_item_ids": items, "hist_cats": [*cats, "c01"]}
+        for path, body in (("/predict", {"records": [skewed]}), ("/explain", {"record": skewed})):
+            reply = client.post(path, json=body)
+            assert reply.status_code == 422, (path, reply.text)
+            assert "'hist_item_ids' has" in reply.json()["detail"], reply.text
+
+
+def test_an_empty_history_explains_as_no_behaviours(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from recforge.serve.app import create_app
+
+    bundle = _bundle(tmp_path)
+    record = read_table(tmp_path / "rows.csv").slice(0, 1).to_pylist()[0]
+    record.update(hist_item_ids="", hist_cats="")
+    record.pop("label")
+    with TestClient(create_app(bundle)) as client:
+        reply = client.post("/explain", json={"record": record}).json()
+    assert reply["weights"] == [] and reply["note"].startswith("no behaviours")
+    # the command line prints the note, not an empty table
+    pacsv.write_csv(pa.Table.from_pylist([{**record, "label": 1}]), tmp_path / "empty.csv")
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = cli.main(["explain", str(bundle), str(tmp_path / "empty.csv")])
+    assert code == 0 and "no behaviours" in out.getvalue() and "rank" not in out.getvalue()

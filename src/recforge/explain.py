@@ -49,6 +49,13 @@ class Explanation:
     weights: np.ndarray
     score: float
 
+    @property
+    def note(self) -> str | None:
+        """What to say instead of a table when there is nothing to rank (an empty history)."""
+        if self.kind == "behaviour" and len(self.weights) == 0:
+            return "no behaviours: the history is empty, so the score rests on the other features"
+        return None
+
     def ranking(self) -> np.ndarray:
         """Indices from the most to the least attended (by magnitude)."""
         return np.argsort(-np.abs(self.weights), kind="stable")
@@ -57,10 +64,10 @@ class Explanation:
         """A plain-text table, most attended first."""
         head = "position" if self.kind == "behaviour" else "pair"
         width = max([len(head), *(len(x) for x in self.labels)]) if self.labels else len(head)
-        lines = [
-            f"{self.model}: p(click) = {self.score:.4f}",
-            f"{'rank':>4}  {'#':>4}  {head:<{width}}  weight",
-        ]
+        lines = [f"{self.model}: p(click) = {self.score:.4f}"]
+        if self.note:
+            return "\n".join([*lines, self.note])
+        lines.append(f"{'rank':>4}  {'#':>4}  {head:<{width}}  weight")
         for rank, i in enumerate(self.ranking()[:top], start=1):
             lines.append(f"{rank:>4}  {i:>4}  {self.labels[i]:<{width}}  {self.weights[i]:+.4f}")
         return "\n".join(lines)

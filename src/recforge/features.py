@@ -131,12 +131,17 @@ class SequenceField(VocabularyField):
         share_embedding_with: Name of a categorical field whose vocabulary and embedding rows
             this sequence uses (clicked item ids share the item-id table).
         separator: Token separator for string columns.
+        aligned_with: Another sequence field describing the same behaviours position by
+            position (the categories of the clicked items): every row must give both the same
+            length, which encoding checks (a mismatch is an error naming row and fields, never
+            a silent misalignment).
     """
 
     group: Group = "user"
     max_len: int = 50
     share_embedding_with: str | None = None
     separator: str = "|"
+    aligned_with: str | None = None
     kind: ClassVar[str] = "sequence"
 
     def __post_init__(self) -> None:
@@ -189,6 +194,12 @@ class Schema:
             target = seq.share_embedding_with
             if target is not None and target not in sparse_names:
                 raise ValueError(f"sequence {seq.name!r} shares unknown field {target!r}")
+            other = seq.aligned_with
+            if other is not None and (
+                other == seq.name or other not in {s.name for s in self.sequence_fields}
+            ):
+                raise ValueError(f"sequence {seq.name!r}: aligned_with {other!r} must name "
+                                 "another sequence field")  # fmt: skip
         if self.task not in ("binary", "regression", "ranking"):
             raise ValueError(f"unknown task {self.task!r}")
 

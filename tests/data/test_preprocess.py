@@ -156,3 +156,72 @@ def test_encode_ids_matches_transform_for_vocab_and_hashed_fields():
         0,
     ]
     assert pre.encode_ids("tag", ["x", "y", "z", None]).tolist() == encoded.sparse[:, 1].tolist()
+
+
+def _aligned_schema(max_len: int = 2) -> Schema:
+    return Schema(
+        fields=(
+            CategoricalField("item", group="item"),
+            CategoricalField("cat", group="item"),
+            SequenceField("hist", max_len=max_len, share_embedding_with="item"),
+            SequenceField(
+                "hist_cat", max_len=max_len, share_embedding_with="cat", aligned_with="hist"
+            ),
+        ),
+        label="label",
+    )
+
+
+def test_aligned_sequences_must_have_one_length_per_row_before_the_cut():
+    """Paired histories (items and their categories) that differ in length on a row were
+    silently misaligned; now a DataError names the row and both fields. The check uses the
+    full lengths: rows cut to max_len would look aligned when both exceed it."""
+    table = pa.table({
+        "item": ["a", "b", "c"], "cat": ["x", "y", "x"],
+        "hist": [["a"], ["a", "b", "c"], []],
+        "hist_cat": [["x"], ["x", "y", "x", "y"], []],
+        "label": [1.0, 0.0, 1.0],
+    })  # fmt: skip
+    pre = Preprocessor(_aligned_schema(max_len=2)).fit(table.slice(0, 1))
+    with pytest.raises(DataError) as info:
+        pre.transform(table)
+    assert info.value.row == 2 and info.value.column == "hist_cat"
+    assert "4 entries but 'hist' has 3" in str(info.value)
+    ok = pre.transform(table.filter(pa.array([True, False, True])))
+    np.testing.assert_array_equal(ok.lengths["hist"], ok.lengths["hist_cat"])
+
+
+def test_aligned_with_must_name_another_sequence():
+    for target in ("item", "hist_cat", "nope"):
+        with pytest.raises(ValueError, match="aligned_with"):
+            Schema(
+                fields=(
+                    CategoricalField("item"),
+                    SequenceField("hist_cat", share_embedding_with="item", aligned_with=target),
+                ),
+                label="label",
+            )
+
+
+def test_a_sequence_column_empty_on_every_row_means_no_behaviours():
+    """A CSV whose history column is blank on every row is read as Arrow's null type; it used
+    to be refused ("must hold lists or delimited strings, got null")."""
+    schema = _aligned_schema()
+    pre = Preprocessor(schema).fit(
+        pa.table(
+            {"item": ["a"], "cat": ["x"], "hist": [["a"]], "hist_cat": [["x"]], "label": [1.0]}
+        )  # fmt: skip
+    )
+    blank = pa.nulls(2)
+    data = pre.transform(
+        pa.table(
+            {
+                "item": ["a", "b"],
+                "cat": ["x", "x"],
+                "hist": blank,
+                "hist_cat": blank,
+                "label": [1.0, 0.0],
+            }
+        )  # fmt: skip
+    )
+    assert data.lengths["hist"].tolist() == [0, 0] and not data.sequences["hist"].any()

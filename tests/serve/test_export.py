@@ -268,7 +268,7 @@ def din_bundle(tmp_path_factory):
     path = save_bundle(tmp_path_factory.mktemp("b") / "din", "din", model, pre)
     records = test.drop_columns([schema.label]).to_pylist()
     records[0]["item_id"] = "never-seen-item"  # unknown categories go to OOV
-    records[1]["hist_item_ids"] = []
+    records[1]["hist_item_ids"] = records[1]["hist_cats"] = []  # an empty (aligned) history
     return path, records
 
 

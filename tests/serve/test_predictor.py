@@ -47,8 +47,9 @@ def test_records_tables_and_dataframes_score_as_in_training(serve_bundles):
 def test_unknown_categories_score_like_missing_ones(serve_bundles):
     pred = Predictor.load(serve_bundles.deepfm)
     base = dict(serve_bundles.records[0])
-    unknown = {**base, "user_id": "never-seen", "site": "nowhere", "hist_cats": ["zz", "yy"]}
-    as_null = {**base, "user_id": None, "site": None, "hist_cats": [None, None]}
+    n = len(base["hist_cats"])  # the categories stay aligned with the item history
+    unknown = {**base, "user_id": "never-seen", "site": "nowhere", "hist_cats": ["zz"] * n}
+    as_null = {**base, "user_id": None, "site": None, "hist_cats": [None] * n}
     a, b, known = pred.predict([unknown, as_null, base])
     assert a == pytest.approx(b, rel=1e-6)
     assert abs(float(known) - float(a)) > 1e-6  # known values are not all mapped to OOV

@@ -40,6 +40,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             "kind": explanation.kind,
             "score": explanation.score,
             "weights": explanation.to_records(),
+            **({"note": explanation.note} if explanation.note else {}),
         }
         atomic_write_text(Path(args.json), json.dumps(payload, indent=1))
     return 0

@@ -26,6 +26,7 @@ carried unchanged and the output is zero, so padding never changes a result.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -35,6 +36,8 @@ from torch import nn
 
 from recforge.features import Batch, Schema, SequenceField
 from recforge.layers.embedding import FeatureEmbedding, length_mask
+
+log = logging.getLogger(__name__)
 
 Mode = Literal["gru", "aigru", "agru", "augru"]
 MODES: tuple[str, ...] = ("gru", "aigru", "agru", "augru")
@@ -205,6 +208,15 @@ def resolve_behaviours(
             "no behaviour sequences: declare a SequenceField with share_embedding_with, "
             "or set behaviours: [[sequence_field, candidate_field], ...]"
         )
+    first = out[0][0]
+    for seq, _ in out[1:]:
+        declared = {schema.field(seq).aligned_with, schema.field(first).aligned_with}
+        if not declared & {seq, first}:
+            log.warning(
+                "behaviour sequences %r and %r are not declared aligned: set aligned_with on "
+                "one of them so that encoding checks they have one length per row",
+                seq, first,
+            )  # fmt: skip
     return tuple(out)
 
 

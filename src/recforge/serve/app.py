@@ -337,7 +337,10 @@ def create_app(
     async def explain(request: Request, body: ExplainRequest) -> JSONResponse:
         done = await score(request, "explain", body.record, 1)
         expl = done.value
-        return _reply(done.predictor, kind=expl.kind, score=expl.score, weights=expl.to_records())
+        note = {"note": expl.note} if expl.note else {}
+        return _reply(
+            done.predictor, kind=expl.kind, score=expl.score, weights=expl.to_records(), **note
+        )
 
     @app.get("/health")
     def health(authorization: str | None = Header(default=None)) -> JSONResponse:

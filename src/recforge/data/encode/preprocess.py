@@ -20,7 +20,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recforge.data.read.readers import check_columns, check_numeric, validate_labels
+from recforge.data.read.readers import (
+    check_columns,
+    check_numeric,
+    located_error,
+    validate_labels,
+)
 from recforge.data.read.stream import NumericSummary, ValueCounts
 from recforge.features import CategoricalField, EncodedData, NumericField, Schema, SequenceField
 from recforge.io import atomic_write, atomic_write_text
@@ -52,6 +57,8 @@ def _as_strings(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
 def _sequence_lists(col: pa.ChunkedArray, separator: str) -> pa.ListArray:
     """A sequence column as one list<string> array (splitting delimited strings)."""
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_null(arr.type):  # a CSV column left empty on every row: no behaviours
+        arr = arr.cast(pa.string())
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
         arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, arr.type), arr)
         arr = pc.split_pattern(arr, separator)
@@ -62,6 +69,23 @@ def _sequence_lists(col: pa.ChunkedArray, separator: str) -> pa.ListArray:
         arr = arr.cast(pa.list_(arr.type.value_type))
     values = _as_strings(arr.flatten())
     return pa.ListArray.from_arrays(_offsets(arr), values.combine_chunks())
+
+
+def _check_aligned(table: pa.Table, schema: Schema, full: dict[str, np.ndarray]) -> None:
+    """Sequences declared ``aligned_with`` each other have one length per row (before the
+    ``max_len`` cut), else a DataError names the first such row and both fields."""
+    for seq in schema.sequence_fields:
+        if seq.aligned_with is None:
+            continue
+        other = schema.field(seq.aligned_with)
+        bad = np.flatnonzero(full[seq.name] != full[other.name])
+        if bad.size:
+            row = int(bad[0])
+            raise located_error(
+                table, seq.source, row,
+                f"{full[seq.name][row]} entries but {other.source!r} has "
+                f"{full[other.name][row]} (the sequences are aligned: one entry per behaviour)",
+            )  # fmt: skip
 
 
 def _offsets(arr: pa.ListArray) -> pa.Array:
@@ -228,12 +252,14 @@ class Preprocessor:
             if dense_cols
             else np.zeros((n, 0), dtype=np.float32)
         )
-        sequences, lengths = {}, {}
+        sequences, lengths, full = {}, {}, {}
         for seq in schema.sequence_fields:
             lists = _sequence_lists(table.column(seq.source), seq.separator)
+            full[seq.name] = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
             vocab = self.vocabs[seq.share_embedding_with or seq.name]
             ids, lens = _pad_recent(lists, vocab, seq.max_len)
             sequences[seq.name], lengths[seq.name] = ids, lens
+        _check_aligned(table, schema, full)
         label = np.zeros(n, dtype=np.float32)
         if with_label:
             label = table.column(schema.label).to_numpy(zero_copy_only=False).astype(np.float32)

@@ -731,6 +731,12 @@ def check_numeric(table: pa.Table, schema: Schema, path: str | Path | None = Non
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest value the models compute with
 
 
+def located_error(table: pa.Table, col: str, row: int, message: str) -> DataError:
+    """A DataError at data row ``row`` (0-based) of ``table``'s column ``col``, located in the
+    file the table was read from (physical line) or by row number."""
+    return _row_error(table, _source(table, None)[0], col, row, message)
+
+
 def _row_error(table: pa.Table, name: str, col: str, row: int, message: str) -> DataError:
     """A DataError at ``row`` of column ``col``: file, physical line, column name and number."""
     return DataError(

@@ -60,7 +60,12 @@ def amazon_schema(max_len: int = MAX_LEN) -> Schema:
             CategoricalField("item_id", group="item"),
             CategoricalField("item_category", group="item"),
             SequenceField("hist_item_ids", max_len=max_len, share_embedding_with="item_id"),
-            SequenceField("hist_cats", max_len=max_len, share_embedding_with="item_category"),
+            SequenceField(
+                "hist_cats",
+                max_len=max_len,
+                share_embedding_with="item_category",
+                aligned_with="hist_item_ids",
+            ),  # fmt: skip
         ),
         label="label",
         task="binary",

@@ -259,8 +259,12 @@ def click_log_schema(
                 "hist_item_ids", group="user", max_len=max_history, share_embedding_with="item_id"
             ),
             SequenceField(
-                "hist_cats", group="user", max_len=max_history, share_embedding_with="item_category"
-            ),
+                "hist_cats",
+                group="user",
+                max_len=max_history,
+                share_embedding_with="item_category",
+                aligned_with="hist_item_ids",
+            ),  # fmt: skip
         ),
         label="label",
         task="binary",
