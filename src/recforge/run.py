@@ -246,6 +246,9 @@ def train_job(
     resume: bool = False,
     use_cache: bool = True,
     timeout_s: float = distributed.DEFAULT_TIMEOUT_S,
+    nnodes: int = 1,
+    rdzv_endpoint: str | None = None,
+    rdzv_id: str | None = None,
 ) -> TrainResult | None:
     """Run :func:`train_from_config` in one process, ``nproc`` spawned ones, or under torchrun.
 
@@ -256,6 +259,9 @@ def train_job(
         resume: Continue from the checkpoint in ``cfg.output_dir``.
         use_cache: Read/write the encoded-data cache.
         timeout_s: How long a rank waits on a peer before failing.
+        nnodes: Machines in the job (each runs this with the same ``rdzv_endpoint``).
+        rdzv_endpoint: ``host:port`` where the machines' agents meet (``nnodes > 1``).
+        rdzv_id: The job's name at the rendezvous.
 
     Returns:
         The result on rank 0 (and in a single process); ``None`` on the other torchrun ranks.
@@ -263,9 +269,11 @@ def train_job(
     if nproc < 1:
         raise ValueError(f"--nproc must be at least 1, got {nproc}")
     env = distributed.env_world()
-    if nproc > 1:
+    if nproc > 1 or nnodes > 1:
         if env is not None and env.size > 1:
-            raise ValueError("--nproc spawns processes itself; do not combine it with torchrun")
+            raise ValueError(
+                "--nproc/--nnodes start processes themselves; do not combine them with torchrun"
+            )
         return distributed.launch(
             train_from_config,
             nproc,
@@ -275,6 +283,9 @@ def train_job(
             device=cfg.train.device,
             timeout_s=timeout_s,
             threads=cfg.train.threads,
+            nnodes=nnodes,
+            rdzv_endpoint=rdzv_endpoint,
+            rdzv_id=rdzv_id,
         )
     with distributed.process_group_from_env(cfg.train.device, timeout_s) as world:
         if not world.is_main:

@@ -254,6 +254,48 @@ def test_killed_rank_fails_cleanly_and_resumes_to_the_uninterrupted_result(tmp_p
     _assert_same_weights(_weights(reference), _weights(out))
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_machines_on_localhost_match_one_process(dnn_runs):
+    """``--nnodes 2``: two agents (one process each, as on two machines) meet at one c10d
+    rendezvous and train as the single process did; only global rank 0 reports and writes."""
+    root, single, _ = dnn_runs
+    config = _write_config(root, "nodes", DNN, epochs=2, embedding_l2=1e-4)
+    endpoint = f"127.0.0.1:{_free_port()}"
+    args = [sys.executable, "-m", "recforge", "train", "-c", str(config), "--nnodes", "2",
+            "--rdzv-endpoint", endpoint]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    machines = [
+        subprocess.Popen(
+            args, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    outputs = [m.communicate(timeout=WORKER_TIMEOUT_S) for m in machines]
+    assert [m.returncode for m in machines] == [0, 0], [err for _, err in outputs]
+    printed = [json.loads(out) for out, _ in outputs if out.strip()]
+    assert len(printed) == 1  # one machine holds global rank 0
+    assert json.loads((root / "nodes" / "metrics.json").read_text())["processes"] == 2
+    _assert_same_weights(_weights(root / "one"), _weights(root / "nodes"))
+    assert printed[0]["test"]["auc"] == pytest.approx(single.test_metrics["auc"], abs=1e-4)
+
+
+def test_several_machines_need_a_rendezvous_endpoint(tmp_path):
+    from recforge.config import RunConfig
+    from recforge.run import train_job
+
+    with pytest.raises(ValueError, match="--nnodes > 1 needs --rdzv-endpoint"):
+        train_job(RunConfig(output_dir=str(tmp_path / "out")), nnodes=2)
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        train_job(RunConfig(output_dir=str(tmp_path / "out")), nnodes=2, rdzv_endpoint="x")
+
+
 def test_nproc_below_one_is_an_error(tmp_path):
     from recforge.config import RunConfig
     from recforge.run import train_job

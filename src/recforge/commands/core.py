@@ -37,9 +37,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--nproc",
         type=int,
         default=1,
-        help="local processes for distributed data parallel (gloo on CPU, NCCL on GPU); "
-        "for several machines use torchrun -m recforge train ...",
+        help="processes per machine for distributed data parallel (gloo on CPU, NCCL on GPU)",
     )
+    p.add_argument(
+        "--nnodes",
+        type=int,
+        default=1,
+        help="machines in the job: run the same command on each, with the same --rdzv-endpoint",
+    )
+    p.add_argument(
+        "--rdzv-endpoint",
+        metavar="HOST:PORT",
+        help="where the machines meet (c10d rendezvous; reachable from all of them)",
+    )
+    p.add_argument("--rdzv-id", help="the job's name at the rendezvous (default: from endpoint)")
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a saved bundle on a labelled file")
@@ -108,8 +119,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_run_config(args.config, args.overrides)
     validate_model_section(cfg, args.config)
-    result = train_job(cfg, nproc=args.nproc, resume=args.resume, use_cache=not args.no_cache)
-    if result is None:  # a torchrun rank other than 0: rank 0 reports
+    result = train_job(
+        cfg,
+        nproc=args.nproc,
+        resume=args.resume,
+        use_cache=not args.no_cache,
+        nnodes=args.nnodes,
+        rdzv_endpoint=args.rdzv_endpoint,
+        rdzv_id=args.rdzv_id,
+    )
+    if result is None:  # a rank (or machine) other than global rank 0: rank 0 reports
         return 0
     print(
         json.dumps(

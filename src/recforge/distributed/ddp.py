@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -277,6 +278,9 @@ def launch(
     device: str = "cpu",
     timeout_s: float = DEFAULT_TIMEOUT_S,
     threads: int = 0,
+    nnodes: int = 1,
+    rdzv_endpoint: str | None = None,
+    rdzv_id: str | None = None,
 ) -> Any:
     """Run ``fn(*args)`` in ``nproc`` local processes joined in one group; rank 0's result.
 
@@ -294,26 +298,38 @@ def launch(
         device: ``cpu`` (gloo) or ``cuda``/``auto`` (NCCL when GPUs exist, ``nproc`` of them).
         timeout_s: Collective timeout.
         threads: torch intra-op threads per process; 0 shares the machine's cores evenly.
+        nnodes: Machines in the job. With more than one, every machine runs the same command
+            with the same ``rdzv_endpoint``; the agents meet there (c10d rendezvous hosted by
+            the first agent to arrive) and number the ranks, ``nproc`` per machine.
+        rdzv_endpoint: ``host:port`` of the rendezvous, reachable from every machine
+            (required when ``nnodes > 1``; one machine: a port the agent picks).
+        rdzv_id: The job's name at the rendezvous (default: derived from the endpoint).
 
     Returns:
-        What ``fn`` returned on rank 0.
+        What ``fn`` returned on global rank 0, on the machine that runs it; ``None`` elsewhere.
     """
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     if nproc < 1:
         raise ValueError("nproc must be >= 1")
+    if nnodes < 1:
+        raise ValueError(f"--nnodes must be at least 1, got {nnodes}")
+    if nnodes > 1 and not rdzv_endpoint:
+        raise ValueError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT, the same on every machine")
+    if rdzv_endpoint and not re.fullmatch(r"\[?[\w.:-]+\]?:\d{1,5}", rdzv_endpoint):
+        raise ValueError(f"--rdzv-endpoint must look like HOST:PORT, got {rdzv_endpoint!r}")
     dev = rank_device(device, World())
     if dev.type == "cuda" and nproc > torch.cuda.device_count():
         raise ValueError(f"nproc={nproc} needs {nproc} GPUs, found {torch.cuda.device_count()}")
     threads = threads or max(1, (os.cpu_count() or 1) // nproc)
     config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
+        min_nodes=nnodes,
+        max_nodes=nnodes,
         nproc_per_node=nproc,
-        run_id=f"recforge-{uuid.uuid4().hex}",
+        run_id=rdzv_id or (f"recforge-{rdzv_endpoint}" if rdzv_endpoint else uuid.uuid4().hex),
         rdzv_backend="c10d",
-        rdzv_endpoint="localhost:0",
+        rdzv_endpoint=rdzv_endpoint or "localhost:0",
         max_restarts=0,
         monitor_interval=0.1,
         start_method="spawn",
@@ -329,4 +345,5 @@ def launch(
             f"distributed run failed on rank {rank} (exit code {failure.exitcode}): "
             f"{failure.message or 'see the log above'}"
         ) from None
-    return results[0]
+    # the agent returns its own machine's ranks; only global rank 0 returns a value
+    return next((r for r in results.values() if r is not None), None)
