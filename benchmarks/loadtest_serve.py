@@ -1,20 +1,28 @@
-"""Load test of ``recforge serve`` on loopback: throughput, latency and errors, with a hot reload.
+"""Load test of ``recforge serve`` on loopback: throughput, latency and errors, with hot reloads.
 
 What it does:
   1. Trains two DeepFM and two DIN bundles (seeds 0 and 1, one epoch) on the embedded synthetic
-     click log (or takes them from ``--work`` when they are already there).
-  2. For each model, starts ``recforge serve BUNDLE`` (uvicorn, 127.0.0.1, a free port, admin
-     token) as a subprocess and waits for ``/health``.
-  3. For every concurrency x batch size cell, a separate client process (spawned, asyncio +
-     httpx, one connection per concurrent client) posts ``/predict`` requests until either the
-     request count or the time limit is reached; latency is measured per request.
-  4. During one cell per model (concurrency 8, batch 256 by default) the parent process swaps
-     the served bundle to the seed-1 bundle with ``POST /admin/reload``.
-  5. Prints requests/s, records/s, p50/p99 latency and errors per cell, saves JSON, and exits
-     non-zero when any request failed or a reload did not take effect.
+     click log (or takes them from ``--work`` when they are already there), and computes each
+     bundle's scores of every payload in process (the reference every response is checked
+     against).
+  2. For each model and each mode (``batched``: dynamic micro-batching, the default;
+     ``unbatched``: ``--no-batching``, each request scored on its own), starts
+     ``recforge serve BUNDLE`` (uvicorn, 127.0.0.1, a free port, admin token) as a subprocess
+     and waits for ``/health``.
+  3. For every cell CONCURRENCYxBATCH, a separate client process (spawned, asyncio + httpx, one
+     connection per concurrent client) posts ``/predict`` requests until either the request
+     count or the time limit is reached; latency is measured per request.
+  4. During every cell the parent swaps the served bundle to the other seed's bundle with
+     ``POST /admin/reload`` (a third of the way in).
+  5. A response is an error when it is not a 200, has the wrong number of scores, or its scores
+     differ (beyond 1e-5) from its bundle's in-process scores; each generation must name one
+     bundle. Prints requests/s, records/s, p50/p99 latency and errors per cell, saves JSON (and
+     a markdown table with ``--md``), and exits non-zero when any request failed or a reload
+     did not take effect.
 
-Command (as run for benchmarks/results/loadtest_serve.json):
-    nice -n 10 python benchmarks/loadtest_serve.py --out benchmarks/results/loadtest_serve.json
+Command (as run for benchmarks/results/loadtest_serve_microbatch.md):
+    nice -n 10 python benchmarks/loadtest_serve.py --out /tmp/loadtest_serve_microbatch.json \
+        --md benchmarks/results/loadtest_serve_microbatch.md
 """
 
 from __future__ import annotations
@@ -36,15 +44,23 @@ import httpx
 
 TOKEN = "loadtest-token"
 LOG_OPTIONS = {"rows": 20_000, "seed": 0, "n_users": 400, "n_items": 2_000}
+TOLERANCE = 1e-5
 
 
 # ---- client (runs in a spawned process) -------------------------------------------------------
 async def _client_main(
-    base: str, body: bytes, batch: int, concurrency: int, max_requests: int, seconds: float
+    base: str,
+    body: bytes,
+    expected: dict[str, list[float]],
+    concurrency: int,
+    max_requests: int,
+    seconds: float,
 ) -> dict[str, Any]:
+    batch = len(next(iter(expected.values())))
     latencies: list[float] = []
     errors: list[str] = []
     bundles: dict[str, int] = {}
+    generations: dict[int, set[str]] = {}
     issued = 0
     deadline = time.perf_counter() + seconds
     headers = {"Content-Type": "application/json"}
@@ -67,10 +83,18 @@ async def _client_main(
                         errors.append(f"HTTP {resp.status_code}: {resp.text[:200]}")
                         continue
                     data = resp.json()
-                    if len(data["scores"]) != batch:
-                        errors.append(f"{len(data['scores'])} scores for {batch} records")
+                    scores, bundle = data["scores"], data["bundle"]
+                    if len(scores) != batch:
+                        errors.append(f"{len(scores)} scores for {batch} records")
                         continue
-                    bundles[data["bundle"]] = bundles.get(data["bundle"], 0) + 1
+                    want = expected.get(bundle)
+                    if want is None or any(
+                        abs(a - b) > TOLERANCE for a, b in zip(scores, want, strict=True)
+                    ):
+                        errors.append(f"scores differ from bundle {bundle}'s own")
+                        continue
+                    bundles[bundle] = bundles.get(bundle, 0) + 1
+                    generations.setdefault(int(data["generation"]), set()).add(bundle)
                     latencies.append(took)
                 except (httpx.HTTPError, ValueError, KeyError) as exc:
                     errors.append(f"{type(exc).__name__}: {exc}")
@@ -80,7 +104,16 @@ async def _client_main(
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - t0
-    return {"latencies": latencies, "errors": errors, "wall_s": wall, "bundles": bundles}
+    mixed = {g: sorted(b) for g, b in generations.items() if len(b) > 1}
+    if mixed:
+        errors.append(f"generations naming more than one bundle: {mixed}")
+    return {
+        "latencies": latencies,
+        "errors": errors,
+        "wall_s": wall,
+        "bundles": bundles,
+        "generations": sorted(generations),
+    }
 
 
 def _client_process(conn: Any, *args: Any) -> None:
@@ -96,12 +129,12 @@ def _free_port() -> int:
 
 
 def _start_server(
-    bundle: Path, port: int, log_path: Path, max_batch: int, threads: int
+    bundle: Path, port: int, log_path: Path, max_batch: int, extra: list[str]
 ) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "recforge.cli", "serve", str(bundle), "--port", str(port),
-           "--max-batch", str(max_batch), "--threads", str(threads),
+           "--max-batch", str(max_batch),
            "--reload-root", str(bundle.parents[1]),  # both seeds' bundles live under it
-           "--log-level", "warning"]  # fmt: skip
+           "--log-level", "warning", *extra]  # fmt: skip
     env = {**os.environ, "RECFORGE_ADMIN_TOKEN": TOKEN}
     log = open(log_path, "a")  # noqa: SIM115 (closed when the server stops)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -148,12 +181,23 @@ def _bundles(work: Path, models: list[str], rows: int) -> dict[str, list[Path]]:
     return out
 
 
-def _payloads(rows: int, batches: list[int]) -> dict[int, bytes]:
+def _payloads(rows: int, batches: list[int]) -> dict[int, list[dict[str, Any]]]:
     from recforge.data.sources.synthetic import make_click_log
 
     table, _ = make_click_log(**{**LOG_OPTIONS, "rows": rows})
     tail = table.slice(table.num_rows - max(batches)).drop_columns(["label", "ts"]).to_pylist()
-    return {b: json.dumps({"records": tail[:b]}).encode() for b in batches}
+    return {b: tail[:b] for b in batches}
+
+
+def _expected(bundles: list[Path], records: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Each bundle's in-process scores of ``records``, keyed by bundle id."""
+    from recforge.serve.predictor import Predictor
+
+    out = {}
+    for path in bundles:
+        predictor = Predictor.load(path)
+        out[predictor.bundle_id] = predictor.predict(records).astype(float).tolist()
+    return out
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -163,59 +207,71 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
+MODES = {"batched": [], "unbatched": ["--no-batching"]}
+
+
 # ---- main -----------------------------------------------------------------------------------
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["deepfm", "din"])
-    parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 32])
-    parser.add_argument("--batch", nargs="+", type=int, default=[1, 256])
-    parser.add_argument("--requests", type=int, default=3000, help="request cap per cell")
-    parser.add_argument("--seconds", type=float, default=6.0, help="time cap per cell")
+    parser.add_argument("--cells", nargs="+", default=["1x1", "8x1", "32x1", "32x64"],
+                        help="CONCURRENCYxBATCH cells")  # fmt: skip
+    parser.add_argument("--modes", nargs="+", default=["unbatched", "batched"], choices=MODES)
+    parser.add_argument("--requests", type=int, default=20_000, help="request cap per cell")
+    parser.add_argument("--seconds", type=float, default=5.0, help="time cap per cell")
     parser.add_argument("--rows", type=int, default=20_000, help="synthetic training rows")
-    parser.add_argument("--reload-cell", default="8x256", help="CONCURRENCYxBATCH of the reload")
     parser.add_argument("--work", default="/tmp/recforge_loadtest", help="bundles and logs")
-    parser.add_argument("--server-threads", type=int, default=1, help="server torch threads")
+    parser.add_argument("--server-args", default="", help="more `recforge serve` options")
     parser.add_argument("--out", help="write the results JSON here")
+    parser.add_argument("--md", help="write the results as a markdown table here")
     args = parser.parse_args()
 
     started = time.perf_counter()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    cells_spec = [tuple(int(x) for x in c.split("x")) for c in args.cells]
+    batches = sorted({b for _, b in cells_spec})
     bundles = _bundles(work, args.models, args.rows)
-    payloads = _payloads(args.rows, args.batch)
-    reload_c, reload_b = (int(x) for x in args.reload_cell.split("x"))
+    payloads = _payloads(args.rows, batches)
     ctx = mp.get_context("spawn")
     cells: list[dict[str, Any]] = []
-    reloads: list[dict[str, Any]] = []
     failed = False
     for name in args.models:
-        first, second = bundles[name]
-        port = _free_port()
-        log_path = work / f"server_{name}.log"
-        server = _start_server(first, port, log_path, max(args.batch), args.server_threads)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            for conc in args.concurrency:
-                for batch in args.batch:
+        expected = {b: _expected(bundles[name], payloads[b]) for b in batches}
+        for mode in args.modes:
+            port = _free_port()
+            log_path = work / f"server_{name}_{mode}.log"
+            extra = MODES[mode] + args.server_args.split()
+            server = _start_server(bundles[name][0], port, log_path, max(batches), extra)
+            base = f"http://127.0.0.1:{port}"
+            serving = 0  # index of the seed being served
+            try:
+                for conc, batch in cells_spec:
+                    body = json.dumps({"records": payloads[batch]}).encode()
                     parent, child = ctx.Pipe(duplex=False)
-                    job = (base, payloads[batch], batch, conc, args.requests, args.seconds)
+                    job = (base, body, expected[batch], conc, args.requests, args.seconds)
                     client = ctx.Process(target=_client_process, args=(child, *job))
                     client.start()
-                    reload_info = None
-                    if (conc, batch) == (reload_c, reload_b):
-                        time.sleep(min(2.0, args.seconds / 3))  # client spawn + warm-up + load
-                        t0 = time.perf_counter()
-                        resp = httpx.post(f"{base}/admin/reload", json={"path": str(second)},
-                                          headers={"Authorization": f"Bearer {TOKEN}"},
-                                          timeout=120)  # fmt: skip
-                        reload_info = {"model": name, "cell": f"{conc}x{batch}",
-                                       "status": resp.status_code, "response": resp.json(),
-                                       "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
+                    time.sleep(1.0 + args.seconds / 3)  # client spawn + warm-up + a third
+                    serving = 1 - serving
+                    t0 = time.perf_counter()
+                    resp = httpx.post(f"{base}/admin/reload",
+                                      json={"path": str(bundles[name][serving])},
+                                      headers={"Authorization": f"Bearer {TOKEN}"},
+                                      timeout=120)  # fmt: skip
+                    reload_s = time.perf_counter() - t0
                     result = parent.recv()
                     client.join()
                     lat = result["latencies"]
+                    health = httpx.get(f"{base}/health").json()
+                    reload_ok = (
+                        resp.status_code == 200
+                        and health["bundle"] == resp.json().get("bundle")
+                        and len(result["bundles"]) == 2
+                    )
                     cell = {
                         "model": name,
+                        "mode": mode,
                         "concurrency": conc,
                         "batch": batch,
                         "requests": len(lat),
@@ -227,64 +283,68 @@ def main() -> int:
                         "p50_ms": round(1000 * _percentile(lat, 50), 2),
                         "p99_ms": round(1000 * _percentile(lat, 99), 2),
                         "bundles_seen": result["bundles"],
+                        "generations_seen": result["generations"],
+                        "reload_s": round(reload_s, 3),
+                        "reload_ok": reload_ok,
                     }
                     cells.append(cell)
-                    print(f"{name:<7} c={conc:<3} b={batch:<4} {cell['requests_per_s']:>8.1f} "
-                          f"req/s {cell['records_per_s']:>10.1f} rec/s p50 {cell['p50_ms']:>8.2f} "
-                          f"ms p99 {cell['p99_ms']:>8.2f} ms errors {cell['errors']}",
-                          flush=True)  # fmt: skip
-                    failed |= cell["errors"] > 0
-                    if reload_info is not None:
-                        health = httpx.get(f"{base}/health").json()
-                        ok = reload_info["status"] == 200 and health["bundle"] == reload_info[
-                            "response"].get("bundle") and len(result["bundles"]) == 2  # fmt: skip
-                        reload_info["served_after"] = health["bundle"]
-                        reload_info["ok"] = ok
-                        reloads.append(reload_info)
-                        print(f"hot reload during {name} {conc}x{batch}: HTTP "
-                              f"{reload_info['status']} in {reload_info['seconds']} s, responses "
-                              f"by bundle {result['bundles']}, ok={ok}", flush=True)  # fmt: skip
-                        failed |= not ok
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+                    print(f"{name:<7} {mode:<9} c={conc:<3} b={batch:<4} "
+                          f"{cell['requests_per_s']:>8.1f} req/s {cell['records_per_s']:>9.1f} "
+                          f"rec/s p50 {cell['p50_ms']:>7.2f} ms p99 {cell['p99_ms']:>7.2f} ms "
+                          f"errors {cell['errors']} reload ok={reload_ok} "
+                          f"generations {result['generations']}", flush=True)  # fmt: skip
+                    failed |= cell["errors"] > 0 or not reload_ok
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
 
     header = (
-        "| model | concurrency | batch | requests | req/s | records/s | p50 ms | p99 ms | errors |"
+        "| model | mode | clients | records/request | requests | req/s | records/s | p50 ms "
+        "| p99 ms | errors | reload ok |"
     )
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for c in cells:
-        lines.append(f"| {c['model']} | {c['concurrency']} | {c['batch']} | {c['requests']} | "
-                     f"{c['requests_per_s']:.1f} | {c['records_per_s']:.0f} | {c['p50_ms']:.2f} | "
-                     f"{c['p99_ms']:.2f} | {c['errors']} |")  # fmt: skip
+        lines.append(f"| {c['model']} | {c['mode']} | {c['concurrency']} | {c['batch']} | "
+                     f"{c['requests']} | {c['requests_per_s']:.1f} | {c['records_per_s']:.0f} | "
+                     f"{c['p50_ms']:.2f} | {c['p99_ms']:.2f} | {c['errors']} | "
+                     f"{'yes' if c['reload_ok'] else 'NO'} |")  # fmt: skip
     total_errors = sum(c["errors"] for c in cells)
-    print("\n" + "\n".join(lines))
-    print(f"\ntotal errors: {total_errors}; reloads: {[r['ok'] for r in reloads]}; "
+    table = "\n".join(lines)
+    print("\n" + table)
+    print(f"\ntotal errors: {total_errors}; reloads ok: {all(c['reload_ok'] for c in cells)}; "
           f"run took {time.perf_counter() - started:.0f} s")  # fmt: skip
-    if args.out:
-        import torch
+    import torch
 
+    command = "nice -n 10 python " + " ".join(sys.argv)
+    machine = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    if args.out:
         summary = {
             "what": "recforge serve (uvicorn, 1 worker) on 127.0.0.1, /predict, client in a "
-            "separate spawned process (asyncio + httpx)",
-            "command": "nice -n 10 python " + " ".join(sys.argv),
-            "machine": {
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "torch_threads_server": args.server_threads,
-            },  # fmt: skip
+            "separate spawned process (asyncio + httpx), a hot reload in every cell",
+            "command": command,
+            "machine": machine,
             "limits": {"requests_per_cell": args.requests, "seconds_per_cell": args.seconds},
             "training_rows": args.rows,
             "cells": cells,
-            "reloads": reloads,
             "total_errors": total_errors,
-            "table": "\n".join(lines),
+            "table": table,
             "run_seconds": round(time.perf_counter() - started, 1),
         }
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(summary, indent=1))
+    if args.md:
+        Path(args.md).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.md).write_text(
+            f"# recforge serve load test\n\nCommand: `{command}`\n\nMachine: {machine}; "
+            f"{args.seconds:g} s per cell; a hot reload in every cell; every response's scores "
+            f"checked against its bundle's in-process scores (1e-5).\n\n{table}\n\n"
+            f"Total errors: {total_errors}.\n"
+        )
     return 1 if failed else 0
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import os
+import shutil
 import socket
 import sys
+import tempfile
 
 LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1", "[::1]"]
 
@@ -42,7 +45,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-body-mb", type=float, default=64.0, help="largest request body (MiB); else 413"
     )
-    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="uvicorn worker processes; a reload (admin or --watch) reaches every one of them, "
+        "and they share the memory-mapped weights",
+    )
+    p.add_argument(
+        "--batching",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="dynamic micro-batching: score concurrent requests in one forward pass "
+        "(--no-batching scores each request on its own)",
+    )
+    p.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=2.0,
+        help="longest wait for more requests after the first of a batch (a batch closes "
+        "earlier when no other request is arriving); default 2",
+    )
+    p.add_argument(
+        "--max-batch-records",
+        type=int,
+        default=512,
+        help="records that close a micro-batch at once (a larger request is scored alone)",
+    )
+    p.add_argument(
+        "--timeout-ms",
+        type=float,
+        default=10_000.0,
+        help="a request not scored within this long gets 503 (default 10000)",
+    )
+    p.add_argument(
+        "--sync-interval",
+        type=float,
+        default=0.2,
+        help="with several workers: seconds between checks for another worker's reload",
+    )
     p.add_argument(
         "--watch",
         action="store_true",
@@ -50,7 +91,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--watch-interval", type=float, default=1.0, help="seconds between polls")
     p.add_argument("--seen", help="training interactions (user, item columns) for /recommend")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads per worker (default: the cores per worker less one for "
+        "the HTTP loop, at least 1 and at most 4)",
+    )
     p.add_argument("--log-level", default="info", help="uvicorn log level")
     p.set_defaults(handler=cmd_serve)
 
@@ -61,10 +108,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from recforge.serve.app import ENV_CONFIG, TOKEN_ENV, create_app
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.workers < 1:
         raise ValueError("--workers must be >= 1")
+    if args.max_batch_records < 1 or args.batch_window_ms < 0 or args.timeout_ms <= 0:
+        raise ValueError(
+            "--max-batch-records must be >= 1, --batch-window-ms >= 0 and --timeout-ms > 0"
+        )
+    threads = args.threads or default_threads(os.cpu_count() or 1, args.workers)
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # already set, or parallel work already ran
+        torch.set_num_interop_threads(1)  # inference runs no parallel ops of its own
     hosts = (
         [h.strip() for h in args.allowed_hosts.split(",") if h.strip()]
         if args.allowed_hosts
@@ -79,6 +132,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "watch_interval": args.watch_interval if args.watch else None,
         "allowed_hosts": hosts,
         "reload_root": args.reload_root,
+        "batching": args.batching,
+        "batch_window_ms": args.batch_window_ms,
+        "max_batch_records": args.max_batch_records,
+        "timeout_ms": args.timeout_ms,
+        "threads": threads,
     }
     if not _is_loopback(args.host):
         print(
@@ -87,22 +145,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    has_token = bool(args.admin_token_file or os.environ.get(TOKEN_ENV))
     if args.workers > 1:
-        # each worker process builds its own app; /admin/reload reaches only one of them, so
-        # publish updates by writing the bundle folder with --watch on. The token reaches the
-        # workers through its file or their inherited $RECFORGE_ADMIN_TOKEN, never the JSON.
-        if has_token and not args.watch:
-            print("recforge serve: warning: with several workers use --watch", file=sys.stderr)
+        # each worker process builds its own app; a reload in any of them (/admin/reload, or
+        # --watch) is published in a shared state file that the others follow. The token
+        # reaches the workers through its file or their inherited $RECFORGE_ADMIN_TOKEN, never
+        # the JSON.
+        state_dir = tempfile.mkdtemp(prefix="recforge-serve-")
+        options["shared_state"] = os.path.join(state_dir, "state.json")
+        options["sync_interval"] = args.sync_interval
         os.environ[ENV_CONFIG] = json.dumps(options)
-        uvicorn.run(
-            "recforge.serve.app:create_app_from_env",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_level=args.log_level,
-        )
+        try:
+            uvicorn.run(
+                "recforge.serve.app:create_app_from_env",
+                factory=True,
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+                log_level=args.log_level,
+            )
+        finally:
+            shutil.rmtree(state_dir, ignore_errors=True)
         return 0
     token = None if args.admin_token_file else os.environ.get(TOKEN_ENV) or None
     app = create_app(admin_token=token, **options)  # loads the bundle: bad ones fail before bind
@@ -117,6 +179,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level))
     server.run(sockets=[sock])
     return 0
+
+
+def default_threads(cores: int, workers: int) -> int:
+    """torch intra-op threads per worker: its share of the cores less one for the HTTP loop
+    (parsing, validation, JSON), at least 1, at most 4 (micro-batches of tens to hundreds of
+    rows gain little from more; a large single request would)."""
+    return max(1, min(4, cores // max(1, workers) - 1))
 
 
 def _is_loopback(host: str) -> bool:
