@@ -70,3 +70,31 @@ def test_softmax_option_normalises_over_real_behaviours() -> None:
     w = unit(torch.randn(2, 5, 4), torch.randn(2, 4), torch.tensor([3, 5]))
     torch.testing.assert_close(w.sum(dim=1), torch.ones(2))
     assert torch.all(w[0, 3:] == 0)
+
+
+def test_factored_first_layer_equals_the_concatenation_with_gradients() -> None:
+    """The unit computes ``W [k, q, k-q, k*q] + b`` with the candidate's term once per sample;
+    outputs and every parameter's and input's gradient equal the concatenated form's."""
+    torch.manual_seed(4)
+    for tower in (Tower((6, 3), "dice"), Tower((), "prelu")):
+        unit = ActivationUnit(5, tower).train()
+        keys = torch.randn(3, 7, 5, requires_grad=True)
+        query = torch.randn(3, 5, requires_grad=True)
+        lengths = torch.tensor([7, 2, 4])
+        state = {k: v.clone() for k, v in unit.state_dict().items()}
+        fast = unit(keys, query, lengths)
+        (fast.square().sum()).backward()
+        got = [p.grad.clone() for p in unit.parameters()] + [keys.grad, query.grad]
+
+        unit.load_state_dict(state)
+        unit.zero_grad()
+        keys2, query2 = keys.detach().requires_grad_(), query.detach().requires_grad_()
+        mask = torch.arange(7)[None] < lengths[:, None]
+        rows = torch.arange(3)[:, None].expand(3, 7)[mask]
+        real = ActivationUnit.features(keys2[mask][:, None], query2[rows])[:, 0]
+        reference = torch.zeros(3, 7).masked_scatter(mask, unit.mlp(real).squeeze(-1))
+        (reference.square().sum()).backward()
+        expected = [p.grad for p in unit.parameters()] + [keys2.grad, query2.grad]
+        torch.testing.assert_close(fast, reference, rtol=1e-6, atol=1e-6)
+        for a, b in zip(got, expected, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -46,6 +46,27 @@ class ActivationUnit(nn.Module):
         q = query.unsqueeze(1).expand_as(keys)  # (B, L, D)
         return torch.cat([keys, q, keys - q, keys * q], dim=-1)
 
+    def first_layer(
+        self, keys: torch.Tensor, query: torch.Tensor, rows: torch.Tensor
+    ) -> torch.Tensor:
+        """The MLP's first linear layer on ``[k, q, k - q, k * q]``, without building it.
+
+        With ``W = [W_k, W_q, W_d, W_p]`` split by the four parts,
+        ``W [k; q; k-q; k*q] + b = (W_k + W_d) k + W_p (k * q) + ((W_q - W_d) q + b)``: the
+        candidate's term is computed once per sample rather than once per behaviour, and the
+        ``(R, 4D)`` input is never materialised. Exactly the paper's unit (same parameters).
+
+        Shape:
+            keys ``(R, D)`` (real behaviours), query ``(B, D)``, rows ``(R,)`` (each behaviour's
+            sample) -> ``(R, H)``.
+        """
+        first = self.mlp.net[0]
+        w_k, w_q, w_d, w_p = first.weight.split(keys.shape[-1], dim=1)
+        per_sample = torch.nn.functional.linear(query, w_q - w_d, first.bias)  # (B, H)
+        q = query[rows]
+        per_behaviour = torch.cat([keys, keys * q], dim=-1)  # (R, 2D)
+        return torch.addmm(per_sample[rows], per_behaviour, torch.cat([w_k + w_d, w_p], 1).T)
+
     def forward(
         self, keys: torch.Tensor, query: torch.Tensor, lengths: torch.Tensor
     ) -> torch.Tensor:
@@ -53,8 +74,8 @@ class ActivationUnit(nn.Module):
         mask = length_mask(lengths, L)  # (B, L)
         # score the real behaviours only (padding costs nothing and cannot leak in)
         rows = torch.arange(B, device=keys.device)[:, None].expand(B, L)[mask]  # (R,)
-        real = self.features(keys[mask][:, None], query[rows])[:, 0]  # (R, 4D)
-        real_scores = self.mlp(real).squeeze(-1)  # (R,)
+        hidden = self.first_layer(keys[mask], query, rows)  # (R, H)
+        real_scores = self.mlp.forward_from(1, hidden).squeeze(-1)  # (R,)
         scores = real_scores.new_zeros(B, L).masked_scatter(mask, real_scores)
         if self.softmax:
             # a finite fill keeps rows without any behaviour free of NaN (their weights are 0)

@@ -153,8 +153,15 @@ class MLP(nn.Module):
         self._masked = any(isinstance(layer, Dice) for layer in layers)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_from(0, x, mask)
+
+    def forward_from(
+        self, start: int, x: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The layers from ``net[start]`` on (a caller that computed the first ones itself)."""
+        layers = self.net if start == 0 else self.net[start:]
         if not self._masked:
-            return self.net(x)
-        for layer in self.net:
+            return layers(x)
+        for layer in layers:
             x = layer(x, mask) if isinstance(layer, Dice) else layer(x)
         return x
