@@ -179,3 +179,34 @@ def test_parallel_workers_share_the_study(tmp_path, base):
     result = tune(base, space, out, trials=2, jobs=2, pruner="none", retrain=False)
     assert result.states == {"COMPLETE": 2} and result.new_trials == 2
     assert sorted(p.name for p in (out / "trials").iterdir()) == ["0000", "0001"]
+
+
+def test_a_ctrl_c_trial_is_run_again_and_volatile_options_may_change(tmp_path, base, monkeypatch):
+    import recforge.run
+
+    space = _space(tmp_path, "train.lr: {type: float, low: 1.0e-3, high: 0.1, log: true}\n")
+    out = tmp_path / "study"
+    original = recforge.run.train_from_config
+    calls = []
+
+    def interrupt_second(cfg, **kwargs):
+        calls.append(cfg.train.lr)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(cfg, **kwargs)
+
+    monkeypatch.setattr(recforge.run, "train_from_config", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        tune(base, space, out, trials=3, pruner="none", retrain=False)
+    assert (tmp_path / ".study.partial" / "study.db").exists() and not out.exists()
+    monkeypatch.setattr(recforge.run, "train_from_config", original)
+    # same study, another thread count (a volatile option): it continues
+    result = tune(base, space, out, trials=3, pruner="none", retrain=False,
+                  overrides=["train.threads=2"])  # fmt: skip
+    assert result.new_trials == 2 and result.states == {"COMPLETE": 3, "FAIL": 1}
+    study = optuna.load_study(study_name="study", storage=f"sqlite:///{out / 'study.db'}")
+    interrupted = next(t for t in study.trials if t.state.name == "FAIL")
+    rerun = [t for t in study.trials if t.number > interrupted.number]
+    assert rerun[0].params == interrupted.params  # the cut-off parameters ran again
+    with pytest.raises(ConfigError, match="another base config or search space"):
+        tune(base, space, out, trials=4, overrides=["train.epochs=2"])

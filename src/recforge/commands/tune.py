@@ -42,6 +42,7 @@ Search-space YAML: one entry per dotted config key::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
 import io
@@ -419,6 +420,9 @@ def run_trial(setup: StudySetup, trial: optuna.Trial) -> float:
         shutil.rmtree(partial_folder(out), ignore_errors=True)  # nothing to keep
         trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
         raise
+    except KeyboardInterrupt:  # Optuna records it as failed: mark it to be run again
+        trial.set_user_attr("interrupted", True)
+        raise
     key = f"valid_{setup.monitor}"
     scores = [r[key] for r in result.history if key in r and math.isfinite(r[key])]
     if not scores:
@@ -570,20 +574,27 @@ def tune(
     how = _prepare_work(out, work, restart)
     storage_url = storage or f"sqlite:///{(work / 'study.db').resolve()}"
     name = study_name or out.name
+    if restart and storage:
+        with contextlib.suppress(KeyError):  # KeyError: no such study yet
+            optuna.delete_study(study_name=name, storage=storage_url)
     study = optuna.create_study(
         study_name=name, storage=storage_url, direction=direction, load_if_exists=True
     )
     space_record = {p.name: list(p.labels) if p.type == "categorical" else
                     [p.type, p.low, p.high, p.log, p.step] for p in space}  # fmt: skip
+    identity = _study_identity(base)
     if study.user_attrs:
-        if study.user_attrs.get("space") != space_record or study.user_attrs.get("base") != base:
+        if (
+            study.user_attrs.get("space") != space_record
+            or study.user_attrs.get("base") != identity
+        ):
             raise ConfigError(
                 f"{out}: holds a study of another base config or search space; "
                 "use --restart or another --output"
             )
     else:
         study.set_user_attr("space", space_record)
-        study.set_user_attr("base", base)
+        study.set_user_attr("base", identity)
         study.set_user_attr("monitor", monitor)
     _recover_interrupted(study)
     for values in enqueue or []:
@@ -603,7 +614,11 @@ def tune(
         prune_startup=prune_startup, prune_warmup=prune_warmup,
     )  # fmt: skip
     if todo and jobs == 1:
-        _optimize(setup, todo, seed, trials)
+        try:
+            _optimize(setup, todo, seed, trials)
+        except KeyboardInterrupt:
+            log.warning("tune: interrupted; run the same command again to continue the study")
+            raise
     elif todo:
         if not base_cfg.train.threads:
             setup.threads = max(1, (multiprocessing.cpu_count() or 1) // jobs)
@@ -688,17 +703,46 @@ def tune(
     )  # fmt: skip
 
 
+# base-config keys that do not change a trial's result: a rerun may change them
+VOLATILE = {
+    ("output_dir",), ("train", "threads"), ("train", "progress"), ("train", "track"),
+    ("train", "track_dir"), ("train", "track_experiment"), ("data", "cache_dir"),
+}  # fmt: skip
+
+
+def _study_identity(base: dict[str, Any]) -> Any:
+    """The base config as the study stores it (JSON), without :data:`VOLATILE` keys."""
+    data = json.loads(json.dumps(base, default=str))
+    for path in VOLATILE:
+        node = data
+        for part in path[:-1]:
+            node = node.get(part, {})
+        node.pop(path[-1], None)
+    return data
+
+
 def _recover_interrupted(study: optuna.Study) -> None:
-    """Trials left RUNNING by an interrupted run: mark them failed (not counted) and queue
-    their parameters again. Only call this while no worker of the study runs."""
+    """Trials an interrupt cut off (left RUNNING by a killed process, or failed by Ctrl-C):
+    mark them interrupted (not counted) and queue their parameters again, once. Only call
+    this while no worker of the study runs."""
     from optuna.trial import TrialState
 
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    storage = study._storage
+    requeued = list(study.user_attrs.get("requeued", []))  # finished trials are read-only
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.RUNNING:
+            storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        elif not (t.state == TrialState.FAIL and t.user_attrs.get("interrupted")):
+            continue
+        if t.number in requeued:
+            continue
+        requeued.append(t.number)
         if t.params:
             study.enqueue_trial(dict(t.params))
-        log.info("tune: trial %d was interrupted; it runs again", t.number)
+        log.info("tune: trial %d was interrupted; its parameters run again", t.number)
+    if requeued:
+        study.set_user_attr("requeued", requeued)
 
 
 def _importance(study: optuna.Study, complete: int) -> tuple[dict[str, float], str]:
@@ -748,7 +792,9 @@ def _cell(value: Any) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
-        return f"{value:.5g}" if abs(value) < 1e-3 and value else f"{value:.5f}".rstrip("0")
+        if value and abs(value) < 1e-3:
+            return f"{value:.5g}"
+        return f"{value:.5f}".rstrip("0").rstrip(".") or "0"
     return str(value)
 
 
