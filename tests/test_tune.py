@@ -163,13 +163,14 @@ SPACES = sorted((ROOT / "configs" / "tune").glob("*.space.yaml"))
 
 @pytest.mark.parametrize("space", SPACES, ids=lambda p: p.name)
 def test_shipped_spaces_fit_their_base_configs(space):
+    """Each space names keys its base config has (configs/tune, configs/bars or
+    configs/models by stem) and values they accept."""
     from recforge.commands.tune import check_space
     from recforge.config import load_run_config, to_dict
 
     stem = space.name.removesuffix(".space.yaml")
-    base = ROOT / "configs" / "tune" / f"{stem}.yaml"
-    if not base.exists():
-        base = ROOT / "configs" / "bars" / f"{stem}.yaml"
+    candidates = [ROOT / "configs" / d / f"{stem}.yaml" for d in ("tune", "bars", "models")]
+    base = next(p for p in candidates if p.exists())
     check_space(load_space(space), to_dict(load_run_config(base)), str(space))
 
 
@@ -210,3 +211,11 @@ def test_a_ctrl_c_trial_is_run_again_and_volatile_options_may_change(tmp_path, b
     assert rerun[0].params == interrupted.params  # the cut-off parameters ran again
     with pytest.raises(ConfigError, match="another base config or search space"):
         tune(base, space, out, trials=4, overrides=["train.epochs=2"])
+
+
+def test_every_trainable_registered_model_has_a_space():
+    from recforge.models import registry
+
+    have = {p.name.removesuffix(".space.yaml") for p in SPACES}
+    # popularity learns nothing by gradient; DRN trains online (recforge online), not here
+    assert set(registry.names()) - have == {"popularity", "drn"}
