@@ -891,6 +891,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
         + (["--jobs", str(args.jobs)] if args.jobs != 1 else [])
         + (["--output", args.output] if args.output else [])
         + (["--no-retrain"] if args.no_retrain else [])
+        + (["--pruner", args.pruner] if args.pruner != "median" else [])
+        + (["--prune-startup", str(args.prune_startup)] if args.prune_startup != 2 else [])
+        + (["--prune-warmup", str(args.prune_warmup)] if args.prune_warmup != 1 else [])
+        + (["--seed", str(args.seed)] if args.seed else [])
+        + (["--storage", args.storage] if args.storage else [])
+        + (["--study-name", args.study_name] if args.study_name else [])
         + list(args.overrides)
     )
     result = tune(
