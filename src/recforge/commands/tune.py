@@ -537,16 +537,15 @@ def tune(
     from optuna.trial import TrialState
 
     from recforge import metrics
+    from recforge.commands.core import validate_model_section
+    from recforge.config import load_run_config
     from recforge.data.pipeline import encode_run
-    from recforge.io import replace_folder
+    from recforge.io import atomic_write, atomic_write_text, replace_folder
     from recforge.run import partial_folder, train_from_config
     from recforge.train.trainer import monitor_metric
 
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
-    from recforge.commands.core import validate_model_section
-    from recforge.config import load_run_config
-
     space = load_space(space_path)
     base_cfg = load_run_config(config, overrides)
     validate_model_section(base_cfg, str(config) if config else None)
@@ -682,8 +681,6 @@ def tune(
         "importance_note": importance_note,
         "command": command,
     }
-    from recforge.io import atomic_write, atomic_write_text
-
     rows = _trial_rows(all_trials, space)
     atomic_write_text(work / "trials.csv", _csv(rows))
     atomic_write_text(work / "trials.md", _markdown_table(rows))
