@@ -83,7 +83,8 @@ class _FakeMlflow(types.ModuleType):
         self.calls: list[tuple[str, object]] = []
         self.tracking = types.SimpleNamespace(MlflowClient=lambda: self)
         run_info = types.SimpleNamespace(info=types.SimpleNamespace(run_id="r1"))
-        self.start_run = lambda run_name: self._rec("start_run", run_name, run_info)
+        self.start_run = lambda run_name, nested: self._rec("start_run", run_name, run_info)
+        self.active_run = lambda: None
         self.set_experiment = lambda name: self._rec("set_experiment", name)
         self.log_params = lambda params: self._rec("log_params", params)
         self.log_text = lambda text, name: self._rec("log_text", name)

@@ -91,7 +91,10 @@ class Tracker(TrainerCallback):
                 raise ValueError(MISSING["mlflow"]) from None
             self._mlflow = mlflow
             mlflow.set_experiment(cfg.track_experiment)
-            self._mlflow_run = mlflow.start_run(run_name=run_name)
+            # inside a caller's active run (a notebook, a sweep) this run nests under it
+            self._mlflow_run = mlflow.start_run(
+                run_name=run_name, nested=mlflow.active_run() is not None
+            )
             log.info("tracking: MLflow run %s", self._mlflow_run.info.run_id)
         if config is not None:
             self.log_config(config)
