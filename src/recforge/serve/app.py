@@ -310,9 +310,10 @@ def create_app(
         """Score through the batcher (or alone in the thread pool when batching is off)."""
         if batcher is None:
             return await run_in_threadpool(_score_alone, slot, kind, payload)
-        future = batcher.submit(kind, payload, size, announced=request.scope.pop(_ANNOUNCED, False))
+        announced = request.scope.pop(_ANNOUNCED, False)
+        future = batcher.submit(kind, payload, size, announced, asyncio.get_running_loop())
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+            return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise RequestError(
                 f"not scored within {timeout_ms:g} ms (the server is overloaded); retry later",

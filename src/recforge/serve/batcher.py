@@ -22,6 +22,8 @@ paid once per batch.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -53,7 +55,25 @@ class _Job:
     kind: str  # "predict" | "recommend" | "explain"
     payload: Any
     size: int
-    future: Future = field(default_factory=Future)
+    future: Future | asyncio.Future = field(default_factory=Future)
+    loop: asyncio.AbstractEventLoop | None = None  # set for a job awaited on an event loop
+
+    def start(self) -> bool:
+        """False when the caller stopped waiting (the job is dropped unscored)."""
+        if self.loop is None:
+            return self.future.set_running_or_notify_cancel()
+        return not self.future.cancelled()  # a read of the flag; set on the loop's thread
+
+
+def _resolve(outcomes: list[tuple[asyncio.Future, Any]]) -> None:
+    """Resolve a batch's awaited futures (runs on their event loop)."""
+    for future, outcome in outcomes:
+        if future.done():  # the caller gave up meanwhile
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 @dataclass
@@ -101,6 +121,9 @@ class MicroBatcher:
         self._queue: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._announced = 0
+        self._queued = 0  # records waiting in the queue
+        self._collected = 0  # records in the batch being collected
+        self._phase = "idle"  # idle (waits for a job) | collecting | scoring
         self._thread: threading.Thread | None = None
         self._stopped = False
 
@@ -114,9 +137,16 @@ class MicroBatcher:
         """An announced request will not be submitted (it failed validation, or was sent)."""
         with self._cond:
             self._announced -= 1
-            self._cond.notify()
+            self._wake_if_due()
 
-    def submit(self, kind: str, payload: Any, size: int = 1, announced: bool = False) -> Future:
+    def submit(
+        self,
+        kind: str,
+        payload: Any,
+        size: int = 1,
+        announced: bool = False,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Future | asyncio.Future:
         """Queue a job; the future resolves to a :class:`Scored` or raises its error.
 
         Args:
@@ -125,23 +155,45 @@ class MicroBatcher:
             payload: What to score.
             size: Records the job adds to a batch.
             announced: The request was :meth:`announce`\\ d; it stops counting as on its way.
+            loop: Return an :class:`asyncio.Future` of this (running) event loop instead of a
+                thread future; the scorer resolves all of a batch's futures of one loop with
+                one wake-up of that loop.
         """
         if kind not in ("predict", "recommend", "explain"):
             raise ValueError(f"unknown job kind {kind!r}")
-        job = _Job(kind, payload, max(1, int(size)))
+        if loop is None:
+            job = _Job(kind, payload, max(1, int(size)))
+        else:
+            job = _Job(kind, payload, max(1, int(size)), loop.create_future(), loop)
         with self._cond:
             if self._stopped:
                 raise RuntimeError("the batcher is stopped")
             if announced:
                 self._announced -= 1
             self._queue.append(job)
-            self._cond.notify()
+            self._queued += job.size
+            self._wake_if_due()
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="recforge-scorer", daemon=True
                 )
                 self._thread.start()
         return job.future
+
+    def _wake_if_due(self) -> None:
+        """Wake the scorer only when it has something to do (call holding the lock): waking it
+        for every arrival would hand it the GIL once per request, away from the HTTP loop."""
+        first = self._phase == "idle" and bool(self._queue)
+        full = self._collected + self._queued >= self.max_records
+        last = self.track_announced and self._announced <= 0
+        if first or (self._phase == "collecting" and (full or last)):
+            self._cond.notify()
+
+    async def score(
+        self, kind: str, payload: Any, size: int = 1, announced: bool = False
+    ) -> Scored:
+        """:meth:`submit` from a coroutine and await the result (no thread hop per request)."""
+        return await self.submit(kind, payload, size, announced, asyncio.get_running_loop())
 
     def run(self, kind: str, payload: Any, size: int = 1, timeout: float | None = None) -> Scored:
         """Submit and wait (for callers in threads); raises TimeoutError past ``timeout`` s."""
@@ -168,22 +220,25 @@ class MicroBatcher:
     def _collect(self) -> list[_Job] | None:
         """Wait for a first job, then gather the batch; None when stopped."""
         with self._cond:
+            self._phase = "idle"
             while not self._queue and not self._stopped:
                 self._cond.wait()
             if self._stopped:
                 return None
+            self._phase = "collecting"
             batch: list[_Job] = []
-            records = 0
+            self._collected = 0
             closes = time.monotonic() + self.window
             while True:
-                while self._queue and records < self.max_records:
-                    if batch and records + self._queue[0].size > self.max_records:
-                        records = self.max_records  # the next job opens the next batch
+                while self._queue and self._collected < self.max_records:
+                    if batch and self._collected + self._queue[0].size > self.max_records:
+                        self._collected = self.max_records  # the next job opens the next batch
                         break
                     job = self._queue.popleft()
                     batch.append(job)
-                    records += job.size
-                if records >= self.max_records or self._stopped:
+                    self._queued -= job.size
+                    self._collected += job.size
+                if self._collected >= self.max_records or self._stopped:
                     break
                 if self.track_announced and self._announced <= 0:
                     break  # nothing else is on its way: do not wait for the window
@@ -191,6 +246,7 @@ class MicroBatcher:
                 if left <= 0:
                     break
                 self._cond.wait(left)
+            self._phase = "scoring"
             return batch
 
     def _run(self) -> None:
@@ -198,42 +254,55 @@ class MicroBatcher:
             batch = self._collect()
             if batch is None:
                 return
-            live = [job for job in batch if job.future.set_running_or_notify_cancel()]
+            live = [job for job in batch if job.start()]
             self.stats.dropped += len(batch) - len(live)
             if not live:
                 continue
             try:
-                self._score(live)
+                outcomes = self._score(live)
             except Exception as exc:  # a bug, not bad input: every job of the batch fails
                 log.exception("scoring a batch of %d jobs failed", len(live))
-                for job in live:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+                outcomes = [exc] * len(live)
+            self._deliver(live, outcomes)
 
-    def _score(self, jobs: list[_Job]) -> None:
+    @staticmethod
+    def _deliver(jobs: list[_Job], outcomes: list[Any]) -> None:
+        """Thread futures directly; awaited ones with one call per event loop."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, Any]]] = {}
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if job.loop is not None:
+                by_loop.setdefault(job.loop, []).append((job.future, outcome))
+            elif isinstance(outcome, BaseException):
+                job.future.set_exception(outcome)
+            else:
+                job.future.set_result(outcome)
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_resolve, items)
+
+    def _score(self, jobs: list[_Job]) -> list[Any]:
+        """Each job's :class:`Scored` or :class:`RequestError`, in order."""
         predictor = self.slot.get()  # one generation for the whole batch
         stats = self.stats
         stats.batches += 1
         stats.jobs += len(jobs)
         stats.records += sum(job.size for job in jobs)
         stats.largest = max(stats.largest, len(jobs))
-        predicts = [job for job in jobs if job.kind == "predict"]
+        outcomes: list[Any] = [None] * len(jobs)
+        predicts = [i for i, job in enumerate(jobs) if job.kind == "predict"]
         if predicts:
-            results = predictor.predict_many([job.payload for job in predicts])
-            for job, result in zip(predicts, results, strict=True):
-                if isinstance(result, RequestError):
-                    job.future.set_exception(result)
-                else:
-                    job.future.set_result(Scored(result, predictor))
-        for job in jobs:
+            results = predictor.predict_many([jobs[i].payload for i in predicts])
+            for i, result in zip(predicts, results, strict=True):
+                ok = not isinstance(result, RequestError)
+                outcomes[i] = Scored(result, predictor) if ok else result
+        for i, job in enumerate(jobs):
             if job.kind == "predict":
                 continue
             try:
                 if job.kind == "recommend":
-                    value = predictor.recommend(**job.payload)
+                    outcomes[i] = Scored(predictor.recommend(**job.payload), predictor)
                 else:
-                    value = predictor.explain(job.payload)
+                    outcomes[i] = Scored(predictor.explain(job.payload), predictor)
             except RequestError as exc:
-                job.future.set_exception(exc)
-            else:
-                job.future.set_result(Scored(value, predictor))
+                outcomes[i] = exc
+        return outcomes
