@@ -101,7 +101,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--prune-startup", type=int, default=2, help="trials that finish before pruning starts"
     )
     p.add_argument(
-        "--prune-warmup", type=int, default=1, help="epochs a trial runs before it can be pruned"
+        "--prune-warmup",
+        type=int,
+        default=3,
+        help="epochs a trial runs before it can be pruned (default 3)",
     )
     p.add_argument("--seed", type=int, default=0, help="sampler seed")
     p.add_argument(
@@ -499,7 +502,7 @@ def tune(
     restart: bool = False,
     pruner: str = "median",
     prune_startup: int = 2,
-    prune_warmup: int = 1,
+    prune_warmup: int = 3,
     seed: int = 0,
     retrain: bool = True,
     enqueue: list[dict[str, Any]] | None = None,
@@ -890,7 +893,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         + (["--no-retrain"] if args.no_retrain else [])
         + (["--pruner", args.pruner] if args.pruner != "median" else [])
         + (["--prune-startup", str(args.prune_startup)] if args.prune_startup != 2 else [])
-        + (["--prune-warmup", str(args.prune_warmup)] if args.prune_warmup != 1 else [])
+        + (["--prune-warmup", str(args.prune_warmup)] if args.prune_warmup != 3 else [])
         + (["--seed", str(args.seed)] if args.seed else [])
         + (["--storage", args.storage] if args.storage else [])
         + (["--study-name", args.study_name] if args.study_name else [])
