@@ -60,9 +60,17 @@ def test_results_in_every_saved_shape(tmp_path):
         {"model": "din", "test_auc": 0.78, "wall_s": 100.0},
         {"model": "din", "test_auc": 0.80, "wall_s": 140.0},
     ]}))  # fmt: skip
+    variants = tmp_path / "variants.json"
+    variants.write_text(json.dumps({"runs": [
+        {"model": "din", "variant": "a", "test_auc": 0.90, "valid_auc": 0.70},
+        {"model": "din", "variant": "b", "test_auc": 0.75, "valid_auc": 0.80},
+        {"model": "din", "variant": "b", "test_auc": 0.77, "valid_auc": 0.82},
+    ]}))  # fmt: skip
     assert load_measured([board], "auc") == {"fm": Measured(0.97, 12.0)}
     assert load_measured([repro], "hr@10") == {"gmf": Measured(0.70, 15.0)}
     assert load_measured([runs], "auc")["din"] == Measured(pytest.approx(0.79), 120.0, 2)
+    # several variants: the one with the better validation mean, whatever its test figure
+    assert load_measured([variants], "auc")["din"] == Measured(pytest.approx(0.76), None, 2)
     with pytest.raises(ValueError, match="no result row with a 'rmse'"):
         load_measured([board], "rmse")
 

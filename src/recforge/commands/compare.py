@@ -469,14 +469,32 @@ def _row_seconds(row: dict[str, Any]) -> float | None:
 
 
 def measured_from_rows(rows: Sequence[dict[str, Any]], metric: str) -> dict[str, Measured]:
-    """Per model: the mean of ``metric`` (and of train seconds) over its rows that have it."""
-    values: dict[str, list[tuple[float, float | None]]] = {}
+    """Per model: the mean of ``metric`` (and of train seconds) over its rows that have it.
+
+    When a model's rows name several ``variant``s and carry ``valid_<metric>``, only the
+    variant with the best mean validation value counts (a choice made on validation, never on
+    the charted test figure).
+    """
+    from recforge import metrics
+
+    higher = metrics.higher_is_better(metric)
+    groups: dict[str, dict[Any, list[dict[str, Any]]]] = {}
     for row in rows:
         if not isinstance(row, dict) or not isinstance(row.get("model"), str):
             continue
-        value = _row_value(row, metric)
-        if value is not None:
-            values.setdefault(row["model"], []).append((value, _row_seconds(row)))
+        if _row_value(row, metric) is not None:
+            groups.setdefault(row["model"], {}).setdefault(row.get("variant"), []).append(row)
+    values: dict[str, list[tuple[float, float | None]]] = {}
+    for model, variants in groups.items():
+        chosen = [r for rs in variants.values() for r in rs]
+        valid = {v: [r.get(f"valid_{metric}") for r in rs] for v, rs in variants.items()}
+        if len(variants) > 1 and all(
+            all(isinstance(x, (int, float)) for x in xs) for xs in valid.values()
+        ):
+            mean = {v: sum(xs) / len(xs) for v, xs in valid.items()}
+            pick = (max if higher else min)(mean, key=mean.__getitem__)
+            chosen = variants[pick]
+        values[model] = [(_row_value(r, metric), _row_seconds(r)) for r in chosen]
     out = {}
     for model, pairs in values.items():
         secs = [s for _, s in pairs if s is not None]
