@@ -56,8 +56,7 @@ class Dice(nn.Module):
             if mask is not None:
                 flat = flat[mask.reshape(-1)]
             if flat.shape[0] > 0:
-                mean = flat.mean(dim=0)
-                var = flat.var(dim=0, unbiased=False)
+                var, mean = torch.var_mean(flat, dim=0, unbiased=False)  # one pass
                 with torch.no_grad():
                     n = flat.shape[0]
                     unbiased = var * n / max(n - 1, 1)
@@ -67,8 +66,10 @@ class Dice(nn.Module):
                 mean, var = self.running_mean, self.running_var
         else:
             mean, var = self.running_mean, self.running_var
-        p = torch.sigmoid((s - mean) / torch.sqrt(var + self.eps))  # Eq. 10
-        return p * s + (1.0 - p) * self.alpha * s
+        # Eq. 10: p s + (1 - p) alpha s, written s (alpha + p (1 - alpha)) so that the
+        # per-feature factors are vectors and only three passes run over the activations
+        p = torch.sigmoid((s - mean) * torch.rsqrt(var + self.eps))
+        return s * torch.addcmul(self.alpha, p, 1.0 - self.alpha)
 
 
 def activation(name: str, width: int | None = None) -> nn.Module:

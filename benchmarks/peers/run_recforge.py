@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""recforge runner: recforge.data.readers.read_table (pyarrow CSV) + Schema/fields + Preprocessor
+(vocabularies and MinMax fitted on the training split), models from recforge's registry,
+recforge.train.Trainer.fit for the epoch and Trainer.predict for inference.
+
+Variants (extra flags, stripped before bench_common parses the contract's arguments):
+  --bf16          TrainConfig(bf16=True): forward passes (train and predict) under bfloat16 autocast
+  --sparse-emb    model option sparse=True: sparse embedding gradients + recforge's SparseRowAdam
+                  (lazy Adam on the rows a batch touches) instead of dense Adam over whole tables
+The peer name in the JSON record carries the variant ("recforge", "recforge_bf16", ...).
+
+Where recforge's defaults differ from the contract, the runner sets the contract's values:
+  * DIN: recforge's defaults are hidden (200, 80) with Dice, attention unit (36,) with Dice;
+    set to hidden [400,400,400] ReLU and attention [80,40] ReLU (softmax off, as its default).
+  * TrainConfig: epochs 1, patience 0 and lr_patience 0 (no early stopping / LR schedule),
+    progress off, eval_batch_size = batch size (its default is 16384), seed = HP seed.
+  * Dense recipe: a NumericField has ONE transform (none | log | standard | minmax); "log" is
+    fill -> clip(>=0) -> log1p without scaling and "minmax" scales the raw values.  So the
+    fill/clip/log1p step is done with pyarrow.compute on the read table (timed, inside
+    preprocess), and recforge's own "minmax" transform (fitted on train, clipped to [0, 1]) scales.
+recforge's own defaults that already match the contract: ModelConfig.sparse=False (dense Adam,
+torch's fused kernel), DNN/DCN hidden (400,400,400) ReLU, no dropout, no batch-norm, DCN 3 cross
+layers, embedding_l2 = dense_l2 = 0.
+
+Trainer.predict returns logits for binary tasks; recforge.metrics.sigmoid turns them into
+probabilities for the harness's AUC/logloss.
+"""
+import sys
+
+import bench_common as bc
+
+
+def _pop_flag(argv, flag):
+    if flag in argv:
+        argv.remove(flag)
+        return True
+    return False
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    bf16 = _pop_flag(argv, "--bf16")
+    sparse_emb = _pop_flag(argv, "--sparse-emb")
+    args = bc.parse_args(models=("deepfm", "dcn", "din", "dnn"), argv=argv)
+    hp = bc.HP
+    peer = "recforge" + ("_bf16" if bf16 else "") + ("_sparse" if sparse_emb else "")
+    with bc.Bench(peer, args, version_modules=("recforge", "pyarrow")) as b:
+        import numpy as np
+        import pyarrow.compute as pc
+        from recforge import CategoricalField, NumericField, Schema, SequenceField
+        from recforge import metrics
+        from recforge.config import TrainConfig
+        from recforge.data.encode.preprocess import Preprocessor
+        from recforge.data.read.readers import read_table
+        from recforge.models import registry
+        from recforge.train.trainer import Trainer, seed_everything
+
+        emb = hp["embedding_dim"]
+        with b.phase("preprocess"):
+            if args.model == "din":
+                schema = Schema(
+                    fields=(
+                        CategoricalField("user_id", group="user"),
+                        CategoricalField("item_id", group="item"),
+                        CategoricalField("cate_id", group="item"),
+                        SequenceField("hist_item_id", max_len=bc.DIN_MAXLEN, separator="^",
+                                      share_embedding_with="item_id"),
+                        SequenceField("hist_cate_id", max_len=bc.DIN_MAXLEN, separator="^", aligned_with="hist_item_id",
+                                      share_embedding_with="cate_id"),
+                    ),
+                    label=bc.LABEL, embedding_dim=emb,
+                )
+                table = read_table(args.data, schema=schema)
+            else:
+                schema = Schema(
+                    fields=tuple(NumericField(c, fill_value=0.0, transform="minmax") for c in bc.DENSE_COLS)
+                    + tuple(CategoricalField(c) for c in bc.CAT_COLS),
+                    label=bc.LABEL, embedding_dim=emb,
+                )
+                table = read_table(args.data, schema=schema)
+                # missing -> 0, clip >= 0, log1p (recforge's "log" transform cannot be followed by
+                # its "minmax" one), then recforge's MinMax in the Preprocessor
+                for c in bc.DENSE_COLS:
+                    col = pc.log1p(pc.max_element_wise(pc.fill_null(table.column(c), 0.0), 0.0))
+                    table = table.set_column(table.schema.get_field_index(c), c, col)
+            n = table.num_rows
+            cut = bc.split_point(n)
+            train_raw, test_raw = table.slice(0, cut), table.slice(cut)
+            pre = Preprocessor(schema).fit(train_raw)
+            train = pre.transform(train_raw)
+            test = pre.transform(test_raw)
+            del table, train_raw, test_raw
+
+        if args.model == "din":
+            params = {"hidden": hp["hidden_units"], "activation": hp["activation"],
+                      "attention_hidden": hp["att_hidden_units"], "attention_activation": hp["activation"],
+                      "softmax": False, "dropout": hp["dropout"]}
+        elif args.model == "dcn":
+            params = {"hidden": hp["hidden_units"], "activation": hp["activation"], "dropout": hp["dropout"],
+                      "batch_norm": False, "cross_layers": hp["cross_layers"]}
+        else:  # deepfm, and dnn (recforge only: the MLP-over-embeddings baseline, for mlp_limit.py)
+            params = {"hidden": hp["hidden_units"], "activation": hp["activation"], "dropout": hp["dropout"],
+                      "batch_norm": False}
+        params.update(embedding_dim=emb, sparse=sparse_emb)
+        cfg = TrainConfig(epochs=hp["epochs"], batch_size=args.batch_size, lr=hp["lr"], optimizer="adam",
+                          embedding_l2=hp["l2"], dense_l2=hp["l2"], patience=0, lr_patience=0,
+                          seed=hp["seed"], bf16=bf16, device="cpu", threads=args.threads, progress=False,
+                          eval_batch_size=args.batch_size)
+        seed_everything(cfg.seed)
+        model = registry.build(args.model, pre.schema, params)
+        trainer = Trainer(model, cfg)
+        vocab = sum(f.vocab_size for f in pre.schema.sparse_fields)
+        b.note(vocab_total=int(vocab), params=int(sum(p.numel() for p in model.parameters())),
+               model_params=params, bf16=bf16,
+               optimizers=[type(o).__name__ for o in trainer.optimizers])
+
+        with b.phase("train"):
+            history = trainer.fit(train)
+        with b.phase("predict"):
+            pred = metrics.sigmoid(trainer.predict(test))
+        b.note(recforge_train_samples_per_s=round(history[-1]["train_samples_per_s"], 1),
+               train_loss=round(history[-1]["train_loss"], 5))
+        b.finish(np.asarray(test.label), pred, n_train=len(train), n_test=len(test))
+
+
+if __name__ == "__main__":
+    main()
