@@ -210,11 +210,103 @@ def _percentile(values: list[float], q: float) -> float:
 MODES = {"batched": [], "unbatched": ["--no-batching"]}
 
 
+# ---- resident memory per worker -------------------------------------------------------------
+def _big_bundle(work: Path, items: int, dim: int) -> Path:
+    """A DeepFM bundle whose weights are mostly one large item embedding table."""
+    import numpy as np
+    import pyarrow as pa
+
+    from recforge.data.encode.preprocess import Preprocessor
+    from recforge.features import CategoricalField, Schema
+    from recforge.models import registry
+    from recforge.serve.bundle import save_bundle
+
+    folder = work / f"big_deepfm_{items}x{dim}"
+    if (folder / "meta.json").exists():
+        return folder
+    ids = np.arange(items)
+    table = pa.table({"user_id": (ids % 1000).astype(str), "item_id": ids.astype(str),
+                      "label": (ids % 2).astype(np.float32)})  # fmt: skip
+    schema = Schema(
+        fields=(
+            CategoricalField("user_id", group="user"),
+            CategoricalField("item_id", group="item"),
+        ),
+        user_key="user_id",
+        item_key="item_id",
+        embedding_dim=dim,
+    )
+    pre = Preprocessor(schema).fit(table)
+    model = registry.build("deepfm", pre.schema, {"hidden": [64]})
+    save_bundle(folder, "deepfm", model, pre)
+    return folder
+
+
+def _memory_kb(pid: int) -> dict[str, int]:
+    """Rss, Pss and Private (USS) of a process, in kB, from /proc/PID/smaps_rollup."""
+    fields: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, value = line.split(":", 1)
+        fields[key] = int(value.split()[0])
+    private = fields["Private_Clean"] + fields["Private_Dirty"]
+    return {"rss_kb": fields["Rss"], "pss_kb": fields["Pss"], "private_kb": private}
+
+
+def _measure_memory(work: Path, workers: list[int], items: int, dim: int) -> list[dict[str, Any]]:
+    """Resident memory of ``recforge serve --workers N`` with and without memory-mapped weights,
+    after every worker answered /predict for every item (all weights touched)."""
+    bundle = _big_bundle(work, items, dim)
+    model_mb = (bundle / "model.pt").stat().st_size / 2**20
+    rows = []
+    # every 31st item: a 4 KiB page holds 32 rows of the 32-dim float table, so every page of
+    # the weights is read when a worker scores these records
+    records = [{"user_id": str(i % 1000), "item_id": str(i)} for i in range(0, items, 31)]
+    for mmap in (True, False):
+        for n in workers:
+            port = _free_port()
+            weights = "--mmap-weights" if mmap else "--no-mmap-weights"
+            extra = ["--workers", str(n), "--max-batch", str(len(records)),
+                     "--max-body-mb", "512", weights]  # fmt: skip
+            server = _start_server(bundle, port, work / "server_memory.log", 1, extra)
+            base = f"http://127.0.0.1:{port}"
+            auth = {"Authorization": f"Bearer {TOKEN}", "Connection": "close"}
+            try:
+                scored: dict[int, int] = {}  # worker pid -> batches it scored
+                deadline = time.monotonic() + 180
+                while (len(scored) < n or min(scored.values()) == 0) and (
+                    time.monotonic() < deadline
+                ):  # new connections until every worker has scored the records
+                    resp = httpx.post(f"{base}/predict", json={"records": records},
+                                      headers={"Connection": "close"}, timeout=120)  # fmt: skip
+                    resp.raise_for_status()
+                    for _ in range(4 * n):
+                        health = httpx.get(f"{base}/health", headers=auth, timeout=30).json()
+                        scored[health["worker"]] = health["batches"]["batches"]
+                pids = sorted(scored)
+                mem = [_memory_kb(pid) for pid in pids]
+                row = {
+                    "mmap": mmap,
+                    "workers": n,
+                    "model_mb": round(model_mb, 1),
+                    "per_worker": mem,
+                    "total_pss_mb": round(sum(m["pss_kb"] for m in mem) / 1024, 1),
+                    "total_private_mb": round(sum(m["private_kb"] for m in mem) / 1024, 1),
+                }
+                rows.append(row)
+                print(f"memory: mmap={mmap} workers={n} model {model_mb:.0f} MB: total PSS "
+                      f"{row['total_pss_mb']} MB, private {row['total_private_mb']} MB, RSS per "
+                      f"worker {[m['rss_kb'] // 1024 for m in mem]} MB", flush=True)  # fmt: skip
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+    return rows
+
+
 # ---- main -----------------------------------------------------------------------------------
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["deepfm", "din"])
-    parser.add_argument("--cells", nargs="+", default=["1x1", "8x1", "32x1", "32x64"],
+    parser.add_argument("--cells", nargs="*", default=["1x1", "8x1", "32x1", "32x64"],
                         help="CONCURRENCYxBATCH cells")  # fmt: skip
     parser.add_argument("--modes", nargs="+", default=["unbatched", "batched"], choices=MODES)
     parser.add_argument("--requests", type=int, default=20_000, help="request cap per cell")
@@ -224,7 +316,18 @@ def main() -> int:
     parser.add_argument("--server-args", default="", help="more `recforge serve` options")
     parser.add_argument("--out", help="write the results JSON here")
     parser.add_argument("--md", help="write the results as a markdown table here")
+    parser.add_argument("--memory-workers", nargs="*", type=int, default=[],
+                        help="also measure resident memory with these worker counts")  # fmt: skip
+    parser.add_argument("--memory-items", type=int, default=1_000_000,
+                        help="item vocabulary of the memory test's model")  # fmt: skip
     args = parser.parse_args()
+    memory = []
+    if args.memory_workers:
+        memory = _measure_memory(Path(args.work), args.memory_workers, args.memory_items, 32)
+        if not args.cells:
+            if args.out:
+                Path(args.out).write_text(json.dumps({"memory": memory}, indent=1))
+            return 0
 
     started = time.perf_counter()
     work = Path(args.work)
@@ -331,6 +434,7 @@ def main() -> int:
             "limits": {"requests_per_cell": args.requests, "seconds_per_cell": args.seconds},
             "training_rows": args.rows,
             "cells": cells,
+            "memory": memory,
             "total_errors": total_errors,
             "table": table,
             "run_seconds": round(time.perf_counter() - started, 1),

@@ -79,6 +79,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a request not scored within this long gets 503 (default 10000)",
     )
     p.add_argument(
+        "--mmap-weights",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="memory-map the bundle's weights (CPU) so worker processes share one copy",
+    )
+    p.add_argument(
         "--sync-interval",
         type=float,
         default=0.2,
@@ -137,6 +143,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "max_batch_records": args.max_batch_records,
         "timeout_ms": args.timeout_ms,
         "threads": threads,
+        "mmap_weights": args.mmap_weights,
     }
     if not _is_loopback(args.host):
         print(

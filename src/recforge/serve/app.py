@@ -346,9 +346,15 @@ def create_app(
     @app.get("/health")
     def health(authorization: str | None = Header(default=None)) -> JSONResponse:
         error = slot.last_error
-        if error is not None and not is_admin(authorization):
+        admin = is_admin(authorization)
+        if error is not None and not admin:
             error = "a reload failed (details for the admin token only)"
-        return _reply(slot.get(), status="ok", last_reload_error=error)
+        extra: dict[str, Any] = {}
+        if admin:  # which worker process answered, and how its batches went
+            extra["worker"] = os.getpid()
+            if batcher is not None:
+                extra["batches"] = batcher.stats.as_dict()
+        return _reply(slot.get(), status="ok", last_reload_error=error, **extra)
 
     @app.get("/metadata")
     def metadata(authorization: str | None = Header(default=None)) -> JSONResponse:
