@@ -202,3 +202,33 @@ def test_memory_mapped_weights_score_like_loaded_ones(serve_bundles):
 )
 def test_default_threads_leave_a_core_for_the_http_loop(cores, workers, threads):
     assert default_threads(cores, workers) == threads
+
+
+def test_recommend_requests_in_one_batch_match_one_by_one(serve_bundles):
+    requests = [
+        {"user": "u1", "k": 3, "candidates": None, "exclude_seen": True},
+        {"user": "u2", "k": 5, "candidates": None, "exclude_seen": False},
+        {"user": "ghost", "k": 3, "candidates": None, "exclude_seen": False},
+        {"user": "u3", "k": 2, "candidates": ["i3", "i4", "i5"], "exclude_seen": False},
+        {"user": "u4", "k": 1, "candidates": None, "exclude_seen": True},
+        {"user": "u5", "k": 4, "candidates": None, "exclude_seen": False},
+    ]
+    slot = ModelSlot(serve_bundles.gmf, seen=serve_bundles.gmf_seen)
+    batcher = MicroBatcher(slot, window_ms=LONG_WINDOW_MS, max_records=len(requests))
+    futures = [batcher.submit("recommend", r) for r in requests]
+    outcomes = []
+    for future in futures:
+        try:
+            outcomes.append(future.result(60))
+        except RequestError as exc:
+            outcomes.append(exc)
+    batcher.stop()
+    assert batcher.stats.batches == 1
+    assert isinstance(outcomes[2], RequestError) and outcomes[2].status == 404
+    alone = Predictor.load(serve_bundles.gmf, seen=serve_bundles.gmf_seen)
+    for request, outcome in zip(requests, outcomes, strict=True):
+        if request["user"] == "ghost":
+            continue
+        want = alone.recommend(**request)
+        assert outcome.value.items == want.items and len(want.items) == request["k"]
+        np.testing.assert_allclose(outcome.value.scores, want.scores, rtol=1e-6)

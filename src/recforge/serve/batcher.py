@@ -295,14 +295,17 @@ class MicroBatcher:
             for i, result in zip(predicts, results, strict=True):
                 ok = not isinstance(result, RequestError)
                 outcomes[i] = Scored(result, predictor) if ok else result
+        recommends = [i for i, job in enumerate(jobs) if job.kind == "recommend"]
+        if recommends:
+            results = predictor.recommend_many([jobs[i].payload for i in recommends])
+            for i, result in zip(recommends, results, strict=True):
+                ok = not isinstance(result, RequestError)
+                outcomes[i] = Scored(result, predictor) if ok else result
         for i, job in enumerate(jobs):
-            if job.kind == "predict":
+            if job.kind != "explain":
                 continue
             try:
-                if job.kind == "recommend":
-                    outcomes[i] = Scored(predictor.recommend(**job.payload), predictor)
-                else:
-                    outcomes[i] = Scored(predictor.explain(job.payload), predictor)
+                outcomes[i] = Scored(predictor.explain(job.payload), predictor)
             except RequestError as exc:
                 outcomes[i] = exc
         return outcomes

@@ -315,6 +315,58 @@ class Predictor:
                 unknown (404), ``k`` is out of range, or ``exclude_seen`` is asked for without
                 training interactions (400).
         """
+        out = self.recommend_many([{"user": user, "k": k, "candidates": candidates,
+                                    "exclude_seen": exclude_seen}])[0]  # fmt: skip
+        if isinstance(out, RequestError):
+            raise out
+        return out
+
+    def recommend_many(self, requests: list[dict[str, Any]]) -> list[Recommendation | RequestError]:
+        """Several :meth:`recommend` requests (dicts of its keyword arguments) at once.
+
+        Requests over the whole catalogue are scored together, one pass for all their users
+        (per ``exclude_seen`` setting), each cut to its own ``k``; requests with candidates are
+        ranked one by one. A bad request gets its :class:`RequestError`, the others their
+        :class:`Recommendation`, in order.
+        """
+        out: list[Recommendation | RequestError | None] = [None] * len(requests)
+        checked: list[tuple[int, Any, int, list[Any] | None, InteractionMatrix | None, int]] = []
+        for i, req in enumerate(requests):
+            try:
+                user, k = req["user"], req.get("k", 10)
+                candidates = req.get("candidates")
+                uid, seen = self._check_recommend(user, k, req.get("exclude_seen", True))
+                checked.append((i, user, k, candidates, seen, int(uid[0])))
+            except RequestError as exc:
+                out[i] = exc
+        model = self.bundle.model
+        whole = [c for c in checked if c[3] is None]
+        with torch.inference_mode():
+            for excluding in (True, False):  # one pass per exclude_seen setting
+                group = [c for c in whole if (c[4] is not None) == excluding]
+                if not group:
+                    continue
+                uids = np.array([c[5] for c in group], dtype=np.int64)
+                kmax = max(c[2] for c in group)
+                items, scores = recommend_items(
+                    model, uids, kmax, exclude_seen=excluding, seen=group[0][4]
+                )
+                for row, (i, user, k, _, _, _) in enumerate(group):
+                    out[i] = self._recommendation(user, items[row, :k], scores[row, :k])
+            for i, user, k, candidates, seen, uid in checked:
+                if candidates is None:
+                    continue
+                try:
+                    items, scores = self._rank_candidates(np.array([uid]), candidates, k, seen)
+                    out[i] = self._recommendation(user, items, scores)
+                except RequestError as exc:
+                    out[i] = exc
+        return out  # type: ignore[return-value]
+
+    def _check_recommend(
+        self, user: Any, k: Any, exclude_seen: bool
+    ) -> tuple[np.ndarray, InteractionMatrix | None]:
+        """The user's local id and the interactions to exclude, or a RequestError."""
         if not self.spec.pairwise:
             raise RequestError(
                 f"model {self.model_name!r} does not score (user, item) pairs; /recommend needs "
@@ -324,8 +376,7 @@ class Predictor:
             )
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= self.max_records:
             raise RequestError(f"k must be an integer in [1, {self.max_records}]", field="k")
-        user_key, item_key = self.schema.user_key, self.schema.item_key
-        uid = self._ids(user_key, [user], "user")
+        uid = self._ids(self.schema.user_key, [user], "user")
         if uid[0] == 0:
             raise RequestError(f"unknown user {user!r}", field="user", status=404)
         seen = None
@@ -340,15 +391,13 @@ class Predictor:
                     field="exclude_seen",
                     status=400,
                 )
-        model = self.bundle.model
-        with torch.inference_mode():
-            if candidates is None:
-                items, scores = recommend_items(model, uid, k, exclude_seen=exclude_seen, seen=seen)
-                items, scores = items[0], scores[0]
-            else:
-                items, scores = self._rank_candidates(uid, candidates, k, seen)
+        return uid, seen
+
+    def _recommendation(self, user: Any, items: np.ndarray, scores: np.ndarray) -> Recommendation:
+        """Local item ids (``<= 0``: padding, dropped) -> raw ids."""
         keep = items > 0
-        raw = self.bundle.preprocessor.vocabs[item_key].take(pa.array(items[keep] - 1))
+        vocab = self.bundle.preprocessor.vocabs[self.schema.item_key]
+        raw = vocab.take(pa.array(items[keep] - 1))
         return Recommendation(user, raw.to_pylist(), scores[keep].astype(float).tolist())
 
     def _rank_candidates(
