@@ -40,11 +40,21 @@ def test_models_lists_papers(workdir):
 
 
 def test_demo_prints_a_leaderboard(workdir):
-    out = _run(
-        "demo", "--rows", "4000", "--models", "lr", "fm", "--epochs", "1", env_dir=workdir
-    ).stdout
-    assert "| rank | model | AUC" in out
-    assert "| fm |" in out and "| lr |" in out
+    proc = _run(
+        "demo", "--rows", "4000", "--models", "popularity", "lr", "fm", "din", "--epochs", "1",
+        "--output", "demo", env_dir=workdir,
+    )  # fmt: skip
+    out = proc.stdout
+    # between the generator's ceiling and the floor, grouped by the chapter's lines
+    ceiling = float(out.split("oracle AUC ")[1].split()[0])
+    floor = float(out.split("popularity ")[1].split()[0].rstrip(","))
+    assert 0.6 < ceiling < 1.0 and 0.4 < floor < ceiling
+    assert "### 4 FM goes deep: pairwise interactions" in out
+    assert "### 5 attention: interest match" in out
+    assert "| fm |" in out and "| lr |" in out and "| din |" in out
+    assert "model 4/4: din" in proc.stderr  # the progress line
+    assert (workdir / "demo" / "lineage.png").stat().st_size > 10_000
+    assert (workdir / "demo" / "leaderboard.md").read_text().startswith("recforge demo:")
 
 
 def test_train_evaluate_predict_on_files(workdir):

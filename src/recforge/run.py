@@ -15,6 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
+from recforge import metrics
 from recforge.config import RunConfig, TrainConfig, save_run_config, to_dict
 from recforge.data.encode.preprocess import Preprocessor
 from recforge.data.pipeline import EncodedRun, encode_run, use_streaming
@@ -294,6 +298,22 @@ def train_job(
     return result if world.is_main else None
 
 
+@dataclass
+class DemoRun:
+    """What :func:`demo` measured.
+
+    Attributes:
+        results: One result per model, in training order.
+        oracle_auc: Test AUC of the generator's own click probabilities: the ceiling no model
+            can beat on this log (the labels are Bernoulli draws).
+        test_rows: Rows in the test split.
+    """
+
+    results: list[TrainResult]
+    oracle_auc: float
+    test_rows: int
+
+
 def demo(
     rows: int = 100_000,
     models: list[str] | None = None,
@@ -301,24 +321,30 @@ def demo(
     seed: int = 0,
     output_dir: Path | None = None,
     progress: bool = False,
-) -> list[TrainResult]:
+) -> DemoRun:
     """Train the registered models on the embedded synthetic click log; return results.
 
     No network and no files are needed: the log comes from
     :func:`recforge.data.sources.synthetic.make_click_log` (Zipf ids, heavy-tailed numerics with
-    missing
-    values, behaviour sequences, planted interactions and interest drift).
+    missing values, behaviour sequences, planted interactions and interest drift). The test
+    split's oracle AUC (the generator's own probabilities) comes with the results.
     """
     from recforge.data.encode.split import split_table
     from recforge.data.sources.synthetic import make_click_log
 
     # ~50 impressions per user and ~25 per item, so a short run can learn the planted signal
-    table, schema = make_click_log(
-        rows=rows, seed=seed, n_users=max(rows // 50, 10), n_items=max(rows // 25, 20)
-    )
+    table, schema, truth = make_click_log(
+        rows=rows, seed=seed, n_users=max(rows // 50, 10), n_items=max(rows // 25, 20),
+        return_truth=True,
+    )  # fmt: skip
+    table = table.append_column("_oracle", pa.array(truth["prob"]))
     train_t, valid_t, test_t = split_table(
         table, "time", ratios=(0.8, 0.1, 0.1), time_column=schema.time_column or "ts"
     )
+    oracle = metrics.auc(
+        np.asarray(test_t.column(schema.label)), np.asarray(test_t.column("_oracle"))
+    )
+    train_t, valid_t, test_t = (t.drop_columns(["_oracle"]) for t in (train_t, valid_t, test_t))
     pre = Preprocessor(schema).fit(train_t)
     run = EncodedRun(pre, pre.transform(train_t), pre.transform(valid_t), pre.transform(test_t))
     names = models or [n for n in registry.names() if registry.get(n).family in DEMO_FAMILIES]
@@ -326,14 +352,14 @@ def demo(
         epochs=epochs, batch_size=2048, lr=5e-3, patience=1, seed=seed, progress=progress
     )
     results = []
-    for name in names:
-        log.info("demo: training %s", name)
+    for k, name in enumerate(names, 1):
+        log.info("demo: model %d/%d: %s", k, len(names), name)
         sub = output_dir / name if output_dir else None
         result, trainer = train_model(name, {}, run, replace(train_cfg), output_dir=sub)
         if sub is not None:
             save_bundle(sub / "bundle", name, trainer.model, pre)
         results.append(result)
-    return results
+    return DemoRun(results, float(oracle), test_t.num_rows)
 
 
 def leaderboard(results: list[TrainResult], metric: str = "auc") -> str:

@@ -7,13 +7,13 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from recforge.io import atomic_write
+from recforge.io import atomic_write, atomic_write_text
 
 if TYPE_CHECKING:
     from recforge.config import RunConfig
@@ -223,21 +223,81 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+# What each line of evolution's mechanism can capture in the demo's log (the planted terms of
+# recforge.data.sources.synthetic's hidden label model).
+DEMO_SIGNALS: dict[str, str] = {
+    "1 deeper networks": "non-linear mixes of every field (price curve, 3-way term)",
+    "2 new crossing operations": "explicit pairwise products (segment x category, device x hour)",
+    "3 combined models": "memorised and bounded-degree crosses (device x day-part x category)",
+    "4 FM goes deep": "pairwise interactions (FM) plus higher orders (the deep part)",
+    "5 attention": "interest match: the candidate's category among the recent behaviours",
+    "6 sequence models": "interest drift: a user's interests change mid-timeline",
+    "baselines": "the floor: item popularity only",
+}
+
+
+def demo_report(run: Any, rows: int, seconds: float) -> str:
+    """The demo's leaderboard, grouped by the chapter's lines of evolution, between the
+    generator's oracle AUC (ceiling) and the random/popularity floor."""
+    from recforge.commands.compare import LINEAGE_LINES
+
+    by_name = {r.model: r for r in run.results}
+    line_of = {m: line for line, ms in LINEAGE_LINES for m in ms}
+    popularity = by_name.get("popularity")
+    floor = popularity.test_metrics.get("auc", 0.5) if popularity else 0.5
+    ceiling = run.oracle_auc
+    out = [
+        f"recforge demo: {rows:,} synthetic rows (test {run.test_rows:,}), "
+        f"{len(run.results)} models, {seconds:.0f} s",
+        f"ceiling: oracle AUC {ceiling:.4f} (the generator's own click probabilities); "
+        f"floor: random 0.5000" + (f", popularity {floor:.4f}" if popularity else ""),
+        "`gap closed` = share of the way from the floor to the ceiling.",
+    ]
+    groups: dict[str, list[Any]] = {}
+    for r in run.results:
+        groups.setdefault(line_of.get(r.model, "baselines"), []).append(r)
+    order = [line for line, _ in LINEAGE_LINES] + ["baselines"]
+    for line in [g for g in order if g in groups] + sorted(set(groups) - set(order)):
+        out += ["", f"### {line}: {DEMO_SIGNALS.get(line, '')}", ""]
+        out += [
+            "| model | AUC | gap closed | logloss | GAUC | train s | params |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in sorted(groups[line], key=lambda r: -r.test_metrics.get("auc", 0.0)):
+            m = r.test_metrics
+            auc = m.get("auc", float("nan"))
+            closed = (auc - floor) / (ceiling - floor) if ceiling > floor else float("nan")
+            out.append(
+                f"| {r.model} | {auc:.4f} | {closed:+.0%} | {m.get('logloss', float('nan')):.4f}"
+                f" | {m.get('gauc', float('nan')):.4f} | {r.train_seconds:.1f} | "
+                f"{r.parameters:,} |"
+            )
+    return "\n".join(out)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from recforge.run import demo, leaderboard
+    from recforge.commands.compare import Measured, write_lineage_chart
+    from recforge.run import demo
 
     start = time.perf_counter()
     output = Path(args.output) if args.output else None
-    results = demo(
+    run = demo(
         rows=args.rows, models=args.models, epochs=args.epochs, seed=args.seed, output_dir=output
     )
-    table = leaderboard(results)
-    print(
-        f"recforge demo: {args.rows:,} synthetic rows, {len(results)} models, "
-        f"{time.perf_counter() - start:.0f} s\n"
+    report = demo_report(run, args.rows, time.perf_counter() - start)
+    print(report)
+    if output is None:
+        print("\n(--output DIR keeps the bundles and draws the lineage chart)")
+        return 0
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "leaderboard.md", report + "\n")
+    measured = {
+        r.model: Measured(r.test_metrics["auc"], r.train_seconds)
+        for r in run.results
+        if "auc" in r.test_metrics
+    }
+    chart = write_lineage_chart(
+        measured, output / "lineage.png", "auc", f"recforge demo ({args.rows:,} rows): test AUC"
     )
-    print(table)
-    if output is not None:
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "leaderboard.md").write_text(table + "\n")
+    print(f"\nlineage chart: {chart}")
     return 0
