@@ -48,6 +48,43 @@ TOLERANCE = 1e-5
 
 
 # ---- client (runs in a spawned process) -------------------------------------------------------
+class _RawConnection:
+    """A minimal HTTP/1.1 keep-alive client over asyncio streams (one connection).
+
+    The load generator must not be the bottleneck: on a 2-core machine httpx's async pool costs
+    more CPU per request than the batched server does, and more with every extra connection.
+    This sends prebuilt request bytes and reads ``Content-Length`` framed answers (uvicorn sends
+    every answer of this service that way); TCP_NODELAY as curl and browsers do.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, request: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.writer.get_extra_info("socket").setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+            )
+        assert self.reader is not None
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in lines
+            if line.lower().startswith(b"content-length")
+        )
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 async def _client_main(
     base: str,
     body: bytes,
@@ -55,6 +92,7 @@ async def _client_main(
     concurrency: int,
     max_requests: int,
     seconds: float,
+    client: str = "raw",
 ) -> dict[str, Any]:
     batch = len(next(iter(expected.values())))
     latencies: list[float] = []
@@ -62,27 +100,36 @@ async def _client_main(
     bundles: dict[str, int] = {}
     generations: dict[int, set[str]] = {}
     issued = 0
-    deadline = time.perf_counter() + seconds
+    host, port = base.rsplit("//", 1)[1].rsplit(":", 1)
+    request = (
+        f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     headers = {"Content-Type": "application/json"}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-
-    # TCP_NODELAY as curl and browsers do: httpx writes headers and body separately
     nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
     transport = httpx.AsyncHTTPTransport(limits=limits, socket_options=nodelay)
     async with httpx.AsyncClient(base_url=base, timeout=60, transport=transport) as http:
+        connections = [_RawConnection(host, int(port)) for _ in range(concurrency)]
 
-        async def worker() -> None:
+        async def post(conn: _RawConnection) -> tuple[int, bytes]:
+            if client == "raw":
+                return await conn.post(request)
+            resp = await http.post("/predict", content=body, headers=headers)
+            return resp.status_code, resp.content
+
+        async def worker(conn: _RawConnection) -> None:
             nonlocal issued
             while issued < max_requests and time.perf_counter() < deadline:
                 issued += 1
                 start = time.perf_counter()
                 try:
-                    resp = await http.post("/predict", content=body, headers=headers)
+                    status, content = await post(conn)
                     took = time.perf_counter() - start
-                    if resp.status_code != 200:
-                        errors.append(f"HTTP {resp.status_code}: {resp.text[:200]}")
+                    if status != 200:
+                        errors.append(f"HTTP {status}: {content[:200]!r}")
                         continue
-                    data = resp.json()
+                    data = json.loads(content)
                     scores, bundle = data["scores"], data["bundle"]
                     if len(scores) != batch:
                         errors.append(f"{len(scores)} scores for {batch} records")
@@ -96,14 +143,18 @@ async def _client_main(
                     bundles[bundle] = bundles.get(bundle, 0) + 1
                     generations.setdefault(int(data["generation"]), set()).add(bundle)
                     latencies.append(took)
-                except (httpx.HTTPError, ValueError, KeyError) as exc:
+                except (httpx.HTTPError, OSError, asyncio.IncompleteReadError, ValueError,
+                        KeyError, IndexError) as exc:  # fmt: skip
                     errors.append(f"{type(exc).__name__}: {exc}")
 
-        for _ in range(3):  # warm the connection pool and the model (not measured)
-            await http.post("/predict", content=body, headers=headers)
+        for conn in connections:  # open and warm every connection and the model (not measured)
+            await post(conn)
+        deadline = time.perf_counter() + seconds
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(conn) for conn in connections))
         wall = time.perf_counter() - t0
+        for conn in connections:
+            await conn.close()
     mixed = {g: sorted(b) for g, b in generations.items() if len(b) > 1}
     if mixed:
         errors.append(f"generations naming more than one bundle: {mixed}")
@@ -313,6 +364,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="time cap per cell")
     parser.add_argument("--rows", type=int, default=20_000, help="synthetic training rows")
     parser.add_argument("--work", default="/tmp/recforge_loadtest", help="bundles and logs")
+    parser.add_argument("--client", choices=["raw", "httpx"], default="raw",
+                        help="load generator: raw asyncio HTTP/1.1 or httpx")  # fmt: skip
     parser.add_argument("--server-args", default="", help="more `recforge serve` options")
     parser.add_argument("--out", help="write the results JSON here")
     parser.add_argument("--md", help="write the results as a markdown table here")
@@ -352,7 +405,8 @@ def main() -> int:
                 for conc, batch in cells_spec:
                     body = json.dumps({"records": payloads[batch]}).encode()
                     parent, child = ctx.Pipe(duplex=False)
-                    job = (base, body, expected[batch], conc, args.requests, args.seconds)
+                    job = (base, body, expected[batch], conc, args.requests, args.seconds,
+                           args.client)  # fmt: skip
                     client = ctx.Process(target=_client_process, args=(child, *job))
                     client.start()
                     time.sleep(1.0 + args.seconds / 3)  # client spawn + warm-up + a third
