@@ -232,3 +232,17 @@ def test_recommend_requests_in_one_batch_match_one_by_one(serve_bundles):
         want = alone.recommend(**request)
         assert outcome.value.items == want.items and len(want.items) == request["k"]
         np.testing.assert_allclose(outcome.value.scores, want.scores, rtol=1e-6)
+
+
+def test_onnx_backend_scores_like_eager(serve_bundles):
+    pytest.importorskip("onnxruntime")
+    records = serve_bundles.records[:9]
+    requests = [records[:4], records[4:5], records[5:]]
+    for path in (serve_bundles.deepfm, serve_bundles.din):
+        onnx = Predictor.load(path, backend="onnx")
+        eager = Predictor.load(path)
+        assert onnx.backend == "onnx" and onnx._onnx is not None
+        for got, want in zip(
+            onnx.predict_many(requests), eager.predict_many(requests), strict=True
+        ):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -85,6 +85,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="memory-map the bundle's weights (CPU) so worker processes share one copy",
     )
     p.add_argument(
+        "--backend",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="what runs /predict's forward pass: the eager model, or ONNX Runtime on the model "
+        "exported (and checked against eager) at load time; needs the export extra",
+    )
+    p.add_argument(
         "--sync-interval",
         type=float,
         default=0.2,
@@ -144,6 +151,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "timeout_ms": args.timeout_ms,
         "threads": threads,
         "mmap_weights": args.mmap_weights,
+        "backend": args.backend,
     }
     if not _is_loopback(args.host):
         print(

@@ -215,6 +215,7 @@ def create_app(
     shared_state: str | Path | None = None,
     sync_interval: float = 0.2,
     mmap_weights: bool = True,
+    backend: str = "torch",
 ) -> FastAPI:
     """Build the service for the bundle at ``bundle_path`` (loaded before this returns).
 
@@ -248,6 +249,8 @@ def create_app(
         sync_interval: Seconds between checks of ``shared_state`` for another worker's reload.
         mmap_weights: Memory-map the bundle's weights (CPU), so worker processes share one
             copy of them in the page cache.
+        backend: ``torch`` or ``onnx``: what runs ``/predict``'s forward pass (ONNX Runtime on
+            the model exported at load time; needs the ``export`` extra).
 
     Reload errors on ``/health`` and the bundle's path on ``/metadata`` are shown only to a
     request carrying the admin token; others see that a reload failed, not where.
@@ -272,6 +275,7 @@ def create_app(
         device=device,
         shared_state=shared_state,
         mmap=mmap_weights,
+        backend=backend,
     )
     batcher = (
         MicroBatcher(slot, batch_window_ms, max_batch_records, track_announced=True)

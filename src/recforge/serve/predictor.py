@@ -37,6 +37,7 @@ from recforge.serve.bundle import Bundle, load_bundle
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_RECORDS = 4096
+BACKENDS = ("torch", "onnx")
 _MISSING = object()
 
 
@@ -73,6 +74,10 @@ class Predictor:
         max_records: Largest batch :meth:`predict` accepts.
         seen: Training interactions (raw ids in the schema's user and item source columns)
             that :meth:`recommend` excludes; AutoRec bundles carry their own.
+        backend: What runs the forward pass of :meth:`predict`: ``torch`` (the eager model) or
+            ``onnx`` (the model exported to ONNX when the predictor is built, checked against
+            eager, and run by ONNX Runtime; needs the ``export`` extra). ``recommend`` and
+            ``explain`` always use the eager model.
     """
 
     def __init__(
@@ -80,9 +85,12 @@ class Predictor:
         bundle: Bundle,
         max_records: int = DEFAULT_MAX_RECORDS,
         seen: pa.Table | None = None,
+        backend: str = "torch",
     ) -> None:
         if max_records < 1:
             raise ValueError("max_records must be >= 1")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.bundle = bundle
         self.max_records = int(max_records)
         self.schema = bundle.preprocessor.schema
@@ -92,6 +100,8 @@ class Predictor:
         self.generation = 0  # set by ModelSlot when it publishes this predictor
         self._device = next(iter(bundle.model.parameters()), torch.zeros(0)).device
         self._seen = self._seen_matrix(seen) if seen is not None else None
+        self.backend = backend
+        self._onnx = _onnx_runner(bundle) if backend == "onnx" else None
 
     @classmethod
     def load(
@@ -101,11 +111,12 @@ class Predictor:
         seen: str | Path | pa.Table | None = None,
         device: str = "cpu",
         mmap: bool = False,
+        backend: str = "torch",
     ) -> Predictor:
         """Load the bundle at ``path`` (``seen`` may be a CSV/TSV/Parquet path or a table);
         ``mmap`` memory-maps the weights (:func:`recforge.serve.bundle.load_bundle`)."""
         bundle = load_bundle(path, device=device, mmap=mmap)
-        return cls(bundle, max_records=max_records, seen=read_seen(seen))
+        return cls(bundle, max_records=max_records, seen=read_seen(seen), backend=backend)
 
     # ---- properties ----------------------------------------------------------------------
     @property
@@ -207,6 +218,10 @@ class Predictor:
 
     def score_encoded(self, encoded: EncodedData) -> np.ndarray:
         """Scores of already encoded rows in one forward pass (probabilities or values)."""
+        if self._onnx is not None:
+            from recforge.serve.export import encoded_inputs
+
+            return self._onnx(encoded_inputs(encoded, self.schema))["scores"]
         batch = next(iter(BatchLoader(encoded, len(encoded)))).to(self._device)
         with torch.inference_mode():
             logits = self.bundle.model(batch).float()
@@ -523,6 +538,27 @@ def _check_finite(f: Any, column: pa.ChunkedArray) -> None:
             f"has {float(x[row])!r}); send null for a missing value",
             field=f.source,
         )
+
+
+def _onnx_runner(bundle: Bundle) -> Any:
+    """Export ``bundle``'s model to ONNX (parity-checked against eager) and open an ONNX Runtime
+    session on it (intra-op threads as torch's). The fast legacy exporter is tried first, the
+    dynamo exporter when it fails."""
+    import tempfile
+
+    from recforge.serve.export import export_model, load_artefact
+
+    schema = bundle.preprocessor.schema
+    with tempfile.TemporaryDirectory(prefix="recforge-onnx-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        try:
+            specs = export_model(bundle.model, schema, path, "onnx", bundle.task,
+                                 bundle.model_name, onnx_exporter="legacy")  # fmt: skip
+        except Exception as exc:  # any exporter failure: the other one may succeed
+            log.info("legacy ONNX export failed (%s); trying the dynamo exporter", exc)
+            specs = export_model(bundle.model, schema, path, "onnx", bundle.task,
+                                 bundle.model_name, onnx_exporter="dynamo")  # fmt: skip
+        return load_artefact(path, "onnx", [s.name for s in specs], torch.get_num_threads())
 
 
 def _concat_encoded(parts: list[EncodedData]) -> EncodedData:

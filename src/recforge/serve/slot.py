@@ -43,6 +43,7 @@ class ModelSlot:
         shared_state: The :class:`SharedState` file of a multi-worker server (``None``: this
             process is the only one). A worker started after a reload serves the reloaded bundle.
         mmap: Memory-map the weights (see :func:`recforge.serve.bundle.load_bundle`).
+        backend: What scores ``predict``: ``torch`` or ``onnx`` (see :class:`Predictor`).
     """
 
     def __init__(
@@ -53,8 +54,10 @@ class ModelSlot:
         device: str = "cpu",
         shared_state: str | Path | None = None,
         mmap: bool = False,
+        backend: str = "torch",
     ) -> None:
         self.max_records = max_records
+        self.backend = backend
         self.seen = read_seen(seen)
         self.device = device
         self.mmap = mmap
@@ -79,7 +82,9 @@ class ModelSlot:
         self._watch_key = _meta_key(self.path)
 
     def _load(self, path: Path) -> Predictor:
-        return Predictor.load(path, self.max_records, self.seen, self.device, mmap=self.mmap)
+        return Predictor.load(
+            path, self.max_records, self.seen, self.device, mmap=self.mmap, backend=self.backend
+        )
 
     def _publish(self, predictor: Predictor, generation: int | None = None) -> Predictor:
         with self._lock:
