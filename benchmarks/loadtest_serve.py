@@ -388,6 +388,7 @@ def main() -> int:
             return 0
 
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]  # the machine may be shared: say how busy it was
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     cells_spec = [tuple(int(x) for x in c.split("x")) for c in args.cells]
@@ -483,6 +484,7 @@ def main() -> int:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "load_average_1min_start_end": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     if args.out:
         summary = {
