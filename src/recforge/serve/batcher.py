@@ -293,7 +293,7 @@ class MicroBatcher:
         if predicts:
             results = predictor.predict_many([jobs[i].payload for i in predicts])
             for i, result in zip(predicts, results, strict=True):
-                ok = not isinstance(result, RequestError)
+                ok = not isinstance(result, Exception)
                 outcomes[i] = Scored(result, predictor) if ok else result
         recommends = [i for i, job in enumerate(jobs) if job.kind == "recommend"]
         if recommends:

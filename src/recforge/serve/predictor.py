@@ -171,7 +171,7 @@ class Predictor:
         """
         return self.score_encoded(self._encode(self.to_table(data)))
 
-    def predict_many(self, requests: list[list[dict[str, Any]]]) -> list[np.ndarray | RequestError]:
+    def predict_many(self, requests: list[list[dict[str, Any]]]) -> list[np.ndarray | Exception]:
         """Score several requests' records in one forward pass; each gets its own rows back.
 
         The records of all requests are converted and encoded as one columnar batch. When that
@@ -183,35 +183,36 @@ class Predictor:
             requests: Each request's records (a list of dicts, as :meth:`predict` takes).
 
         Returns:
-            One entry per request, in order: its ``(n_i,)`` float32 scores, or the
-            :class:`RequestError` that rejects it.
+            One entry per request, in order: its ``(n_i,)`` float32 scores, or the exception
+            that rejects it (a :class:`RequestError` for bad input; anything else is a bug,
+            logged, and still confined to its request).
         """
-        out: list[np.ndarray | RequestError | None] = [None] * len(requests)
-        parts: list[Any] = []  # EncodedData of the requests that will be scored
-        ok: list[int] = []
-        sizes = np.fromiter(map(len, requests), dtype=np.int64, count=len(requests))
+        out: list[np.ndarray | Exception | None] = [None] * len(requests)
         try:  # the fast path: one conversion and one encoding for every record
-            for n in sizes.tolist():
-                self._check_size(n)
             if not all(map(isinstance, requests, repeat(list))):
                 raise RequestError("records must be a list", field="records")
+            sizes = list(map(len, requests))
+            for n in sizes:
+                self._check_size(n)
             merged = requests[0] if len(requests) == 1 else list(chain.from_iterable(requests))
-            parts, ok = (
-                [self._encode(self.to_table(merged, check_size=False))],
-                list(range(len(requests))),
-            )
-        except RequestError:  # find the request(s) at fault; the rest are scored together
-            parts, ok = [], []
+            parts = [self._encode(self.to_table(merged, check_size=False))]
+            ok = list(range(len(requests)))
+        except Exception:  # find the request(s) at fault; the rest are scored together
+            parts, ok, sizes = [], [], [0] * len(requests)
             for i, records in enumerate(requests):
                 try:
                     parts.append(self._encode(self.to_table(records)))
                     ok.append(i)
+                    sizes[i] = len(records)
                 except RequestError as exc:
+                    out[i] = exc
+                except Exception as exc:  # not bad input: a bug, but only this request's
+                    log.exception("encoding request %d of a batch failed", i)
                     out[i] = exc
         if ok:
             encoded = parts[0] if len(parts) == 1 else _concat_encoded(parts)
             scores = self.score_encoded(encoded)
-            bounds = np.cumsum(sizes[ok])
+            bounds = np.cumsum([sizes[i] for i in ok])
             for i, chunk in zip(ok, np.split(scores, bounds[:-1]), strict=True):
                 out[i] = chunk
         return out  # type: ignore[return-value]
