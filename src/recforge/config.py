@@ -114,6 +114,10 @@ class DataConfig:
     chunk_rows: int = 50_000
 
     def __post_init__(self) -> None:
+        if self.streaming not in ("auto", "always", "never"):  # also when built in Python
+            raise FieldValueError(
+                "data", "streaming", f"must be auto, always or never, got {self.streaming!r}"
+            )
         _open_unit("data", self, "valid_ratio")
         _open_unit("data", self, "test_ratio")
         if not self.valid_ratio + self.test_ratio < 1:

@@ -172,6 +172,8 @@ def encode_run(cfg: DataConfig, seed: int = 0, use_cache: bool = True) -> Encode
     if candidates is not None and raw.test is not None and raw.schema.item_key is not None:
         parts[2].extras["candidates"] = encode_candidates(pre, raw.schema.item_key, candidates)
     run = EncodedRun(pre, *parts)
+    del raw, train_t, valid_t, test_t, candidates
+    stream.release_memory()  # the raw tables' pages, kept by the allocators, go back to the OS
     if use_cache:
         _write_cache(run, folder)
         run.cache_path = folder
