@@ -246,3 +246,22 @@ def test_onnx_backend_scores_like_eager(serve_bundles):
             onnx.predict_many(requests), eager.predict_many(requests), strict=True
         ):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_an_unexpected_encoding_error_stays_with_its_request(serve_bundles):
+    records = serve_bundles.records
+    requests = [records[:1], records[1:4], records[4:6]]
+    predictor = Predictor.load(serve_bundles.deepfm)
+    real = predictor._encode
+
+    def broken(table):  # noqa: ANN001, ANN202 (a bug that three-row tables trigger)
+        if table.num_rows in (3, 6):  # the middle request, and the merged batch
+            raise RuntimeError("boom")
+        return real(table)
+
+    predictor._encode = broken
+    first, middle, last = predictor.predict_many(requests)
+    assert isinstance(middle, RuntimeError)
+    alone = Predictor.load(serve_bundles.deepfm)
+    np.testing.assert_allclose(first, alone.predict(requests[0]), rtol=1e-6)
+    np.testing.assert_allclose(last, alone.predict(requests[2]), rtol=1e-6)
