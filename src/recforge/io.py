@@ -8,9 +8,9 @@ import errno
 import glob
 import hashlib
 import os
+import secrets
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -34,9 +34,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise IsADirectoryError(errno.EISDIR, f"{path} is a folder; give a file path to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     _sweep_dead_temporaries(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _fresh(path, lambda p: os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)))
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -68,7 +66,23 @@ def temp_folder_for(folder: Path) -> Path:
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     _sweep_dead_temporaries(folder)
-    return Path(tempfile.mkdtemp(prefix=_temp_prefix(folder), dir=folder.parent))
+    return _fresh(folder, lambda p: os.mkdir(p, 0o777))
+
+
+def _fresh(path: Path, create: Callable[[Path], None]) -> Path:
+    """A new temporary sibling of ``path`` made by ``create`` (exclusive; retried on a clash).
+
+    Unlike ``tempfile``'s private 0600/0700 files, the modes follow the umask, as those of any
+    file the user writes: a published bundle or CSV is as readable as its neighbours.
+    """
+    for _ in range(100):
+        candidate = path.parent / f"{_temp_prefix(path)}{secrets.token_hex(4)}.tmp"
+        try:
+            create(candidate)
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
 
 
 def _temp_prefix(path: Path) -> str:
