@@ -101,3 +101,47 @@ def test_attention_modes_require_attention() -> None:
         MaskedGRU(3, 4, "augru")(torch.randn(1, 2, 3), torch.tensor([2]))
     with pytest.raises(ValueError):
         MaskedGRU(3, 4, "lstm")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_fused_gru_equals_the_step_loop_with_gradients(with_h0: bool) -> None:
+    """The plain GRU's fused path (PyTorch's kernel on packed sequences, which inference
+    uses); outputs, final states (empty rows keep h0) and every gradient equal the
+    step-by-step recurrence's, and forward takes the fused path exactly when grad is off."""
+    torch.manual_seed(5)
+    gru = MaskedGRU(5, 7, "gru")
+    lengths = torch.tensor([6, 0, 3, 1, 6])
+    x = torch.randn(5, 6, 5, requires_grad=True)
+    h0 = torch.randn(5, 7, requires_grad=True) if with_h0 else None
+    results = []
+    fused = lambda x, lengths, attention, h0: gru._fused(x, lengths, h0)  # noqa: E731
+    for run in (fused, gru._steps):
+        gru.zero_grad()
+        for t in (x, h0):
+            if t is not None:
+                t.grad = None
+        out, last = run(x, lengths, None, h0)
+        (out.sin().sum() + last.cos().sum()).backward()
+        grads = [p.grad.clone() for p in gru.parameters()] + [x.grad.clone()]
+        results.append((out.detach(), last.detach(), grads, None if h0 is None else h0.grad))
+    (out_a, last_a, grads_a, h0_a), (out_b, last_b, grads_b, h0_b) = results
+    torch.testing.assert_close(out_a, out_b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(last_a, last_b, rtol=1e-5, atol=1e-6)
+    assert torch.all(out_a[1] == 0) and torch.all(out_a[3, 1:] == 0)
+    for a, b in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    if with_h0:
+        torch.testing.assert_close(last_a[1], h0[1].detach())
+        torch.testing.assert_close(h0_a, h0_b, rtol=1e-4, atol=1e-5)
+
+
+def test_forward_uses_the_fused_gru_only_without_gradients(monkeypatch) -> None:
+    gru = MaskedGRU(5, 7, "gru")
+    calls = []
+    monkeypatch.setattr(gru, "_fused", lambda *a: calls.append("fused") or (None, None))
+    monkeypatch.setattr(gru, "_steps", lambda *a: calls.append("steps") or (None, None))
+    x, lengths = torch.randn(2, 3, 5), torch.tensor([3, 1])
+    gru(x, lengths)
+    with torch.no_grad():
+        gru(x, lengths)
+    assert calls == ["steps", "fused"]

@@ -103,6 +103,60 @@ class MaskedGRU(nn.Module):
             x = x * attention.unsqueeze(-1)  # type: ignore[union-attr]
         if static_graph():
             return self._masked_steps(x, lengths, attention, h0)
+        if self.mode == "gru" and not torch.is_grad_enabled():
+            # inference (evaluation, predict, serving): the fused kernel's forward is ~1.5x the
+            # loop's speed; its backward on CPU is ~5x slower than the loop's, so training keeps
+            # the loop (benchmarks/results/bench_dien_gru.md)
+            return self._fused(x, lengths, h0)
+        return self._steps(x, lengths, attention, h0)
+
+    def _fused(
+        self, x: torch.Tensor, lengths: torch.Tensor, h0: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The plain GRU through PyTorch's fused kernel on packed sequences (no Python loop
+        over the steps), with this module's parameters; equal to :meth:`_steps`, gradients
+        included (used without gradients only: see :meth:`forward`)."""
+        B, L, _ = x.shape
+        empty = lengths <= 0
+        packed = nn.utils.rnn.pack_padded_sequence(
+            x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+        )
+        hx = None if h0 is None else h0.unsqueeze(0)
+        params = {
+            "weight_ih_l0": self.weight_ih,
+            "weight_hh_l0": self.weight_hh,
+            "bias_ih_l0": self.bias_ih,
+            "bias_hh_l0": self.bias_hh,
+        }
+        out, h = torch.func.functional_call(self._shape_gru(x), params, (packed, hx))
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=L)
+        h = h[0]
+        if bool(empty.any()):  # a row without steps keeps h0 (or zeros) and outputs nothing
+            start = torch.zeros_like(h) if h0 is None else h0
+            h = torch.where(empty[:, None], start, h)
+            out = out.masked_fill(empty[:, None, None], 0.0)
+        return out, h
+
+    def _shape_gru(self, x: torch.Tensor) -> nn.GRU:
+        """An ``nn.GRU`` of this module's shape whose own parameters are never used (the call
+        substitutes this module's); built once per device and dtype, kept out of state_dict."""
+        key = (x.device, x.dtype)
+        cached = self.__dict__.get("_gru_shell")
+        if cached is None or cached[0] != key:
+            shell = nn.GRU(self.weight_ih.shape[1], self.hidden_dim, batch_first=True)
+            cached = (key, shell.to(device=x.device, dtype=x.dtype).requires_grad_(False))
+            self.__dict__["_gru_shell"] = cached
+        return cached[1]
+
+    def _steps(
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor,
+        attention: torch.Tensor | None,
+        h0: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The recurrence step by step (the attention-gated modes), on the active rows only."""
+        B, L, _ = x.shape
         H = self.hidden_dim
         # rows sorted by length (longest first): at step t only the first n_t rows are still
         # inside their sequence, so each step computes on exactly the real positions
