@@ -40,6 +40,7 @@ class Case:
     what: str
     make: Callable[[Path], list[str] | Callable[[], object]]
     expect: str  # a regex the message must match
+    env: tuple[tuple[str, str], ...] = ()  # environment for the run ({dir} = its folder)
 
 
 # ---- the inputs ------------------------------------------------------------------------------
@@ -181,6 +182,10 @@ CASES: list[Case] = [
          lambda d: ["datasets", "prepare", "no-such-set", "--path", "."], r"unknown dataset"),
     Case("datasets", "a local path that does not exist",
          lambda d: ["datasets", "prepare", "frappe", "--path", str(d / "absent")], r"absent"),
+    Case("datasets", "a download without network",
+         lambda d: ["datasets", "prepare", "frappe"],
+         r"cannot download https://\S+frappe\S* \(ProxyError\); without network, copy .* --path",
+         env=(("HTTPS_PROXY", "http://127.0.0.1:9"), ("RECFORGE_CACHE", "{dir}/cache"))),
     Case("command line", "an unknown choice", lambda d: ["models", "--family", "bogus"],
          r"invalid choice: 'bogus'"),
     # bundles and outputs
@@ -206,6 +211,8 @@ def _run(case: Case, d: Path) -> tuple[int, str]:
         raise AssertionError("no error")
     err, out = io.StringIO(), io.StringIO()
     cwd = Path.cwd()
+    saved = {key: os.environ.get(key) for key, _ in case.env}
+    os.environ.update({key: value.format(dir=d) for key, value in case.env})
     os.chdir(d)
     try:
         with redirect_stderr(err), redirect_stdout(out):
@@ -215,6 +222,11 @@ def _run(case: Case, d: Path) -> tuple[int, str]:
                 code = int(exc.code or 0)
     finally:
         os.chdir(cwd)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return code, err.getvalue()
 
 

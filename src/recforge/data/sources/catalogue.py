@@ -139,14 +139,21 @@ def fetch(name: str, force: bool = False, downloader: Callable[..., Any] | None 
             target.unlink()
         if remote.known_hash is None:
             log.warning("%s: the publisher gives no checksum; it is not verified", remote.url)
-        path = pooch.retrieve(
-            remote.url,
-            known_hash=remote.known_hash,
-            fname=remote.filename,
-            path=folder,
-            downloader=downloader,
-            progressbar=False,
-        )
+        try:
+            path = pooch.retrieve(
+                remote.url,
+                known_hash=remote.known_hash,
+                fname=remote.filename,
+                path=folder,
+                downloader=downloader,
+                progressbar=False,
+            )
+        except OSError as exc:  # requests' errors are OSErrors: no network, proxy, refused
+            raise OSError(
+                f"cannot download {remote.url} ({type(exc).__name__}); without network, copy "
+                f"the dataset's files into a folder and pass it: recforge datasets prepare "
+                f"{name} --path DIR"
+            ) from None
         if remote.known_hash is None:
             log.warning("%s: sha256 %s", remote.filename, sha256_file(Path(path)))
     return folder
