@@ -104,7 +104,8 @@ def main() -> None:
     tuned = [{"model": r["model"], "auc": r["auc"], "train_seconds": r["train_seconds"]}
              for r in rows]  # fmt: skip
     measured.update(measured_from_rows(tuned, "auc"))
-    title = "Frappe_x1: test AUC (LR/FM/AFM/NFM tuned; deep models from --deep)"
+    deep = ", ".join(Path(d).name for d in args.deep) or "none"
+    title = f"Frappe_x1: test AUC (LR/FM/AFM/NFM tuned with recforge tune; others: {deep})"
     write_lineage_chart(measured, out / f"{args.name}_lineage.png", "auc", title)
     print((out / f"{args.name}.md").read_text())
 

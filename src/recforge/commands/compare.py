@@ -634,9 +634,10 @@ def lineage_figure(measured: dict[str, Measured], metric: str, title: str) -> An
             "", xy=end, xytext=start,
             arrowprops={"arrowstyle": "-|>", "color": colours[beat], "lw": 1.5,
                         "shrinkA": 0, "shrinkB": 1, "mutation_scale": 12,
-                        # an edge skipping generations bends, so it does not pass as
-                        # leaving the node between
-                        "connectionstyle": f"arc3,rad={-0.2 if xb - xa > 1 else 0.0}"},
+                        # an edge skipping generations to another row bends, so it does
+                        # not pass as leaving a node between (in its row it runs straight,
+                        # along the row's centre)
+                        "connectionstyle": f"arc3,rad={-0.2 if xb - xa > 1 and ya != yb else 0.0}"},
             zorder=1,
         )  # fmt: skip
     for m, (x, y) in pos.items():
