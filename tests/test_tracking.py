@@ -143,3 +143,27 @@ def test_compare_tracks_each_model(tmp_path):
     for name in ("lr", "fm"):
         scalars = _scalars(tmp_path / "cmp" / name / "tensorboard")
         assert "train/loss" in scalars and "test/auc" in scalars, name
+
+
+def test_a_resumed_run_continues_the_step_numbers(tmp_path):
+    from recforge.config import TrainConfig
+    from recforge.data.pipeline import encode_run
+    from recforge.run import train_model
+    from recforge.train.trainer import TrainerCallback
+
+    class Steps(TrainerCallback):
+        def __init__(self) -> None:
+            self.steps: list[int] = []
+
+        def on_step_end(self, trainer, step, loss, rows) -> None:  # noqa: ANN001
+            self.steps.append(step)
+
+    cfg = load_run_config(_config(tmp_path, []))
+    run = encode_run(cfg.data, seed=0, use_cache=False)
+    first, second = Steps(), Steps()
+    one = TrainConfig(epochs=1, batch_size=256, progress=False, threads=1)
+    train_model("lr", {}, run, one, output_dir=tmp_path / "r", callbacks=[first])
+    two = TrainConfig(epochs=2, batch_size=256, progress=False, threads=1)
+    train_model("lr", {}, run, two, output_dir=tmp_path / "r", resume=True, callbacks=[second])
+    per_epoch = len(first.steps)
+    assert second.steps == list(range(per_epoch, 2 * per_epoch))

@@ -296,6 +296,8 @@ class Trainer:
             world_size=world.size,
             shuffle_window=cfg.shuffle_window,
         )
+        if resumed:  # step numbers continue where the interrupted run's left off
+            self.global_step = self.epoch * len(loader)
         if (
             world.distributed
             and self._ddp is None
