@@ -26,7 +26,7 @@ from recforge.features import Batch, Schema
 from recforge.layers.attention import AFMAttentionPooling
 from recforge.layers.interaction import PairwiseProducts
 from recforge.models.base import ModelConfig, PretrainStage, RecModel
-from recforge.models.fm import FM, FactorizationModel
+from recforge.models.fm import FM, FactorizationModel, fm_pretraining
 from recforge.models.registry import ModelSpec
 
 
@@ -73,11 +73,7 @@ class AFM(FactorizationModel):
 
     def pretraining(self) -> list[PretrainStage]:
         """An FM with this model's embedding size, when ``pretrain_fm`` or ``pretrained_fm``."""
-        cfg = self.cfg
-        if not (cfg.pretrained_fm or cfg.pretrain_fm):
-            return []
-        params = {"embedding_dim": self.embedding.dims[0], "sparse": cfg.sparse}
-        return [PretrainStage("fm", "fm", params, path=cfg.pretrained_fm)]
+        return fm_pretraining(self)
 
     @torch.no_grad()
     def init_from_pretrained(self, trained: dict[str, RecModel]) -> None:

@@ -12,11 +12,13 @@ network's input from a trained FM's.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from recforge.features import Batch, Schema
 from recforge.layers import FeatureEmbedding, FMInteraction, LinearPart
-from recforge.models.base import ModelConfig, RecModel
+from recforge.models.base import ModelConfig, PretrainStage, RecModel
 from recforge.models.registry import ModelSpec
 
 FMConfig = ModelConfig  # the FM has no options of its own (embedding_dim is the factor size k)
@@ -61,3 +63,14 @@ SPEC = ModelSpec(
     paper="Rendle, Factorization Machines, ICDM 2010",
     family="baseline",
 )
+
+
+def fm_pretraining(model: FactorizationModel) -> list[PretrainStage]:
+    """The FM stage of a model initialised from a trained FM (FNN's stage one; AFM, as its
+    paper and BARS do): an FM of the model's embedding size, trained in the same run when the
+    config's ``pretrain_fm`` is set, or loaded from the bundle ``pretrained_fm`` names."""
+    cfg: Any = model.cfg  # FNNConfig or AFMConfig: both declare the two options
+    if not (cfg.pretrained_fm or cfg.pretrain_fm):
+        return []
+    params = {"embedding_dim": model.embedding.dims[0], "sparse": cfg.sparse}
+    return [PretrainStage("fm", "fm", params, path=cfg.pretrained_fm)]

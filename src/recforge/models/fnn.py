@@ -23,7 +23,7 @@ import torch
 from recforge.features import Batch, Schema
 from recforge.layers import MLP
 from recforge.models.base import PretrainStage, RecModel
-from recforge.models.fm import FM, FactorizationModel
+from recforge.models.fm import FM, FactorizationModel, fm_pretraining
 from recforge.models.registry import ModelSpec
 from recforge.models.tower import TowerConfig
 
@@ -80,11 +80,7 @@ class FNN(FactorizationModel):
 
     def pretraining(self) -> list[PretrainStage]:
         """Stage one of the paper: an FM with this model's embedding dimension."""
-        cfg = self.cfg
-        if not (cfg.pretrained_fm or cfg.pretrain_fm):
-            return []
-        params = {"embedding_dim": self.embedding.dims[0], "sparse": cfg.sparse}
-        return [PretrainStage("fm", "fm", params, path=cfg.pretrained_fm)]
+        return fm_pretraining(self)
 
     def init_from_pretrained(self, trained: dict[str, RecModel]) -> None:
         fm = trained.get("fm")
