@@ -372,6 +372,11 @@ def main() -> int:
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw",
                         help="load generator: raw asyncio HTTP/1.1 or httpx")  # fmt: skip
     parser.add_argument("--server-args", default="", help="more `recforge serve` options")
+    parser.add_argument(
+        "--no-reload",
+        action="store_true",
+        help="no hot reload in the cells (to see the latency tail without it)",
+    )
     parser.add_argument("--out", help="write the results JSON here")
     parser.add_argument("--md", help="write the results as a markdown table here")
     parser.add_argument("--memory-workers", nargs="*", type=int, default=[],
@@ -416,21 +421,27 @@ def main() -> int:
                     client = ctx.Process(target=_client_process, args=(child, *job))
                     client.start()
                     time.sleep(1.0 + args.seconds / 3)  # client spawn + warm-up + a third
-                    serving = 1 - serving
-                    t0 = time.perf_counter()
-                    resp = httpx.post(f"{base}/admin/reload",
-                                      json={"path": str(bundles[name][serving])},
-                                      headers={"Authorization": f"Bearer {TOKEN}"},
-                                      timeout=120)  # fmt: skip
-                    reload_s = time.perf_counter() - t0
+                    reload_s = 0.0
+                    if not args.no_reload:
+                        serving = 1 - serving
+                        t0 = time.perf_counter()
+                        resp = httpx.post(f"{base}/admin/reload",
+                                          json={"path": str(bundles[name][serving])},
+                                          headers={"Authorization": f"Bearer {TOKEN}"},
+                                          timeout=120)  # fmt: skip
+                        reload_s = time.perf_counter() - t0
                     result = parent.recv()
                     client.join()
                     lat = result["latencies"]
                     health = httpx.get(f"{base}/health").json()
                     reload_ok = (
-                        resp.status_code == 200
-                        and health["bundle"] == resp.json().get("bundle")
-                        and len(result["bundles"]) == 2
+                        len(result["bundles"]) == 1
+                        if args.no_reload
+                        else (
+                            resp.status_code == 200
+                            and health["bundle"] == resp.json().get("bundle")
+                            and len(result["bundles"]) == 2
+                        )
                     )
                     cell = {
                         "model": name,

@@ -48,7 +48,7 @@ from recforge.serve.batcher import (
     Scored,
 )
 from recforge.serve.predictor import DEFAULT_MAX_RECORDS, RequestError
-from recforge.serve.slot import ModelSlot
+from recforge.serve.slot import ModelSlot, freeze_heap
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +288,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = slot.watch(watch_interval) if watch_interval else None
         sync = slot.follow(sync_interval) if shared_state is not None else None
+        freeze_heap()  # the app and framework objects too, now that they exist
         yield
         for event in (stop, sync):
             if event is not None:
