@@ -339,13 +339,18 @@ def _measure_memory(work: Path, workers: list[int], items: int, dim: int) -> lis
                         scored[health["worker"]] = health["batches"]["batches"]
                 pids = sorted(scored)
                 mem = [_memory_kb(pid) for pid in pids]
+                # the process that started the workers (uvicorn's supervisor, or the parent the
+                # workers were forked from) counts too
+                parent = [] if server.pid in scored else [_memory_kb(server.pid)]
+                whole = mem + parent
                 row = {
                     "mmap": mmap,
                     "workers": n,
                     "model_mb": round(model_mb, 1),
                     "per_worker": mem,
-                    "total_pss_mb": round(sum(m["pss_kb"] for m in mem) / 1024, 1),
-                    "total_private_mb": round(sum(m["private_kb"] for m in mem) / 1024, 1),
+                    "parent": parent[0] if parent else None,
+                    "total_pss_mb": round(sum(m["pss_kb"] for m in whole) / 1024, 1),
+                    "total_private_mb": round(sum(m["private_kb"] for m in whole) / 1024, 1),
                 }
                 rows.append(row)
                 print(f"memory: mmap={mmap} workers={n} model {model_mb:.0f} MB: total PSS "
@@ -516,12 +521,15 @@ def main() -> int:
     if args.md:
         memory_md = ""
         if memory:
-            rows = ["| weights | workers | model.pt MB | total PSS MB | private MB per worker |",
-                    "|---|---:|---:|---:|---|"]  # fmt: skip
+            rows = ["| weights | workers | model.pt MB | total PSS MB (all processes) | "
+                    "private MB per worker | parent PSS MB |",
+                    "|---|---:|---:|---:|---|---:|"]  # fmt: skip
             for m in memory:
                 private = ", ".join(str(w["private_kb"] // 1024) for w in m["per_worker"])
-                rows.append(f"| {'memory-mapped' if m['mmap'] else 'copied'} | {m['workers']} | "
-                            f"{m['model_mb']} | {m['total_pss_mb']} | {private} |")  # fmt: skip
+                parent = m["parent"]["pss_kb"] // 1024 if m.get("parent") else "-"
+                kind = "memory-mapped" if m["mmap"] else "copied"
+                rows.append(f"| {kind} | {m['workers']} | {m['model_mb']} | "
+                            f"{m['total_pss_mb']} | {private} | {parent} |")  # fmt: skip
             memory_md = "\n\nResident memory per worker:\n\n" + "\n".join(rows)
         Path(args.md).parent.mkdir(parents=True, exist_ok=True)
         Path(args.md).write_text(

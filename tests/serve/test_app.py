@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -323,3 +324,54 @@ def test_predict_refuses_booleans_and_non_finite_numbers(client, serve_bundles, 
 def test_predict_accepts_null_for_a_missing_number(client, serve_bundles):
     record = {**serve_bundles.records[0], "price": None}
     assert client.post("/predict", json={"records": [record]}).status_code == 200
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forked workers need fork (POSIX)")
+def test_forked_workers_share_one_load_and_follow_one_reload(serve_bundles, tmp_path):
+    """``--workers 2`` forks two workers from one process that loaded the bundle (they share
+    its memory copy-on-write); both answer, an admin reload reaches both under one generation,
+    and SIGTERM stops the parent and the workers cleanly."""
+    other = tmp_path / "models" / "b"
+    shutil.copytree(serve_bundles.deepfm_b, other)
+    code = (
+        "import argparse, sys; from recforge.commands import serve; "
+        "p = argparse.ArgumentParser(); serve.register(p.add_subparsers()); "
+        "a = p.parse_args(sys.argv[1:]); sys.exit(a.handler(a))"
+    )
+    cmd = [sys.executable, "-c", code, "serve", str(serve_bundles.deepfm), "--port", "0",
+           "--workers", "2", "--threads", "1", "--log-level", "warning",
+           "--reload-root", str(tmp_path / "models")]  # fmt: skip
+    env = {**os.environ, "RECFORGE_ADMIN_TOKEN": TOKEN}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stderr.readline()
+        assert "(2 forked workers)" in line, line
+        base = line.split("listening on ")[1].split()[0]
+
+        def generations() -> dict[int, int]:
+            seen: dict[int, int] = {}
+            deadline = time.monotonic() + 30
+            while len(seen) < 2:
+                assert time.monotonic() < deadline and proc.poll() is None, seen
+                try:
+                    health = httpx.get(f"{base}/health", headers={**AUTH, "Connection": "close"})
+                except httpx.TransportError:
+                    time.sleep(0.05)
+                    continue
+                seen[health.json()["worker"]] = health.json()["generation"]
+            return seen
+
+        assert set(generations().values()) == {1}
+        assert proc.pid not in generations()  # the workers are children, not the parent
+        reply = httpx.post(f"{base}/admin/reload", json={"path": str(other)}, headers=AUTH)
+        assert reply.status_code == 200 and reply.json()["generation"] == 2
+        deadline = time.monotonic() + 10
+        while set(generations().values()) != {2}:  # the other worker follows within its poll
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        records = serve_bundles.records[:3]
+        scores = httpx.post(f"{base}/predict", json={"records": records}).json()["scores"]
+        np.testing.assert_allclose(scores, load_bundle(other).predict_records(records), rtol=1e-6)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0

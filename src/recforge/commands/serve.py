@@ -49,8 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         default=1,
-        help="uvicorn worker processes; a reload (admin or --watch) reaches every one of them, "
-        "and they share the memory-mapped weights",
+        help="worker processes; a reload (admin or --watch) reaches every one of them. Where "
+        "the platform can fork, they are forked from one process that has loaded the model, so "
+        "they share its memory copy-on-write; elsewhere uvicorn spawns them",
     )
     p.add_argument(
         "--batching",
@@ -160,6 +161,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+    if args.workers > 1 and hasattr(os, "fork"):
+        return _serve_forked(args, options, threads)
     if args.workers > 1:
         # each worker process builds its own app; a reload in any of them (/admin/reload, or
         # --watch) is published in a shared state file that the others follow. The token
@@ -183,17 +186,94 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     token = None if args.admin_token_file else os.environ.get(TOKEN_ENV) or None
     app = create_app(admin_token=token, **options)  # loads the bundle: bad ones fail before bind
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for sockets that
-    # say so; with proto 0 Nagle + delayed ACK add ~40 ms to every keep-alive response
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
+    sock = _bind(args.host, args.port)
     port = sock.getsockname()[1]
     print(f"recforge serve: listening on http://{args.host}:{port}", file=sys.stderr, flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level))
     server.run(sockets=[sock])
     return 0
+
+
+def _serve_forked(args: argparse.Namespace, options: dict, threads: int) -> int:
+    """``--workers N`` on a platform with ``fork``: load once, bind once, fork N workers.
+
+    The parent builds the app (loading the bundle) and binds the socket, then forks; each worker
+    runs its own uvicorn server on the inherited socket, so the kernel spreads connections over
+    them. The workers share the parent's memory (interpreter, torch, model, vocabularies)
+    copy-on-write, which a spawned worker would each load again (~300 MB each for a DeepFM).
+    The parent loads with one torch thread, so no OpenMP pool exists before the fork; each
+    worker then sets its own thread count. A reload in one worker reaches the others through
+    the shared state file, as with spawned workers. The parent waits and passes SIGINT/SIGTERM
+    on; if a worker dies, the others are stopped and the exit code is non-zero.
+    """
+    import signal
+
+    import torch
+    import uvicorn
+
+    from recforge.serve.app import TOKEN_ENV, create_app
+
+    state_dir = tempfile.mkdtemp(prefix="recforge-serve-")
+    options = {**options, "threads": None, "shared_state": os.path.join(state_dir, "state.json"),
+               "sync_interval": args.sync_interval}  # fmt: skip
+    torch.set_num_threads(1)
+    token = None if args.admin_token_file else os.environ.get(TOKEN_ENV) or None
+    app = create_app(admin_token=token, **options)  # loads the bundle: bad ones fail before bind
+    sock = _bind(args.host, args.port)
+    print(
+        f"recforge serve: listening on http://{args.host}:{sock.getsockname()[1]} "
+        f"({args.workers} forked workers)",
+        file=sys.stderr,
+        flush=True,
+    )
+    pids: list[int] = []
+    try:
+        for _ in range(args.workers):
+            pid = os.fork()
+            if pid == 0:  # a worker: serve until told to stop, never return into the CLI
+                code = 1
+                try:
+                    torch.set_num_threads(threads)
+                    uvicorn.Server(uvicorn.Config(app, log_level=args.log_level)).run(
+                        sockets=[sock]
+                    )
+                    code = 0
+                finally:
+                    os._exit(code)
+            pids.append(pid)
+        sock.close()
+        stopping = False
+
+        def stop(signum: int, _frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+            for child in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        failed = False
+        while pids:
+            pid, status = os.wait()
+            pids.remove(pid)
+            if os.waitstatus_to_exitcode(status) != 0 and not stopping:
+                failed = True
+                stop(signal.SIGTERM, None)
+        return 1 if failed else 0
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening-ready socket bound to ``host:port`` (port 0: a free one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted connections only for sockets that
+    # say so; with proto 0 Nagle + delayed ACK add ~40 ms to every keep-alive response
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
 
 
 def default_threads(cores: int, workers: int) -> int:

@@ -25,6 +25,7 @@ answer names the generation that scored it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import json
 import logging
@@ -48,7 +49,7 @@ from recforge.serve.batcher import (
     Scored,
 )
 from recforge.serve.predictor import DEFAULT_MAX_RECORDS, RequestError
-from recforge.serve.slot import ModelSlot, freeze_heap
+from recforge.serve.slot import ModelSlot
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +289,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = slot.watch(watch_interval) if watch_interval else None
         sync = slot.follow(sync_interval) if shared_state is not None else None
-        freeze_heap()  # the app and framework objects too, now that they exist
+        # the app and framework objects too, now that they exist (the model was frozen when
+        # the slot published it; a worker forked from a loaded parent must not collect again:
+        # walking the inherited objects would copy every page they live on)
+        gc.freeze()
         yield
         for event in (stop, sync):
             if event is not None:
