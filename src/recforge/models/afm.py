@@ -83,13 +83,7 @@ class AFM(FactorizationModel):
         fm = trained.get("fm")
         if not isinstance(fm, FM):
             raise TypeError(f"AFM initialises from an FM, not {type(fm).__name__}")
-        if fm.embedding.output_dims != self.embedding.output_dims:
-            raise ValueError(
-                f"FM embedding dims {fm.embedding.output_dims} differ from AFM's "
-                f"{self.embedding.output_dims}"
-            )
-        self.embedding.load_state_dict(fm.embedding.state_dict())
-        self.linear.load_state_dict(fm.linear.state_dict())
+        self.copy_factors_from(fm)
         self.p.weight.fill_(float(self.pairs.num_pairs))
 
     def forward(self, batch: Batch) -> torch.Tensor:

@@ -37,6 +37,18 @@ class FactorizationModel(RecModel):
         self.embedding = FeatureEmbedding(schema, dim=cfg.embedding_dim, sparse=cfg.sparse)
         self.linear = LinearPart(schema, sparse=cfg.sparse)
 
+    @torch.no_grad()
+    def copy_factors_from(self, fm: FactorizationModel) -> None:
+        """Copy a trained FM's factors ``v_i``, first-order weights and bias (FNN's ``z``,
+        AFM's FM initialisation); the embedding sizes must match."""
+        if fm.embedding.output_dims != self.embedding.output_dims:
+            raise ValueError(
+                f"FM embedding dims {fm.embedding.output_dims} differ from "
+                f"{type(self).__name__}'s {self.embedding.output_dims}"
+            )
+        self.embedding.load_state_dict(fm.embedding.state_dict())
+        self.linear.load_state_dict(fm.linear.state_dict())
+
 
 class FM(FactorizationModel):
     """Second-order factorization machine over all fields.

@@ -91,13 +91,7 @@ class FNN(FactorizationModel):
     @torch.no_grad()
     def init_from_fm(self, fm: FM) -> FNN:
         """Copy an FM's latent vectors, first-order weights and bias into ``z`` (stage two)."""
-        if fm.embedding.output_dims != self.embedding.output_dims:
-            raise ValueError(
-                f"FM embedding dims {fm.embedding.output_dims} differ from FNN's "
-                f"{self.embedding.output_dims}"
-            )
-        self.embedding.load_state_dict(fm.embedding.state_dict())
-        self.linear.load_state_dict(fm.linear.state_dict())
+        self.copy_factors_from(fm)
         return self
 
     @classmethod
