@@ -2,10 +2,11 @@
 
 Each case runs the real publication (a bundle over an existing one, an encoded-data cache) in a
 forked child that kills itself with SIGKILL just before or just after its N-th file-system call
-(rename, exchange, mkdir, unlink, rmtree, array/tensor/text write), for every N until the child
-completes. After every kill the published path must hold a complete, loadable folder: the old
-one or the new one, never a missing or half-written one. Before the exchange-based
-:func:`recforge.io.replace_folder`, a kill between its two renames left no bundle at the path.
+(temporary creation, rename, exchange, mkdir, unlink, rmtree, array/tensor/text write), for
+every N until the child completes. After every kill the published path must hold a complete,
+loadable folder: the old one or the new one, never a missing or half-written one. Before the
+exchange-based :func:`recforge.io.replace_folder`, a kill between its two renames left no
+bundle at the path.
 
 The full disk is the real thing, not a mock: ``RLIMIT_FSIZE`` makes every write past a few KiB
 fail with ``EFBIG`` (SIGXFSZ ignored), for Python and C++ writers (``torch.save``) alike.
@@ -20,7 +21,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,7 +44,7 @@ _STEPS: list[tuple[object, str]] = [
     (os, "unlink"),
     (os, "rmdir"),
     (shutil, "rmtree"),
-    (tempfile, "mkdtemp"),
+    (os, "open"),  # the temporaries: files by os.open(O_EXCL), folders by os.mkdir
     (recforge.io, "_exchange"),
     (np, "save"),
     (torch, "save"),
