@@ -120,7 +120,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import torch
     import uvicorn
 
-    from recforge.serve.app import ENV_CONFIG, TOKEN_ENV, create_app
+    from recforge.serve.app import ENV_CONFIG, create_app
 
     if args.workers < 1:
         raise ValueError("--workers must be >= 1")
@@ -184,7 +184,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         finally:
             shutil.rmtree(state_dir, ignore_errors=True)
         return 0
-    token = None if args.admin_token_file else os.environ.get(TOKEN_ENV) or None
+    token = _env_token(args)
     app = create_app(admin_token=token, **options)  # loads the bundle: bad ones fail before bind
     sock = _bind(args.host, args.port)
     port = sock.getsockname()[1]
@@ -211,13 +211,13 @@ def _serve_forked(args: argparse.Namespace, options: dict, threads: int) -> int:
     import torch
     import uvicorn
 
-    from recforge.serve.app import TOKEN_ENV, create_app
+    from recforge.serve.app import create_app
 
     state_dir = tempfile.mkdtemp(prefix="recforge-serve-")
     options = {**options, "threads": None, "shared_state": os.path.join(state_dir, "state.json"),
                "sync_interval": args.sync_interval}  # fmt: skip
     torch.set_num_threads(1)
-    token = None if args.admin_token_file else os.environ.get(TOKEN_ENV) or None
+    token = _env_token(args)
     app = create_app(admin_token=token, **options)  # loads the bundle: bad ones fail before bind
     sock = _bind(args.host, args.port)
     print(
@@ -263,6 +263,13 @@ def _serve_forked(args: argparse.Namespace, options: dict, threads: int) -> int:
         return 1 if failed else 0
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _env_token(args: argparse.Namespace) -> str | None:
+    """The admin token from ``$RECFORGE_ADMIN_TOKEN`` unless a token file is given (never argv)."""
+    from recforge.serve.app import TOKEN_ENV
+
+    return None if args.admin_token_file else os.environ.get(TOKEN_ENV) or None
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -289,18 +289,19 @@ class MicroBatcher:
         stats.records += sum(job.size for job in jobs)
         stats.largest = max(stats.largest, len(jobs))
         outcomes: list[Any] = [None] * len(jobs)
-        predicts = [i for i, job in enumerate(jobs) if job.kind == "predict"]
-        if predicts:
-            results = predictor.predict_many([jobs[i].payload for i in predicts])
-            for i, result in zip(predicts, results, strict=True):
-                ok = not isinstance(result, Exception)
-                outcomes[i] = Scored(result, predictor) if ok else result
-        recommends = [i for i, job in enumerate(jobs) if job.kind == "recommend"]
-        if recommends:
-            results = predictor.recommend_many([jobs[i].payload for i in recommends])
-            for i, result in zip(recommends, results, strict=True):
-                ok = not isinstance(result, RequestError)
-                outcomes[i] = Scored(result, predictor) if ok else result
+        # the batched kinds: one call for all their jobs, which returns per job a result or the
+        # exception that job alone fails with
+        for kind, score_many in (
+            ("predict", predictor.predict_many),
+            ("recommend", predictor.recommend_many),
+        ):
+            picked = [i for i, job in enumerate(jobs) if job.kind == kind]
+            if not picked:
+                continue
+            results = score_many([jobs[i].payload for i in picked])
+            for i, result in zip(picked, results, strict=True):
+                failed = isinstance(result, Exception)
+                outcomes[i] = result if failed else Scored(result, predictor)
         for i, job in enumerate(jobs):
             if job.kind != "explain":
                 continue
