@@ -54,7 +54,7 @@ class AgentConfig:
     interleaving: ``team_draft`` or ``probabilistic`` for the DBGD comparison.
     minor_every: ``T1``, steps between minor updates (DBGD resolutions).
     major_every: ``T2``, steps between major updates.
-    major_updates: Gradient steps per major update.
+    major_updates: Gradient steps per major update (0: no major updates online).
     pretrain_updates: Gradient steps of offline pretraining on the log.
     batch_size: Replayed sessions per gradient step.
     lr: Adam learning rate.
@@ -129,20 +129,22 @@ class DRNAgent(Policy):
         net = net or self.q
         return net(torch.from_numpy(state), torch.from_numpy(action)).numpy()
 
-    def rank(self, state: np.ndarray, action: np.ndarray, length: int) -> np.ndarray:
+    def rank(
+        self, state: np.ndarray, action: np.ndarray, length: int, mask: np.ndarray | None = None
+    ) -> np.ndarray:
         b, c = action.shape[:2]
-        q = self.scores(state, action)  # (B, C)
+        q = masked(self.scores(state, action), mask)  # (B, C)
         greedy = top_k(q, length)
         self._team = None
         if self.cfg.explore == "egreedy":
             # each position independently takes a random unshown candidate with prob epsilon
             team = (self.rng.random((b, length)) < self.cfg.epsilon).astype(np.int64)
-            random_rank = np.argsort(self.rng.random((b, c)), axis=1)
+            random_rank = np.argsort(masked(self.rng.random((b, c)), mask), axis=1)[:, ::-1]
             return merge(greedy, random_rank, team)
         if self.cfg.explore == "dbgd":
             if self.explore_net is None:
                 self.explore_net = self.dbgd.propose(self.q)
-            q_explore = self.scores(state, action, self.explore_net)
+            q_explore = masked(self.scores(state, action, self.explore_net), mask)
             if self.cfg.interleaving == "probabilistic":
                 rank_a = np.argsort(-q, axis=1, kind="stable")
                 rank_b = np.argsort(-q_explore, axis=1, kind="stable")
@@ -158,19 +160,13 @@ class DRNAgent(Policy):
     def learn(self, step: Step) -> None:
         cfg = self.cfg
         reward = step.clicks + cfg.beta * step.activeness[:, None]  # r = r_click + beta r_active
-        ns = step.next_state if step.next_state is not None else step.state
-        na = step.next_action if step.next_action is not None else step.action
-        self.replay.add(
-            state=step.state,
-            shown=step.shown,
-            reward=reward.astype(np.float32),
-            next_state=ns,
-            next_action=na,
-        )
+        self.replay.add(**_transition(step, reward))
         self._steps += 1
         if self._team is not None:
-            # team A is the current network, team B the explore network
-            self._credit += credit(self._team, step.clicks).sum(axis=0)
+            # team A is the current network, team B the explore network; only the served top
+            # of a longer interleaved ranking can earn clicks
+            team = self._team[:, : step.clicks.shape[1]]
+            self._credit += credit(team, step.clicks).sum(axis=0)
             self._team = None
         if (
             cfg.explore == "dbgd"
@@ -178,7 +174,7 @@ class DRNAgent(Policy):
             and self.explore_net is not None
         ):
             self.minor_update()
-        if self._steps % cfg.major_every == 0:
+        if cfg.major_updates > 0 and self._steps % cfg.major_every == 0:
             self.major_update(cfg.major_updates)
 
     def minor_update(self) -> bool:
@@ -205,7 +201,8 @@ class DRNAgent(Policy):
             b = {k: torch.from_numpy(v) for k, v in self.replay.sample(cfg.batch_size).items()}
             with torch.no_grad():
                 future = self.target(b["next_state"], b["next_action"]).max(dim=1).values  # (N,)
-                y = b["reward"] + cfg.gamma * future[:, None]  # (N, L)
+                alive = 1.0 - b["done"]  # (N,) no future after a user's last request
+                y = b["reward"] + cfg.gamma * (alive * future)[:, None]  # (N, L)
             loss = nn.functional.mse_loss(self.q(b["state"], b["shown"]), y)
             self.opt.zero_grad()
             loss.backward()
@@ -218,11 +215,23 @@ class DRNAgent(Policy):
     def pretrain(self, steps: list[Step]) -> None:
         """Offline pretraining: fill the replay memory from the log and fit on it."""
         for s in steps:
-            self.replay.add(
-                state=s.state,
-                shown=s.shown,
-                reward=(s.clicks + self.cfg.beta * s.activeness[:, None]).astype(np.float32),
-                next_state=s.next_state if s.next_state is not None else s.state,
-                next_action=s.next_action if s.next_action is not None else s.action,
-            )
+            self.replay.add(**_transition(s, s.clicks + self.cfg.beta * s.activeness[:, None]))
         self.major_update(self.cfg.pretrain_updates)
+
+
+def masked(scores: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """``scores`` with ``-inf`` where ``mask`` is False (padding candidates rank last)."""
+    return scores if mask is None else np.where(mask, scores, -np.inf)
+
+
+def _transition(step: Step, reward: np.ndarray) -> dict[str, np.ndarray]:
+    """The replay-memory record of a served request (``s, shown a, r, s', A', done``)."""
+    b = step.state.shape[0]
+    return {
+        "state": step.state,
+        "shown": step.shown,
+        "reward": np.asarray(reward, dtype=np.float32),
+        "next_state": step.next_state if step.next_state is not None else step.state,
+        "next_action": step.next_action if step.next_action is not None else step.action,
+        "done": np.zeros(b, np.float32) if step.done is None else step.done.astype(np.float32),
+    }

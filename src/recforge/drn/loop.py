@@ -37,7 +37,10 @@ POLICIES = (
     "drn-probabilistic",
     "drn-no-activeness",
     "drn-myopic",
+    "drn-no-minor",
+    "drn-no-major",
     "greedy",
+    "drn-no-dbgd",
     "drn-major",
     "egreedy",
     "linucb",
@@ -90,8 +93,11 @@ def make_policy(
     """Build a named policy (one of :data:`POLICIES`).
 
     ``drn`` is the full agent; ``drn-probabilistic`` interleaves probabilistically;
-    ``drn-no-activeness`` sets ``beta = 0``; ``drn-myopic`` sets ``gamma = 0``; ``greedy`` (alias
-    ``drn-major``) is DRN without minor updates/exploration; ``egreedy`` explores at random.
+    ``drn-no-activeness`` sets ``beta = 0``; ``drn-myopic`` sets ``gamma = 0``; ``greedy`` (aliases
+    ``drn-major``, ``drn-no-dbgd``) is DRN without DBGD exploration and hence without minor
+    updates; ``drn-no-minor`` serves the interleaved DBGD lists but never adopts a winning explore
+    network (``eta = 0``); ``drn-no-major`` makes no replay gradient steps after pretraining;
+    ``egreedy`` explores at random.
     """
     base = agent or AgentConfig()
     import dataclasses
@@ -109,7 +115,11 @@ def make_policy(
         return DRNAgent(state_dim, action_dim, agent_with(explore="dbgd", beta=0.0), name)
     if name == "drn-myopic":
         return DRNAgent(state_dim, action_dim, agent_with(explore="dbgd", gamma=0.0), name)
-    if name in ("greedy", "drn-major"):
+    if name == "drn-no-minor":
+        return DRNAgent(state_dim, action_dim, agent_with(explore="dbgd", eta=0.0), name)
+    if name == "drn-no-major":
+        return DRNAgent(state_dim, action_dim, agent_with(explore="dbgd", major_updates=0), name)
+    if name in ("greedy", "drn-major", "drn-no-dbgd"):
         return DRNAgent(state_dim, action_dim, agent_with(explore="none"), name)
     if name == "egreedy":
         return DRNAgent(state_dim, action_dim, agent_with(explore="egreedy"), name)

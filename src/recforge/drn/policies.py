@@ -44,6 +44,7 @@ class Step:
         activeness: ``(B,)`` users' activeness after the session.
         next_state: ``(B, Ds)`` the same users' state at the next step (``None`` if not built).
         next_action: ``(B, C', Da)`` their action features over the next step's candidates.
+        done: ``(B,)`` True where the user makes no further request (no future reward).
     """
 
     t: int
@@ -54,6 +55,7 @@ class Step:
     activeness: np.ndarray
     next_state: np.ndarray | None = None
     next_action: np.ndarray | None = None
+    done: np.ndarray | None = None
 
     @property
     def shown(self) -> np.ndarray:
@@ -75,8 +77,13 @@ class Policy(ABC):
     needs_next = False  # whether learn() uses next_state / next_action
 
     @abstractmethod
-    def rank(self, state: np.ndarray, action: np.ndarray, length: int) -> np.ndarray:
-        """``(B, length)`` candidate positions to serve, best first."""
+    def rank(
+        self, state: np.ndarray, action: np.ndarray, length: int, mask: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``(B, length)`` candidate positions to serve, best first.
+
+        ``mask (B, C)`` marks the real candidates of a padded request: masked-out positions
+        rank after every real one."""
 
     def learn(self, step: Step) -> None:  # noqa: B027 - a non-learning policy keeps this
         """Online feedback (default: none)."""
@@ -95,9 +102,12 @@ class RandomPolicy(Policy):
     def __init__(self, seed: int = 0) -> None:
         self.rng = np.random.default_rng(seed)
 
-    def rank(self, state: np.ndarray, action: np.ndarray, length: int) -> np.ndarray:
+    def rank(
+        self, state: np.ndarray, action: np.ndarray, length: int, mask: np.ndarray | None = None
+    ) -> np.ndarray:
         b, c = action.shape[:2]
-        return np.argsort(self.rng.random((b, c)), axis=1)[:, :length]
+        u = self.rng.random((b, c))
+        return np.argsort(u if mask is None else np.where(mask, u, 2.0), axis=1)[:, :length]
 
 
 class LinUCBPolicy(Policy):
@@ -123,11 +133,14 @@ class LinUCBPolicy(Policy):
         s = np.broadcast_to(state[:, None, :], (b, c, state.shape[1]))
         return np.concatenate([s, action, np.ones((b, c, 1), action.dtype)], axis=-1)
 
-    def rank(self, state: np.ndarray, action: np.ndarray, length: int) -> np.ndarray:
+    def rank(
+        self, state: np.ndarray, action: np.ndarray, length: int, mask: np.ndarray | None = None
+    ) -> np.ndarray:
         x = self._x(state, action).astype(np.float64)  # (B, C, d)
         theta = self._a_inv @ self.b
         width = np.sqrt(((x @ self._a_inv) * x).sum(axis=-1).clip(min=0))
-        return top_k(x @ theta + self.alpha * width, length)
+        score = x @ theta + self.alpha * width
+        return top_k(score if mask is None else np.where(mask, score, -np.inf), length)
 
     def learn(self, step: Step) -> None:
         x = self._x(step.state, step.shown).reshape(-1, self.b.size).astype(np.float64)
@@ -190,11 +203,13 @@ class StaticCTRPolicy(Policy):
             )
         self.model_name, self.epochs, self.lr, self.seed = model, epochs, lr, seed
 
-    def rank(self, state: np.ndarray, action: np.ndarray, length: int) -> np.ndarray:
+    def rank(
+        self, state: np.ndarray, action: np.ndarray, length: int, mask: np.ndarray | None = None
+    ) -> np.ndarray:
         self.model.eval()
         with torch.no_grad():
-            scores = self.model(dense_batch(state, action)).view(action.shape[0], -1)
-        return top_k(scores.numpy(), length)
+            scores = self.model(dense_batch(state, action)).view(action.shape[0], -1).numpy()
+        return top_k(scores if mask is None else np.where(mask, scores, -np.inf), length)
 
     def pretrain(self, steps: list[Step]) -> None:
         if not steps:
