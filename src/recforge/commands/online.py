@@ -67,6 +67,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=int, default=5, help="replay: list length with revealed feedback")
     p.add_argument("--user-fraction", type=float, default=0.02, help="globo: users replayed")
     p.add_argument("--candidates", type=int, default=50, help="globo: candidates per request")
+    p.add_argument(
+        "--negatives",
+        choices=("popular", "uniform"),
+        default="popular",
+        help="globo: draw the other candidates by their clicks in the hour, or uniformly",
+    )
     p.add_argument("--major-updates", type=int, default=20, help="gradient steps per major update")
     p.set_defaults(handler=cmd_online)
 

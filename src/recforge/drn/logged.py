@@ -8,9 +8,9 @@ candidates, the users' activeness and the transition to each user's next request
 * **MIND** impressions (Wu et al., ACL 2020): each impression lists the news the user was shown
   with a click label on every one, so any top-k list over its candidates has known clicks.
 * **Globo.com** clicks (de Souza P. Moreira et al., DLRS 2018): clicks only. A request is a
-  click; its candidates are the clicked article plus articles drawn uniformly from those clicked
-  by anyone in the same or the previous hour (the "active" articles); the clicked article is the
-  only positive. User activeness comes from the real return times between sessions through
+  click; its candidates are the clicked article plus articles drawn from those clicked by anyone
+  in the same or the previous hour (the "active" articles), in proportion to those clicks by
+  default (or uniformly); the clicked article is the only positive. User activeness comes from the real return times between sessions through
   :mod:`recforge.drn.survival`, fitted on the training days only.
 
 Without titles or categories, the features are what ids and the log's past give (Zheng et al.,
@@ -424,7 +424,8 @@ def load_globo(
     candidates: int = 50,
     user_fraction: float = 0.02,
     seed: int = 0,
-    days: tuple[int, int, int, int] = (7, 1, 2, 6),
+    negatives: str = "popular",
+    days: tuple[int, int, int, int] = (7, 1, 2, 7),
     calibration_window: float = 24.0,
 ) -> LoggedData:
     """Globo ``clicks.csv[.xz]`` as hourly rounds of click requests.
@@ -434,10 +435,14 @@ def load_globo(
             click_article_id, click_timestamp``; times in ms).
         k: Served list length.
         candidates: Candidates per request (the clicked article + ``candidates - 1`` active
-            articles drawn uniformly without replacement).
+            articles drawn without replacement, see ``negatives``).
         user_fraction: Fraction of users replayed (a seeded draw; the return model and the
             popularity counters use every user).
         seed: Seed of the user draw and the candidate draws.
+        negatives: ``popular`` draws the other candidates in proportion to their clicks in
+            the hour and the one before (what the portal was likely showing); ``uniform``
+            draws them uniformly among the active articles (mostly long-tail articles, which
+            makes popularity alone a near-perfect ranker).
         days: ``(fit, pretrain, validation, evaluation)`` in days: the return model is fitted
             on the first ``fit`` days, the last of which is also the pretraining log when
             ``pretrain = 1``; then validation and evaluation follow.
@@ -496,8 +501,9 @@ def load_globo(
     first_hour = np.full(art_ids.size, n_hours, dtype=np.int64)
     np.minimum.at(first_hour, art, hour)
     # active articles per hour: clicked in this or the previous hour
-    pairs = np.unique(
-        np.r_[hour, np.minimum(hour + 1, n_hours - 1)] * art_ids.size + np.r_[art, art]
+    pairs, pair_clicks = np.unique(
+        np.r_[hour, np.minimum(hour + 1, n_hours - 1)] * art_ids.size + np.r_[art, art],
+        return_counts=True,
     )
     act_hour, act_art = pairs // art_ids.size, pairs % art_ids.size
     act_bounds = np.searchsorted(act_hour, np.arange(n_hours + 1))
@@ -513,13 +519,17 @@ def load_globo(
     ok = np.zeros(sel.size, dtype=bool)
     for h in np.unique(hour[sel]):
         pool = act_art[act_bounds[h] : act_bounds[h + 1]]
+        weight = pair_clicks[act_bounds[h] : act_bounds[h + 1]].astype(np.float64)
         rows = np.flatnonzero(hour[sel] == h)
         if pool.size < candidates:
             continue  # a quiet hour: too few active articles to draw from
         pos = art[sel[rows]]
-        u = rng.random((rows.size, pool.size))
-        u[pool[None, :] == pos[:, None]] = 2.0  # never draw the clicked article as a negative
-        neg = pool[np.argpartition(u, candidates - 2, axis=1)[:, : candidates - 1]]
+        # Gumbel top-k: a draw without replacement, uniform or proportional to weight
+        key = rng.gumbel(size=(rows.size, pool.size))
+        if negatives == "popular":
+            key += np.log(weight)
+        key[pool[None, :] == pos[:, None]] = -np.inf  # never draw the clicked article
+        neg = pool[np.argpartition(-key, candidates - 2, axis=1)[:, : candidates - 1]]
         both = np.concatenate([pos[:, None], neg], axis=1)
         shuffle = np.argsort(rng.random(both.shape), axis=1)  # the positive at a random slot
         cand[rows] = np.take_along_axis(both, shuffle, axis=1)
@@ -612,6 +622,7 @@ def load_globo(
             "articles": int(art_ids.size),
             "k": k,
             "candidates": candidates,
+            "negatives": negatives,
             "user_fraction": user_fraction,
             "days": {"fit": fit_days, "pretrain": pre, "validation": val, "evaluation": ev},
             "return_model": {"a": model.a, "b": model.b, "mean_rate_per_h": model.mean_rate},
