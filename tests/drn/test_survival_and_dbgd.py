@@ -86,3 +86,25 @@ def test_interleaving_credits_the_list_that_got_the_click() -> None:
     clicks_b = (merged == 5).astype(np.float64)  # B's favourite
     got_b = credit(team, clicks_b)
     assert np.all(got_b[:, TEAM_B] == 1) and np.all(got_b[:, TEAM_A] == 0)
+
+
+def test_major_update_target_is_double_dqn() -> None:
+    from recforge.drn.agent import AgentConfig, DRNAgent
+
+    torch.manual_seed(0)
+    agent = DRNAgent(3, 2, AgentConfig(gamma=0.5, seed=0))
+    with torch.no_grad():
+        for p in agent.target.parameters():
+            p.add_(torch.randn_like(p))  # a target network that disagrees with W
+    b = {
+        "next_state": torch.randn(6, 3),
+        "next_action": torch.randn(6, 4, 2),
+        "reward": torch.ones(6, 2),
+        "done": torch.tensor([0, 0, 0, 0, 0, 1.0]),
+    }
+    pick = agent.q(b["next_state"], b["next_action"]).argmax(dim=1)
+    value = agent.target(b["next_state"], b["next_action"])[torch.arange(6), pick]
+    expected = 1.0 + 0.5 * value * (1 - b["done"])
+    got = agent.td_target(b)
+    assert torch.allclose(got, expected[:, None].expand(6, 2))
+    assert torch.allclose(got[5], torch.ones(2))  # no future after the last request

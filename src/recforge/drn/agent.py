@@ -8,8 +8,9 @@ replay memory with the reward ``r = r_click + beta * r_active`` (Section 4.3) an
   network ``W~ = W + alpha * rand(-1, 1) * W`` serves interleaved lists together with the
   current network, and if its items win the clicks the current network moves to it;
 * every ``T2`` steps makes a **major update**: gradient steps on replayed sessions towards the
-  double-network target ``y = r + gamma * max_a' Q_target(s', a')`` (Section 4.2), after which the
-  target network is synchronised.
+  double-DQN target ``y = r + gamma * Q(s', argmax_a' Q(s', a'; W); W')`` (Section 4.2, Eq. 4:
+  the current network picks, the target network ``W'`` values), the target network being
+  synchronised with ``W`` at the start of each major update.
 
 The same class with ``explore="none"`` is the greedy baseline (major updates only) and with
 ``explore="egreedy"`` the epsilon-greedy one, so the three differ only in exploration.
@@ -186,7 +187,7 @@ class DRNAgent(Policy):
         return won
 
     def major_update(self, updates: int) -> None:
-        """``updates`` gradient steps towards ``r + gamma * max_a' Q_target(s', a')``.
+        """``updates`` gradient steps towards the double-DQN target (:meth:`td_target`).
 
         The one gradient step of recforge outside the Trainer, by design: DRN's TD update acts
         on the live agent between served requests, on transitions from its replay memory (not
@@ -199,10 +200,7 @@ class DRNAgent(Policy):
         self.target.load_state_dict(self.q.state_dict())
         for _ in range(updates):
             b = {k: torch.from_numpy(v) for k, v in self.replay.sample(cfg.batch_size).items()}
-            with torch.no_grad():
-                future = self.target(b["next_state"], b["next_action"]).max(dim=1).values  # (N,)
-                alive = 1.0 - b["done"]  # (N,) no future after a user's last request
-                y = b["reward"] + cfg.gamma * (alive * future)[:, None]  # (N, L)
+            y = self.td_target(b)  # (N, L)
             loss = nn.functional.mse_loss(self.q(b["state"], b["shown"]), y)
             self.opt.zero_grad()
             loss.backward()
@@ -211,6 +209,18 @@ class DRNAgent(Policy):
         if self.cfg.explore == "dbgd":  # the old explore network was drawn around stale weights
             self.explore_net = self.dbgd.propose(self.q)
             self._credit[:] = 0
+
+    @torch.no_grad()
+    def td_target(self, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Double-DQN target ``y = r + gamma * Q(s', argmax_a' Q(s', a'; W); W')`` (DRN, Eq. 4).
+
+        The current network ``W`` picks the next action, the target network ``W'`` values it;
+        there is no future after a user's last request (``done``).
+        """
+        pick = self.q(b["next_state"], b["next_action"]).argmax(dim=1, keepdim=True)  # (N, 1)
+        future = self.target(b["next_state"], b["next_action"]).gather(1, pick)[:, 0]  # (N,)
+        alive = 1.0 - b["done"]  # (N,)
+        return b["reward"] + self.cfg.gamma * (alive * future)[:, None]  # (N, L)
 
     def pretrain(self, steps: list[Step]) -> None:
         """Offline pretraining: fill the replay memory from the log and fit on it."""

@@ -10,8 +10,9 @@ candidates, the users' activeness and the transition to each user's next request
 * **Globo.com** clicks (de Souza P. Moreira et al., DLRS 2018): clicks only. A request is a
   click; its candidates are the clicked article plus articles drawn from those clicked by anyone
   in the same or the previous hour (the "active" articles), in proportion to those clicks by
-  default (or uniformly); the clicked article is the only positive. User activeness comes from the real return times between sessions through
-  :mod:`recforge.drn.survival`, fitted on the training days only.
+  default (or uniformly); the clicked article is the only positive. User activeness comes from
+  the real return times between sessions through :mod:`recforge.drn.survival`, fitted on the
+  training days only.
 
 Without titles or categories, the features are what ids and the log's past give (Zheng et al.,
 WWW 2018, Section 4.1, restricted to what these logs hold): news popularity in recent windows

@@ -8,11 +8,11 @@ stream that reads only the state and an advantage stream that reads state and ac
 
     Q(s, a) = V(s) + A(s, a)                                            (DRN, Section 4.2)
 
-Both streams share a state encoder. The network is trained on the target
-``y = r + gamma * max_a' Q_target(s', a')`` with ``r = r_click + beta * r_active`` by the online
-agent (:mod:`recforge.drn.agent`); ranking uses ``Q``. As a registry model it builds its state
-from the schema's ``user`` and ``context`` fields and its action from the ``item`` fields, and
-``forward(batch)`` returns ``Q`` as the logit of each row.
+Both streams share a state encoder. The network is trained on the double-DQN target
+``y = r + gamma * Q(s', argmax_a' Q(s', a'); W')`` with ``r = r_click + beta * r_active`` by the
+online agent (:mod:`recforge.drn.agent`); ranking uses ``Q``. As a registry model it builds its
+state from the schema's ``user`` and ``context`` fields and its action from the ``item`` fields,
+and ``forward(batch)`` returns ``Q`` as the logit of each row.
 """
 
 from __future__ import annotations
