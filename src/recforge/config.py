@@ -193,6 +193,19 @@ class TrainConfig:
             output folder.
         track_experiment: MLflow experiment name (the tracking URI comes from
             ``MLFLOW_TRACKING_URI``, else MLflow's default ``./mlruns``).
+        engine: ``ddp`` (every rank holds the whole model; DistributedDataParallel when
+            there are several) or ``torchrec`` (the embedding tables sharded across the ranks
+            by TorchRec's planner and trained by FBGEMM's fused optimizers, the rest by DDP;
+            needs ``pip install recforge[torchrec]``; see
+            :mod:`recforge.distributed.torchrec_engine` and docs/SCALING.md section 3).
+        sharding: ``torchrec`` engine: table (field) name -> sharding type the planner must
+            use (``table_wise``, ``row_wise``, ``column_wise``, ``table_row_wise``,
+            ``data_parallel``); ``"*"`` sets it for every table not named. Tables not
+            constrained are left to the planner.
+        fused_optimizer: ``torchrec`` engine: FBGEMM optimizer of the sharded tables
+            (``adagrad``, ``rowwise_adagrad``, ``sgd``, ``adam``; ``adam`` needs CUDA);
+            ``auto`` is ``optimizer`` where FBGEMM has it on the device, else
+            ``rowwise_adagrad``.
 
     Raises:
         FieldValueError: ``epochs``, ``batch_size``, ``eval_batch_size`` or ``negatives`` below
@@ -231,6 +244,9 @@ class TrainConfig:
     track: list[Literal["tensorboard", "mlflow"]] = field(default_factory=list)
     track_dir: str | None = None
     track_experiment: str = "recforge"
+    engine: Literal["ddp", "torchrec"] = "ddp"
+    sharding: dict[str, str] = field(default_factory=dict)
+    fused_optimizer: Literal["auto", "adagrad", "rowwise_adagrad", "sgd", "adam"] = "auto"
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size", "negatives"):

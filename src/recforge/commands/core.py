@@ -119,6 +119,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_run_config(args.config, args.overrides)
     validate_model_section(cfg, args.config)
+    if cfg.train.engine == "torchrec":  # a missing TorchRec or a bad sharding type: before launch
+        from recforge.distributed.engine import build_engine
+
+        build_engine(cfg.train)
     result = train_job(
         cfg,
         nproc=args.nproc,

@@ -341,9 +341,12 @@ def launch(
         )
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
+        message = failure.message
+        if isinstance(message, dict):  # a recorded exception: its message, not its callstack
+            message = message.get("message")
         raise RuntimeError(
             f"distributed run failed on rank {rank} (exit code {failure.exitcode}): "
-            f"{failure.message or 'see the log above'}"
+            f"{message or 'see the log above'}"
         ) from None
     # the agent returns its own machine's ranks; only global rank 0 returns a value
     return next((r for r in results.values() if r is not None), None)

@@ -280,6 +280,8 @@ class TorchRecEmbedding(FieldVectors):
         pool_sequences: Include mean-pooled sequences in :meth:`forward`.
         include_dense: Include dense numerics (``x_j * v_j``) in :meth:`forward`.
         device: Device of the collection (``"meta"`` before sharding).
+        stacked: Also offer :class:`~recforge.layers.embedding.StackedInput`'s ``stack`` and
+            ``stacked_dim`` (DCN, Wide & Deep, Deep Crossing; use with ``include_dense=False``).
 
     Raises:
         ImportError: TorchRec is not installed.
@@ -293,6 +295,7 @@ class TorchRecEmbedding(FieldVectors):
         pool_sequences: bool = True,
         include_dense: bool = True,
         device: torch.device | str | None = None,
+        stacked: bool = False,
     ) -> None:
         super().__init__()
         tr = _require_torchrec()
@@ -328,6 +331,16 @@ class TorchRecEmbedding(FieldVectors):
                 else []
             )
         )
+
+        self.stacked = stacked
+        self.stacked_dim = self.output_dim + len(schema.dense_fields)
+
+    def stack(self, batch: Batch, embedded: torch.Tensor | None = None) -> torch.Tensor:
+        """``[flat(batch); batch.dense]`` as :meth:`StackedInput.stack` (needs ``stacked``)."""
+        if not self.stacked:
+            raise ValueError("stack() needs TorchRecEmbedding(..., stacked=True)")
+        emb = self.flat(batch) if embedded is None else embedded
+        return torch.cat([emb, batch.dense], dim=1)
 
     def _lookup(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Feature name -> ``(B, D)`` (sparse fields, pooled sequences) or ``(B, L, D)``."""

@@ -78,14 +78,22 @@ def embedding_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.
     return sparse, dense
 
 
-def build_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+def build_optimizers(
+    model: nn.Module, cfg: TrainConfig, exclude: Iterable[nn.Parameter] = ()
+) -> list[torch.optim.Optimizer]:
     """One or more optimizers covering every trainable parameter exactly once.
 
     The one optimizer factory of recforge: the Trainer builds every model's optimizers here, and
     DRN's online Q-network (a plain ``nn.Module``, not a registry model) its TD-update one.
+
+    Args:
+        model: The model.
+        cfg: Training options.
+        exclude: Parameters updated elsewhere (the TorchRec engine's fused tables).
     """
+    excluded = {id(p) for p in exclude}
     sparse_emb, dense_emb = embedding_parameters(model)
-    taken = {id(p) for p in sparse_emb + dense_emb}
+    taken = {id(p) for p in sparse_emb + dense_emb} | excluded
     wide: list[nn.Parameter] = []
     if cfg.wide_optimizer == "ftrl" and isinstance(model, RecModel):
         wide = [p for p in model.optimizer_groups().get("wide", []) if p.requires_grad]

@@ -34,6 +34,8 @@ from recforge.config import TrainConfig
 from recforge.data.encode.sampling import NegativeSampler
 from recforge.data.loader import BatchLoader
 from recforge.distributed import ddp as distributed
+from recforge.distributed.engine import CHECKPOINT as CHECKPOINT
+from recforge.distributed.engine import TrainingEngine, build_engine
 from recforge.features import Batch, EncodedData
 from recforge.io import atomic_write, atomic_write_text
 from recforge.models.base import RecModel
@@ -41,7 +43,6 @@ from recforge.train.optim import build_optimizers, scale_lr
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
 NegativeFn = Callable[[Batch, int, torch.Generator], torch.Tensor]
 
 
@@ -123,6 +124,9 @@ class Trainer:
             default samples uniformly from the items the row's user has no training positive
             with.
         callbacks: :class:`TrainerCallback` objects called during :meth:`fit` (rank 0 only).
+        engine: Where the model's parameters live across ranks; default
+            :func:`~recforge.distributed.engine.build_engine` of ``cfg.engine`` (``ddp``: whole
+            model per rank; ``torchrec``: tables sharded by TorchRec).
     """
 
     def __init__(
@@ -133,6 +137,7 @@ class Trainer:
         output_dir: str | Path | None = None,
         negative_fn: NegativeFn | None = None,
         callbacks: Sequence[TrainerCallback] = (),
+        engine: TrainingEngine | None = None,
     ) -> None:
         self.model = model
         self.cfg = cfg
@@ -150,9 +155,11 @@ class Trainer:
         else:
             self.device = resolve_device(cfg.device)
         self.model.to(self.device)
-        self._ddp: nn.Module | None = None
+        self.engine = engine or build_engine(cfg)
+        self.engine.setup(model, self.device, self.task)
+        self._ddp: nn.Module | None = None  # the engine's training call (DDP, DMP) in fit
         self._shard = (0, 0, 0)  # (lo, hi, rows) of the current global batch on this rank
-        self.optimizers = build_optimizers(model, cfg)
+        self.optimizers = build_optimizers(model, cfg, self.engine.fused_parameters(model))
         self.negative_fn = negative_fn
         self._sampler: NegativeSampler | None = None  # training positives (ranking)
         self._positives: EncodedData | None = None
@@ -279,6 +286,13 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         resumed = self.load_checkpoint() if resume else False
+        if resume and self.world.distributed:
+            found = distributed.all_reduce_sum([float(resumed)])[0]
+            if 0 < found < self.world.size:  # a sharded checkpoint lacks some ranks' files
+                raise RuntimeError(
+                    f"{self.output_dir}: checkpoint files for {int(found)} of "
+                    f"{self.world.size} ranks; cannot resume"
+                )
         if not resumed:
             self.model.fit_statistics(train)  # count-based parts come from the data
         if self.task == "ranking":
@@ -298,12 +312,8 @@ class Trainer:
         )
         if resumed:  # step numbers continue where the interrupted run's left off
             self.global_step = self.epoch * len(loader)
-        if (
-            world.distributed
-            and self._ddp is None
-            and any(p.requires_grad for p in self.model.parameters())
-        ):
-            self._ddp = distributed.wrap_ddp(self.model)
+        if self._ddp is None and any(p.requires_grad for p in self.model.parameters()):
+            self._ddp = self.engine.wrap(self.model)
         # rank 0 keeps the single-process streams; other ranks draw their own dropout masks
         # (and custom negatives, which cannot be drawn for the global batch)
         rank_offset = 1_000_003 * world.rank
@@ -327,13 +337,14 @@ class Trainer:
                 )
                 if improved:
                     self.best_value, self.best_epoch = value, epoch
-                    self.best_state = copy.deepcopy(self.model.state_dict())
+                    self.best_state = copy.deepcopy(self.engine.model_state(self.model))
                     self.bad_epochs = self.plateau_epochs = 0
                 else:
                     self.bad_epochs += 1
                     self.plateau_epochs += 1
                     if cfg.lr_patience and self.plateau_epochs >= cfg.lr_patience:
                         scale_lr(self.optimizers, cfg.lr_factor)
+                        self.engine.scale_lr(cfg.lr_factor)
                         self.plateau_epochs = 0
                         log.info("epoch %d: learning rate reduced by %g", epoch, cfg.lr_factor)
             record["lr"] = self.optimizers[0].param_groups[0]["lr"] if self.optimizers else 0.0
@@ -350,10 +361,11 @@ class Trainer:
                 log.info("early stopping at epoch %d (best epoch %d)", epoch, self.best_epoch)
                 break
         if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
+            self.engine.load_model_state(self.model, self.best_state)
         if self._ddp is not None:
-            distributed.unwrap_ddp(self._ddp)
+            self.engine.unwrap(self._ddp)
         self._ddp = None  # the wrapper's hooks go; the next fit wraps again
+        self.engine.finish(self.model)
         return self.history
 
     def _train_epoch(
@@ -384,6 +396,7 @@ class Trainer:
                 loss.backward()
             for opt in self.optimizers:
                 opt.step()
+            self.engine.step()
             # mean loss per row; a model's own objective (a sum over its rows) per batch
             value = float(loss.detach())
             total += value * (1 if own else len(batch))
@@ -436,7 +449,7 @@ class Trainer:
     def _predict_local(self, data: EncodedData) -> np.ndarray:
         self.model.eval()
         out = []
-        for batch in BatchLoader(data, self.cfg.eval_batch_size):
+        for batch in self.engine.eval_batches(data, self.cfg.eval_batch_size):
             with self._autocast():
                 out.append(self.model(batch.to(self.device)).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
@@ -530,8 +543,10 @@ class Trainer:
         return {
             "format": "recforge-checkpoint-1",
             "model_class": type(self.model).__name__,
-            "model": self.model.state_dict(),
+            "model": self.engine.model_state(self.model),
             "optimizers": [o.state_dict() for o in self.optimizers],
+            "engine": self.engine.name,
+            "engine_state": self.engine.state_dict(),
             "epoch": self.epoch,
             "history": self.history,
             "best_state": self.best_state,
@@ -546,10 +561,15 @@ class Trainer:
     def _write_outputs(self) -> None:
         if self.output_dir is None:
             return
-        if self.world.is_main:  # one writer; the other ranks wait until the files are whole
+        # one checkpoint writer (ddp), or one per rank (sharded tables); the other ranks wait at
+        # the barrier until the files are whole
+        path = self.engine.checkpoint_file(self.output_dir)
+        if path is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             state = self.checkpoint_state()
-            atomic_write(self.output_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+            atomic_write(path, lambda tmp: torch.save(state, tmp))
+        if self.world.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
             history = json.dumps(self.history, indent=1)
             atomic_write_text(self.output_dir / "history.json", history)
             plot_history(self.history, self.output_dir / "learning_curve.png")
@@ -560,7 +580,7 @@ class Trainer:
         if path is None:
             if self.output_dir is None:
                 raise ValueError("resume needs an output_dir or a checkpoint path")
-            path = self.output_dir / CHECKPOINT
+            path = self.engine.resume_file(self.output_dir)
         path = Path(path)
         if not path.exists():
             log.info("no checkpoint at %s; starting fresh", path)
@@ -585,10 +605,12 @@ class Trainer:
             raise RuntimeError(
                 f"{path}: checkpoint of {state['model_class']}, not {type(self.model).__name__}"
             )
+        self.engine.check_resume(state, path)
         try:
-            self.model.load_state_dict(state["model"])
+            self.engine.load_model_state(self.model, state["model"])
         except RuntimeError as exc:
             raise RuntimeError(f"{path}: checkpoint does not match the model ({exc})") from exc
+        self.engine.load_state_dict(state.get("engine_state", {}))
         for opt, opt_state in zip(self.optimizers, state["optimizers"], strict=True):
             opt.load_state_dict(opt_state)
         self.epoch = state["epoch"]

@@ -1,0 +1,190 @@
+"""``train.engine=torchrec``: sharded training equals one process; bad input gives one line.
+
+Two-rank runs go through the command line (gloo on CPU, one thread per rank); each is compared
+with a one-process run of the same engine (a one-rank ``DistributedModelParallel``, the same
+FBGEMM optimizer, the same seeded global batches of 99 rows, so every step splits 49/50 and
+the row-wise padding is exercised). Skipped when TorchRec cannot be imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from recforge import cli
+from recforge.config import load_run_config
+from recforge.distributed.torchrec_bridge import torchrec_available
+from recforge.run import train_from_config
+from recforge.serve.bundle import load_bundle
+
+if not torchrec_available():  # also when fbgemm's kernels do not load for this torch
+    pytest.skip("TorchRec is not installed (recforge[torchrec])", allow_module_level=True)
+
+from recforge.distributed.torchrec_engine import column_width  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = {
+    "data": {
+        "dataset": "synthetic",
+        "options": {"rows": 1600, "seed": 0, "n_users": 40, "n_items": 60},
+    },
+    "train": {
+        "batch_size": 99,
+        "lr": 0.02,
+        "epochs": 2,
+        "patience": 0,
+        "lr_patience": 0,
+        "device": "cpu",
+        "threads": 1,
+        "progress": False,
+        "engine": "torchrec",
+    },
+}
+# every sharding type in one plan (site is split column-wise over both ranks)
+MIXED = {
+    "user_id": "row_wise",
+    "item_id": "row_wise",
+    "site": "column_wise",
+    "item_category": "table_wise",
+    "user_segment": "table_wise",
+    "device": "data_parallel",
+    "hour": "data_parallel",
+}
+MODELS = {
+    "dnn": {"name": "dnn", "params": {"hidden": [32, 16], "dropout": 0.0}},
+    "deepfm": {"name": "deepfm", "params": {"hidden": [16], "dropout": 0.0}},
+    "dcn": {"name": "dcn", "params": {"hidden": [16], "dropout": 0.0}},
+    "wide_deep": {"name": "wide_deep", "params": {"hidden": [16], "dropout": 0.0}},
+}
+TIMEOUT_S = 240
+
+
+def _config(root: Path, name: str, model: dict, **train: object) -> Path:
+    cfg = json.loads(json.dumps(BASE))
+    cfg["data"]["cache_dir"] = str(root / "cache")
+    cfg["train"].update(train)
+    cfg["model"] = model
+    cfg["output_dir"] = str(root / name)
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+
+
+def _one_process(path: Path) -> Path:
+    cfg = load_run_config(str(path), [])
+    train_from_config(cfg)
+    return Path(cfg.output_dir)
+
+
+def _compare(one: Path, two: Path) -> None:
+    a, b = load_bundle(one / "bundle"), load_bundle(two / "bundle")
+    # the bundle is the ordinary one: fused tables, no TorchRec module left in it
+    assert type(b.model.embedding).__name__ in ("FeatureEmbedding", "StackedInput")
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.allclose(sa[key].float(), sb[key].float(), atol=1e-5, rtol=0), key
+    ma = json.loads((one / "metrics.json").read_text())
+    mb = json.loads((two / "metrics.json").read_text())
+    for key, value in ma["test"].items():
+        assert abs(value - mb["test"][key]) < 1e-5, key
+
+
+@pytest.fixture(scope="module")
+def mixed_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """DNN with every sharding type: the two-rank CLI run and its one-process reference."""
+    root = tmp_path_factory.mktemp("torchrec_mixed")
+    params = {"hidden": [32, 16], "dropout": 0.0}
+    model = {"name": "dnn", "params": params}
+    two = _config(root, "two", model, sharding=MIXED, optimizer="adagrad")
+    proc = subprocess.run(
+        [sys.executable, "-m", "recforge", "train", "-c", str(two), "--nproc", "2"],
+        capture_output=True, text=True, env=_env(), timeout=TIMEOUT_S, cwd=root,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = _one_process(_config(root, "one", model, sharding=MIXED, optimizer="adagrad"))
+    return root, one, root / "two"
+
+
+def test_every_sharding_type_on_two_ranks_matches_one_process(mixed_runs) -> None:
+    _, one, two = mixed_runs
+    _compare(one, two)
+    # each rank wrote its own shards
+    assert (two / "checkpoint.pt").exists() and (two / "checkpoint.rank1.pt").exists()
+    rank1 = torch.load(two / "checkpoint.rank1.pt", weights_only=True)
+    assert rank1["engine"] == "torchrec" and rank1["world_size"] == 2
+    # row-wise: each rank holds about half of user_id's 41 rows
+    (shard,) = rank1["model"]["embedding.collection.embedding_bags.user_id.weight"]
+    assert shard.shape[0] in (20, 21)
+
+
+def test_ctr_models_on_two_ranks_match_one_process(tmp_path: Path) -> None:
+    """DeepFM (row-wise), DCN (table-wise), Wide & Deep (column-wise): one torchrun job."""
+    plans = {"deepfm": "row_wise", "dcn": "table_wise", "wide_deep": "column_wise"}
+    # row-wise Adagrad keeps one accumulator per row of each column shard: element-wise
+    # Adagrad for the column-wise plan, whose one-process run has one shard of all columns
+    optimizer = {"deepfm": "adam", "dcn": "adam", "wide_deep": "adagrad"}
+    twos = [
+        _config(tmp_path, f"{m}_two", MODELS[m], sharding={"*": k}, optimizer=optimizer[m])
+        for m, k in plans.items()
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(ROOT / "tests" / "distributed" / "torchrec_job.py"), *map(str, twos)],
+        capture_output=True, text=True, env=_env(), timeout=TIMEOUT_S, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for m, kind in plans.items():
+        cfg = _config(tmp_path, f"{m}_one", MODELS[m], sharding={"*": kind}, optimizer=optimizer[m])
+        _compare(_one_process(cfg), tmp_path / f"{m}_two")
+
+
+def test_resume_with_another_world_size_is_one_line(mixed_runs, capsys) -> None:
+    root, _, _ = mixed_runs
+    code = cli.main(["train", "-c", str(root / "two.yaml"), "--resume"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("recforge: error: ")
+    assert "sharded over 2 rank(s), this run has 1" in err[-1]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.sharding={site: diagonal}", "unknown sharding type 'diagonal'"),
+        ("train.sharding={nosuch: row_wise}", "train.sharding.nosuch: no such table"),
+        ("train.fused_optimizer=adam", "FBGEMM's CPU kernels offer only"),
+        ("model={name: autorec, params: {}}", "train.engine=torchrec trains binary and"),
+    ],
+)
+def test_bad_torchrec_input_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, override: str, message: str
+) -> None:
+    path = _config(tmp_path, "bad", MODELS["dnn"])
+    args = [override] if override.startswith("train.") else []
+    if not args:  # a model the engine cannot shard
+        raw = yaml.safe_load(path.read_text())
+        raw["model"] = {"name": "autorec", "params": {}}
+        path.write_text(yaml.safe_dump(raw))
+    code = cli.main(["train", "-c", str(path), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert err[-1].startswith("recforge: error: ") and message in err[-1], err[-1]
+
+
+def test_column_width_splits_over_every_rank() -> None:
+    assert column_width(16, 2) == 8
+    assert column_width(16, 3) == 8  # 16/3 -> the next divisor
+    assert column_width(12, 8) == 2
+    assert column_width(8, 1) == 8
