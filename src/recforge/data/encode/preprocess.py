@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,38 @@ from recforge.io import atomic_write, atomic_write_text
 log = logging.getLogger(__name__)
 
 _STATE_FILE = "preprocessor.json"
+# Below this many rows a table's columns are encoded one after the other (threads cost more).
+_PARALLEL_ROWS = 50_000
+_STACK_BLOCK = 16_384
 _VOCAB_FILE = "vocabularies.arrow"
+
+
+def _map_columns(fn: Callable[[Any], Any], items: Sequence[Any], rows: int) -> list[Any]:
+    """``[fn(x) for x in items]``, on a thread per core when the table is large.
+
+    The per-column work is pyarrow compute and numpy, which release the GIL, so the columns of
+    one table are hashed, counted and looked up in parallel. Results keep the items' order.
+    """
+    workers = min(len(items), os.cpu_count() or 1)
+    if workers < 2 or rows < _PARALLEL_ROWS:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recforge-encode") as pool:
+        return list(pool.map(fn, items))
+
+
+def _stack_columns(columns: list[np.ndarray], dtype: type, rows: int) -> np.ndarray:
+    """``np.stack(columns, axis=1).astype(dtype)``, C-contiguous, block by block of rows.
+
+    One ``np.stack`` writes each column with a stride of the whole row and misses the cache on
+    every element; stacking blocks of rows that fit in cache is 3-4x faster on wide tables.
+    """
+    out = np.empty((rows, len(columns)), dtype=dtype)
+    if not columns:
+        return out
+    for start in range(0, rows, _STACK_BLOCK):
+        block = slice(start, start + _STACK_BLOCK)
+        np.stack([c[block] for c in columns], axis=1, out=out[block], casting="unsafe")
+    return out
 
 
 def _as_strings(col: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
@@ -185,11 +218,21 @@ class Preprocessor:
                 if target in counters:
                     lists = _sequence_lists(table.column(seq.source), seq.separator)
                     counters[target].add(lists.flatten())
-            for f in schema.fields:
-                if isinstance(f, CategoricalField) and f.name in counters:
+
+            def count(f: CategoricalField | NumericField, table: pa.Table = table) -> None:
+                # one field per call: each counter/summary is touched by one thread only
+                if isinstance(f, CategoricalField):
                     counters[f.name].add(_as_strings(table.column(f.source)))
-                elif isinstance(f, NumericField):
+                else:
                     summaries[f.name].add(_numeric_values(table.column(f.source), f))
+
+            fields = [
+                f
+                for f in schema.fields
+                if (isinstance(f, CategoricalField) and f.name in counters)
+                or isinstance(f, NumericField)
+            ]
+            _map_columns(count, fields, table.num_rows)
         for f in schema.fields:
             if f.name in counters:
                 values, counts = counters[f.name].result()
@@ -230,28 +273,23 @@ class Preprocessor:
             validate_labels(table, self.schema)
         n = table.num_rows
         schema = self.schema
-        sparse_cols = []
-        for f in schema.sparse_fields:
+
+        def sparse_ids(f: CategoricalField | NumericField) -> np.ndarray:
             if isinstance(f, CategoricalField):
                 values = _as_strings(table.column(f.source))
                 if f.hash_buckets:
-                    sparse_cols.append(_hash_ids(values, f.hash_buckets))
-                else:
-                    sparse_cols.append(_lookup(values, self.vocabs[f.name]))
-            else:
-                x = _numeric_values(table.column(f.source), f)
-                edges = np.asarray(self.numeric[f.name]["edges"], dtype=np.float64)
-                sparse_cols.append((np.searchsorted(edges, x, side="right") + 1).astype(np.int32))
-        sparse = np.stack(sparse_cols, axis=1) if sparse_cols else np.zeros((n, 0), dtype=np.int32)
-        dense_cols = [
-            _apply_numeric(_numeric_values(table.column(f.source), f), f, self.numeric[f.name])
-            for f in schema.dense_fields
-        ]
-        dense = (
-            np.stack(dense_cols, axis=1).astype(np.float32)
-            if dense_cols
-            else np.zeros((n, 0), dtype=np.float32)
-        )
+                    return _hash_ids(values, f.hash_buckets)
+                return _lookup(values, self.vocabs[f.name])
+            x = _numeric_values(table.column(f.source), f)
+            edges = np.asarray(self.numeric[f.name]["edges"], dtype=np.float64)
+            return (np.searchsorted(edges, x, side="right") + 1).astype(np.int32)
+
+        def dense_values(f: NumericField) -> np.ndarray:
+            x = _numeric_values(table.column(f.source), f)
+            return _apply_numeric(x, f, self.numeric[f.name])
+
+        sparse = _stack_columns(_map_columns(sparse_ids, schema.sparse_fields, n), np.int32, n)
+        dense = _stack_columns(_map_columns(dense_values, schema.dense_fields, n), np.float32, n)
         sequences, lengths, full = {}, {}, {}
         for seq in schema.sequence_fields:
             lists = _sequence_lists(table.column(seq.source), seq.separator)
