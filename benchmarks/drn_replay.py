@@ -66,11 +66,12 @@ NOTES = {
         "is 0 and beta has no effect here."
     ),
     "globo": (
-        "Log: requests are the clicks of a seeded {user_fraction:.0%} of users (per seed; "
-        "{requests} requests for seed 0), candidates = the clicked article + "
-        "{candidates} - 1 articles clicked by anyone in the same or previous hour, drawn in "
-        "proportion to those clicks ({negatives}); skipped: {skipped}. Days 1-7 fit the "
-        "return model (a gamma-frailty exponential hazard), day 7 is the pretraining log, "
+        "Log (first day {first_day}): requests are the clicks of a seeded {user_fraction:.0%} "
+        "of users (per seed; {requests} requests for seed 0), {candidates} candidates each: "
+        "the clicked article and articles clicked by anyone in the same or previous hour, "
+        "drawn in proportion to those clicks ({negatives}); skipped: {skipped}. Days 1-7 fit "
+        "the return model (a gamma-frailty exponential hazard with a weekly profile; see "
+        "drn_replay_globo_calibration.png), day 7 is the pretraining log, "
         "days 8-9 validation, days 10-16 evaluation. Estimator: Li et al.'s replay restricted "
         "to logged clicks: a policy is rewarded when the clicked article is in its top 5, "
         "other candidates count as non-clicks (unknown impressions; no propensities, so no "
@@ -230,7 +231,7 @@ def plot(reports: dict[str, dict], path: Path) -> None:
     ax = axes[3]
     top = 0.0
     for c in cal:
-        ax.plot(c["predicted"], c["observed"], "o-", ms=3, label=f"day {int(c['cut']) // 24}")
+        ax.plot(c["predicted"], c["observed"], "o-", ms=3, label=f"day {int(c['cut']) // 24 + 1}")
         top = max(top, max(c["predicted"]), max(c["observed"]))
     ax.plot([0, top], [0, top], "k--", lw=1)
     ax.set_title("Globo: return model, P(return in 24 h)", fontsize=10)

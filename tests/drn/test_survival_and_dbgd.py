@@ -108,3 +108,20 @@ def test_major_update_target_is_double_dqn() -> None:
     got = agent.td_target(b)
     assert torch.allclose(got, expected[:, None].expand(6, 2))
     assert torch.allclose(got[5], torch.ones(2))  # no future after the last request
+
+
+def test_weekly_profile_recovers_a_planted_weekend_dip() -> None:
+    from recforge.drn.survival import effective_hours, weekly_profile
+
+    rng = np.random.default_rng(2)
+    rates = np.full(2000, 0.05)
+    users, starts = _poisson_sessions(rates, 24 * 14, rng)
+    weekend = np.floor(starts / 24) % 7 >= 5  # days 5 and 6 of each week: keep half
+    keep = ~weekend | (rng.random(starts.size) < 0.5)
+    w = weekly_profile(starts[keep], 0.0, 24 * 14)
+    assert np.isclose(w.mean(), 1.0)
+    # (day 0 holds every first session: compare with days 1 to 4)
+    assert abs(w[5] / w[1] - 0.5) < 0.05 and abs(w[6] / w[2:5].mean() - 0.5) < 0.05
+    assert np.isclose(effective_hours(np.array([24 * 7]), w)[0], 24 * 7)  # a week is a week
+    friday_noon = effective_hours(np.array([24.0 * 5 + 12]), w)[0]
+    assert np.isclose(friday_noon, 24 * w[:5].sum() + 12 * w[5])

@@ -201,7 +201,7 @@ def plot_calibration(calibration: list[dict[str, object]], path: Path) -> None:
     for c in calibration:
         pred, obs = np.asarray(c["predicted"]), np.asarray(c["observed"])
         top = max(top, pred.max(), obs.max())
-        ax.plot(pred, obs, "o-", ms=3, label=f"day {int(c['cut']) // 24}")  # type: ignore[call-overload]
+        ax.plot(pred, obs, "o-", ms=3, label=f"day {int(c['cut']) // 24 + 1}")  # type: ignore[call-overload]
     ax.plot([0, top], [0, top], "k--", lw=1, label="perfect")
     ax.set_xlabel(f"predicted P(return within {calibration[0]['window']:.0f} h)")
     ax.set_ylabel("observed fraction returning")

@@ -40,6 +40,7 @@ from recforge.drn.survival import (
     calibration_table,
     exposure_counts,
     unique_sessions,
+    weekly_profile,
 )
 
 log = logging.getLogger(__name__)
@@ -481,11 +482,17 @@ def load_globo(
     # ---- survival: return model on the fit days, checked on the later days
     su, st = unique_sessions(user, ts)
     fit_end = 24.0 * fit_days
-    _, n_ret, expo = exposure_counts(su, st, 0.0, fit_end)
-    model = ReturnModel.fit(n_ret, expo)
     cuts = [24.0 * d for d in range(fit_days, fit_days + val + ev)]
+    _, n_ret, expo = exposure_counts(su, st, 0.0, fit_end)
+    constant = ReturnModel.fit(n_ret, expo)
+    weekly = weekly_profile(st, 0.0, fit_end)
+    _, n_ret, expo = exposure_counts(su, st, 0.0, fit_end, weekly)
+    model = ReturnModel.fit(n_ret, expo, weekly)
     calibration = [calibration_table(model, su, st, 0.0, c, calibration_window) for c in cuts]
-    active = activeness_scores(user, t, ts, model.mean_rate)
+    brier_constant = [
+        calibration_table(constant, su, st, 0.0, c, calibration_window)["brier"] for c in cuts
+    ]
+    active = activeness_scores(user, t, ts, constant.mean_rate)
     # r_active: the score the user has at their next click (a return lifts it), or the score
     # decayed to the end of the log when they never come back
     nxt_all = _next_event(user, t)
@@ -626,7 +633,19 @@ def load_globo(
             "negatives": negatives,
             "user_fraction": user_fraction,
             "days": {"fit": fit_days, "pretrain": pre, "validation": val, "evaluation": ev},
-            "return_model": {"a": model.a, "b": model.b, "mean_rate_per_h": model.mean_rate},
+            "first_day": str(np.datetime64(int(day0), "ms").astype("datetime64[D]")),
+            "return_model": {
+                "a": model.a,
+                "b": model.b,
+                "mean_rate_per_h": model.mean_rate,
+                "weekly": model.weekly,
+            },
+            "return_model_constant": {
+                "a": constant.a,
+                "b": constant.b,
+                "mean_rate_per_h": constant.mean_rate,
+                "brier": brier_constant,
+            },
             "calibration": calibration,
         },
     )

@@ -13,7 +13,9 @@ returns the marginal likelihood is negative binomial, ``(a, b)`` are its maximum
 estimates, and the posterior ``Gamma(a + n_u, b + T_u)`` gives each user's return
 probability within ``w`` hours in closed form: ``1 - ((b + T_u) / (b + T_u + w)) ** (a + n_u)``.
 Users without returns are right-censored at the end of their exposure, as survival analysis
-requires. :func:`calibration_table` checks the predictions on later days.
+requires. An optional weekly profile scales the hazard by day of week (news reading drops at
+weekends); exposures and windows are then measured in profile-weighted hours.
+:func:`calibration_table` checks the predictions on later days.
 """
 
 from __future__ import annotations
@@ -35,10 +37,14 @@ class ReturnModel:
     Attributes:
         a: Gamma shape of users' return rates.
         b: Gamma rate (hours) of users' return rates; the population mean rate is ``a / b``.
+        weekly: Relative hazard of each day since the log's first midnight modulo 7 (mean 1),
+            or ``None`` for a hazard constant in time. Exposures and windows are then measured
+            in "effective hours" (:func:`effective_hours`).
     """
 
     a: float
     b: float
+    weekly: tuple[float, ...] | None = None
 
     @property
     def mean_rate(self) -> float:
@@ -46,13 +52,16 @@ class ReturnModel:
         return self.a / self.b
 
     @classmethod
-    def fit(cls, returns: np.ndarray, exposure: np.ndarray) -> ReturnModel:
+    def fit(
+        cls, returns: np.ndarray, exposure: np.ndarray, weekly: np.ndarray | None = None
+    ) -> ReturnModel:
         """Maximum-likelihood ``(a, b)`` from per-user return counts and exposures (hours).
 
         Args:
             returns: ``(U,)`` returns observed per user (sessions after the first).
             exposure: ``(U,)`` hours each user was observed (first session to the end of the
-                window; right-censored there).
+                window; right-censored there), effective hours when ``weekly`` is given.
+            weekly: The weekly profile the exposures were measured with (stored).
         """
         n = np.asarray(returns, dtype=np.float64)
         t = np.asarray(exposure, dtype=np.float64)
@@ -72,7 +81,8 @@ class ReturnModel:
                        options={"xatol": 1e-6, "fatol": 1e-6, "maxiter": 2000})  # fmt: skip
         a, b = np.exp(res.x)
         log.info("return model: a=%.3f b=%.2f h (rate %.4f/h), %d users", a, b, a / b, n.size)
-        return cls(float(a), float(b))
+        profile = None if weekly is None else tuple(float(w) for w in weekly)
+        return cls(float(a), float(b), profile)
 
     def rate(self, returns: np.ndarray, exposure: np.ndarray) -> np.ndarray:
         """Posterior mean hazard ``(a + n) / (b + T)`` of users with ``n`` returns in ``T`` h."""
@@ -93,8 +103,39 @@ def unique_sessions(user: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np
     return u[new], s[new]
 
 
+def weekly_profile(start: np.ndarray, t0: float, t1: float) -> np.ndarray:
+    """``(7,)`` relative session-start rate of each day modulo 7 in ``[t0, t1)`` (mean 1).
+
+    Days are counted from hour 0 (the log's first midnight); a day seen in several weeks is
+    averaged over them, a day not seen gets 1.
+    """
+    day = np.floor(start[(start >= t0) & (start < t1)] / 24).astype(np.int64)
+    days = np.arange(int(np.ceil(t0 / 24)), int(np.floor(t1 / 24)))
+    per_day = np.bincount(day, minlength=int(days.max(initial=0)) + 1)[days]
+    total = np.bincount(days % 7, per_day, minlength=7)
+    seen = np.bincount(days % 7, minlength=7)
+    rate = np.where(seen > 0, total / np.maximum(seen, 1), np.nan)
+    rate = rate / np.nanmean(rate)
+    return np.where(np.isnan(rate), 1.0, rate)
+
+
+def effective_hours(t: np.ndarray, weekly: np.ndarray | tuple[float, ...] | None) -> np.ndarray:
+    """``int_0^t w(day(u)) du``: hours weighted by the weekly profile (``t`` itself if none)."""
+    t = np.asarray(t, dtype=np.float64)
+    if weekly is None:
+        return t
+    w = np.asarray(weekly, dtype=np.float64)
+    cum = np.concatenate([[0.0], np.cumsum(w)]) * 24  # (8,) hours up to each day of a week
+    day = np.floor(t / 24).astype(np.int64)
+    return (day // 7) * cum[7] + cum[day % 7] + (t - 24 * day) * w[day % 7]
+
+
 def exposure_counts(
-    user: np.ndarray, start: np.ndarray, t0: float, t1: float
+    user: np.ndarray,
+    start: np.ndarray,
+    t0: float,
+    t1: float,
+    weekly: np.ndarray | tuple[float, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-user returns and exposure within ``[t0, t1)`` hours.
 
@@ -103,6 +144,7 @@ def exposure_counts(
         start: ``(S,)`` session start (hours).
         t0: Window start.
         t1: Window end (censoring time).
+        weekly: Weekly profile to measure exposure in effective hours.
 
     Returns:
         ``users (U,)`` seen in the window, their ``returns`` (sessions after their first one
@@ -111,7 +153,10 @@ def exposure_counts(
     inside = (start >= t0) & (start < t1)
     u, s = user[inside], start[inside]
     users, first_idx, count = np.unique(u, return_index=True, return_counts=True)
-    return users, count - 1.0, t1 - s[first_idx]
+    exposure = effective_hours(np.full(users.size, t1), weekly) - effective_hours(
+        s[first_idx], weekly
+    )
+    return users, count - 1.0, exposure
 
 
 def calibration_table(
@@ -132,15 +177,16 @@ def calibration_table(
         ``bins`` rows of mean predicted and observed rates with counts, the Brier score of the
         model and of the population rate alone, and the number of users.
     """
-    users, n, t = exposure_counts(user, start, fit_start, cut)
-    pred = model.p_return(n, t, window)
+    users, n, t = exposure_counts(user, start, fit_start, cut, model.weekly)
+    span = effective_hours(np.array([cut, cut + window]), model.weekly)
+    pred = model.p_return(n, t, float(span[1] - span[0]))
     later = np.unique(user[(start >= cut) & (start < cut + window)])
     observed = np.isin(users, later).astype(np.float64)
     edges = np.quantile(pred, np.linspace(0, 1, bins + 1))
     which = np.clip(np.searchsorted(edges, pred, side="right") - 1, 0, bins - 1)
     count = np.bincount(which, minlength=bins)
     safe = np.maximum(count, 1)
-    base = 1.0 - np.exp(-model.mean_rate * window)
+    base = 1.0 - np.exp(-model.mean_rate * float(span[1] - span[0]))
     return {
         "cut": cut,
         "window": window,
