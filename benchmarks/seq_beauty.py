@@ -95,8 +95,11 @@ def run_one(label: str, model: str, overrides: list[str], seed: int, path: str) 
 def table(runs: list[dict]) -> str:
     """Mean ± std per variant, and each variant's paired test-AUC difference to DIN."""
     by: dict[str, list[dict]] = {}
-    for r in runs:
-        by.setdefault(r["label"], []).append(r)
+    seen: set[tuple[str, int]] = set()
+    for r in runs:  # a (variant, seed) run twice by two processes counts once
+        if (r["label"], r["seed"]) not in seen:
+            seen.add((r["label"], r["seed"]))
+            by.setdefault(r["label"], []).append(r)
     din = {r["seed"]: r["test_auc"] for r in by.get("DIN", [])}
     lines = [
         "| variant | seeds | valid AUC | test AUC | test GAUC | paired Δ test AUC vs DIN "
