@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -58,12 +59,15 @@ MIXED = {
     "hour": "data_parallel",
 }
 MODELS = {
-    "dnn": {"name": "dnn", "params": {"hidden": [32, 16], "dropout": 0.0}},
-    "deepfm": {"name": "deepfm", "params": {"hidden": [16], "dropout": 0.0}},
-    "dcn": {"name": "dcn", "params": {"hidden": [16], "dropout": 0.0}},
-    "wide_deep": {"name": "wide_deep", "params": {"hidden": [16], "dropout": 0.0}},
+    "dnn": {"name": "dnn", "params": {"hidden": [32, 16], "dropout": 0.0, "batch_norm": False}},
+    "deepfm": {"name": "deepfm", "params": {"hidden": [16], "dropout": 0.0, "batch_norm": False}},
+    "dcn": {"name": "dcn", "params": {"hidden": [16], "dropout": 0.0, "batch_norm": False}},
+    "wide_deep": {
+        "name": "wide_deep",
+        "params": {"hidden": [16], "dropout": 0.0, "batch_norm": False},
+    },
 }
-TIMEOUT_S = 240
+TIMEOUT_S = 180
 
 
 def _config(root: Path, name: str, model: dict, **train: object) -> Path:
@@ -79,6 +83,22 @@ def _config(root: Path, name: str, model: dict, **train: object) -> Path:
 
 def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``args`` in a session of its own; on a timeout the whole session (the agent and
+    its ranks) is killed, so no rank outlives the test."""
+    proc = subprocess.Popen(
+        args, cwd=cwd, env=_env(), text=True, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{' '.join(args[:4])} ...: no result in {TIMEOUT_S} s\n{err[-3000:]}")
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def _one_process(path: Path) -> Path:
@@ -105,13 +125,10 @@ def _compare(one: Path, two: Path) -> None:
 def mixed_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """DNN with every sharding type: the two-rank CLI run and its one-process reference."""
     root = tmp_path_factory.mktemp("torchrec_mixed")
-    params = {"hidden": [32, 16], "dropout": 0.0}
+    params = {"hidden": [32, 16], "dropout": 0.0, "batch_norm": False}
     model = {"name": "dnn", "params": params}
     two = _config(root, "two", model, sharding=MIXED, optimizer="adagrad")
-    proc = subprocess.run(
-        [sys.executable, "-m", "recforge", "train", "-c", str(two), "--nproc", "2"],
-        capture_output=True, text=True, env=_env(), timeout=TIMEOUT_S, cwd=root,
-    )  # fmt: skip
+    proc = _run([sys.executable, "-m", "recforge", "train", "-c", str(two), "--nproc", "2"], root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one = _one_process(_config(root, "one", model, sharding=MIXED, optimizer="adagrad"))
     return root, one, root / "two"
@@ -139,10 +156,11 @@ def test_ctr_models_on_two_ranks_match_one_process(tmp_path: Path) -> None:
         _config(tmp_path, f"{m}_two", MODELS[m], sharding={"*": k}, optimizer=optimizer[m])
         for m, k in plans.items()
     ]
-    proc = subprocess.run(
+    job = str(ROOT / "tests" / "distributed" / "torchrec_job.py")
+    proc = _run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         str(ROOT / "tests" / "distributed" / "torchrec_job.py"), *map(str, twos)],
-        capture_output=True, text=True, env=_env(), timeout=TIMEOUT_S, cwd=tmp_path,
+         job, *map(str, twos)],
+        tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     for m, kind in plans.items():
