@@ -96,7 +96,8 @@ def validate(name: str, seeds: list[int]) -> tuple[dict[str, float], list[dict[s
     import torch
 
     from recforge.drn.agent import AgentConfig
-    from recforge.drn.logged import load_globo, load_mind
+    from recforge.drn.globo import load_globo
+    from recforge.drn.logged import load_mind
     from recforge.drn.offline import replay
 
     torch.set_num_threads(1)

@@ -15,7 +15,8 @@ import pytest
 import recforge
 from recforge.data.read.readers import DataError
 from recforge.drn.agent import AgentConfig, DRNAgent
-from recforge.drn.logged import load_globo, load_mind
+from recforge.drn.globo import load_globo
+from recforge.drn.logged import load_mind
 from recforge.drn.offline import _logged_steps, replay, replay_policy, request_metrics
 from recforge.drn.policies import Policy, RandomPolicy
 

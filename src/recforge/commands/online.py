@@ -216,7 +216,8 @@ def plot_calibration(calibration: list[dict[str, object]], path: Path) -> None:
 def cmd_replay(args: argparse.Namespace) -> int:
     """``recforge online --replay``: the policy set over a logged dataset, once per seed."""
     from recforge.drn.agent import AgentConfig
-    from recforge.drn.logged import load_globo, load_mind
+    from recforge.drn.globo import load_globo
+    from recforge.drn.logged import load_mind
     from recforge.drn.offline import REPLAY_METRICS, periods_present, replay
     from recforge.io import atomic_folder
 
