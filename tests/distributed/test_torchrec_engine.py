@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ import yaml
 from recforge import cli
 from recforge.config import load_run_config
 from recforge.distributed.torchrec_bridge import torchrec_available
-from recforge.run import train_from_config
+from recforge.run import partial_folder, train_from_config
 from recforge.serve.bundle import load_bundle
 
 if not torchrec_available():  # also when fbgemm's kernels do not load for this torch
@@ -206,3 +207,58 @@ def test_column_width_splits_over_every_rank() -> None:
     assert column_width(16, 3) == 8  # 16/3 -> the next divisor
     assert column_width(12, 8) == 2
     assert column_width(8, 1) == 8
+
+
+def _workers(pid: int) -> list[int]:
+    """The spawned ranks under the launching process ``pid``."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in cmdline:
+            out.append(int(stat.parent.name))
+    return sorted(out)
+
+
+def test_killed_rank_stops_the_job_and_the_sharded_checkpoint_resumes(tmp_path: Path) -> None:
+    """SIGKILL rank 1 after a sharded checkpoint: the job exits (no hang); ``--resume --nproc 2``
+    continues from each rank's own shards and ends at the uninterrupted one-rank result."""
+    epochs = 4
+    model = MODELS["dnn"]
+    extra = {"sharding": MIXED, "epochs": epochs, "optimizer": "adagrad"}
+    one = _one_process(_config(tmp_path, "one", model, **extra))
+    config = _config(tmp_path, "two", model, **extra)
+    job = subprocess.Popen(
+        [sys.executable, "-m", "recforge", "train", "-c", str(config), "--nproc", "2"],
+        cwd=tmp_path, env=_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    partial = partial_folder(tmp_path / "two")
+    deadline = time.monotonic() + TIMEOUT_S
+    while not (partial / "checkpoint.rank1.pt").exists() and job.poll() is None:
+        assert time.monotonic() < deadline, "no sharded checkpoint appeared"
+        time.sleep(0.02)
+    workers = _workers(job.pid)
+    assert len(workers) == 2, workers
+    os.kill(workers[-1], signal.SIGKILL)
+    _, stderr = job.communicate(timeout=TIMEOUT_S)
+    assert job.returncode == 2 and "recforge: error: distributed run failed" in stderr
+    epochs_saved = {
+        torch.load(partial / name, weights_only=True)["epoch"]
+        for name in ("checkpoint.pt", "checkpoint.rank1.pt")
+    }
+    resumed = _run(
+        [sys.executable, "-m", "recforge", "train", "-c", str(config), "--nproc", "2", "--resume"],
+        tmp_path,
+    )
+    if len(epochs_saved) > 1:  # killed between the two ranks' writes: refused in one line
+        assert resumed.returncode == 2 and "different epochs" in resumed.stderr
+        return
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (saved,) = epochs_saved
+    assert 1 <= saved < epochs
+    history = json.loads((tmp_path / "two" / "history.json").read_text())
+    assert [int(r["epoch"]) for r in history] == list(range(epochs))
+    _compare(one, tmp_path / "two")

@@ -196,6 +196,7 @@ class TorchRecEngine(TrainingEngine):
         self.dmp: Any = None
         self.plan: Any = None
         self._own_group = False
+        self._shapes: dict[int, torch.Size] = {}  # id(fused parameter) -> its shape
         # (parent module, attribute, the original fused embedding, its TorchRec replacement)
         self._swapped: list[tuple[nn.Module, str, FeatureEmbedding, TorchRecEmbedding]] = []
 
@@ -232,6 +233,8 @@ class TorchRecEngine(TrainingEngine):
             )
             # DMP initialises the shards afresh: load the one-process weights into them
             self.dmp.load_state_dict(start)
+        del start
+        self._release_fused_tables()
         kinds = self.sharding_types()
         if fused == "rowwise_adagrad" and {"column_wise", "table_column_wise"} & set(
             kinds.values()
@@ -271,6 +274,14 @@ class TorchRecEngine(TrainingEngine):
             raise ValueError(
                 f"train.engine=torchrec: {type(model).__name__} has no FeatureEmbedding to shard"
             )
+
+    def _release_fused_tables(self) -> None:
+        """Free the fused tables the sharded ones replaced (each rank keeps only its shards);
+        :meth:`finish` allocates them again to gather the trained rows into."""
+        for _, _, original, _ in self._swapped:
+            for param in original.parameters():
+                self._shapes[id(param)] = param.shape
+                param.data = param.data.new_empty(0)
 
     def _plan(self, module: nn.Module, device: torch.device, sharder: Any) -> Any:
         from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
@@ -361,17 +372,19 @@ class TorchRecEngine(TrainingEngine):
         _copy_into(model.state_dict(), state, "model")
 
     def state_dict(self) -> dict[str, Any]:
-        """The fused optimizer's state of this rank's shards."""
-        return _local(self.dmp.fused_optimizer.state_dict())
+        """The fused optimizer's state of this rank's shards, and its learning rates."""
+        fused = self.dmp.fused_optimizer
+        return {
+            "state": _local(fused.state_dict()["state"]),
+            "lr": [group["lr"] for group in fused.param_groups],
+        }
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        current = self.dmp.fused_optimizer.state_dict()
-        _copy_into(current["state"], state["state"], "fused optimizer")
-        for group, saved in zip(
-            self.dmp.fused_optimizer.param_groups, state["param_groups"], strict=True
-        ):
-            group["lr"] = saved["lr"]
+        fused = self.dmp.fused_optimizer
+        _copy_into(fused.state_dict()["state"], state["state"], "fused optimizer")
+        for group, lr in zip(fused.param_groups, state["lr"], strict=True):
+            group["lr"] = lr
 
     def checkpoint_file(self, output_dir: Path) -> Path | None:
         return self.resume_file(output_dir)
@@ -401,6 +414,8 @@ class TorchRecEngine(TrainingEngine):
             path = next(k for k, m in model.named_modules() if m is tr)
             prefix = f"{path}.collection.embedding_bags."
             tables = {s.name: _full(state[f"{prefix}{s.name}.weight"]) for s in tr.specs}
+            for param in original.parameters():
+                param.data = param.data.new_zeros(self._shapes[id(param)])
             load_feature_embedding(original, tables, tr.specs)
             for key, w in tr.dense_weight.items():
                 original.dense_weight[key].copy_(w)

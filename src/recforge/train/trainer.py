@@ -287,11 +287,20 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         resumed = self.load_checkpoint() if resume else False
         if resume and self.world.distributed:
-            found = distributed.all_reduce_sum([float(resumed)])[0]
-            if 0 < found < self.world.size:  # a sharded checkpoint lacks some ranks' files
+            # every rank must continue from the same epoch: a sharded checkpoint has one file
+            # per rank, and a rank killed while they were written leaves them unequal
+            found, total, squares = distributed.all_reduce_sum(
+                [float(resumed), float(self.epoch), float(self.epoch) ** 2]
+            )
+            if 0 < found < self.world.size:
                 raise RuntimeError(
                     f"{self.output_dir}: checkpoint files for {int(found)} of "
                     f"{self.world.size} ranks; cannot resume"
+                )
+            if abs(self.world.size * squares - total**2) > 0.5:
+                raise RuntimeError(
+                    f"{self.output_dir}: the ranks' checkpoint files are from different epochs "
+                    "(a rank stopped while they were written); cannot resume"
                 )
         if not resumed:
             self.model.fit_statistics(train)  # count-based parts come from the data
