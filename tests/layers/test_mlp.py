@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from recforge.layers.mlp import MLP, Dice, Tower, activation
+from recforge.layers.mlp import MLP, BatchNorm, Dice, Tower, activation
 
 
 def test_mlp_blocks_follow_the_tower() -> None:
     tower = Tower(hidden=(5, 3), activation="tanh", dropout=0.5, batch_norm=True)
     mlp = MLP(4, tower, output_dim=1)
     kinds = [type(m) for m in mlp.net]
-    block = [nn.BatchNorm1d, nn.Tanh, nn.Dropout]
+    block = [BatchNorm, nn.Tanh, nn.Dropout]
     assert kinds == [nn.Linear, *block, nn.Linear, *block, nn.Linear]
     assert [m.out_features for m in mlp.net if isinstance(m, nn.Linear)] == [5, 3, 1]
     assert mlp.output_dim == 1 and MLP(4, tower).output_dim == 3
@@ -130,3 +130,21 @@ def test_dice_masked_statistics_ignore_padding() -> None:
     out_real = b(s[:, :2].reshape(-1, 3)).reshape(4, 2, 3)
     torch.testing.assert_close(out_masked[:, :2], out_real)
     torch.testing.assert_close(a.running_mean, b.running_mean)
+
+
+def test_batch_norm_takes_a_one_row_training_batch() -> None:
+    torch.manual_seed(0)
+    bn, ref = BatchNorm(3), nn.BatchNorm1d(3)
+    ref.load_state_dict(bn.state_dict())
+    x = torch.randn(8, 3)
+    torch.testing.assert_close(bn(x), ref(x))  # a real batch: plain batch norm
+    torch.testing.assert_close(bn.running_mean, ref.running_mean)
+    with pytest.raises(ValueError):
+        ref(x[:1])  # torch refuses a one-row training batch
+    before = bn.running_mean.clone(), bn.running_var.clone()
+    one = bn(x[:1])  # normalised with the running statistics, which stay as they were
+    expected = (x[:1] - before[0]) / torch.sqrt(before[1] + bn.eps) * bn.weight + bn.bias
+    torch.testing.assert_close(one, expected)
+    torch.testing.assert_close(bn.running_mean, before[0])
+    one.sum().backward()  # and it trains the affine parameters
+    assert bn.weight.grad is not None

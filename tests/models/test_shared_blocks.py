@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from recforge.features import random_batch
-from recforge.layers.mlp import MLP, Tower
+from recforge.layers.mlp import MLP, BatchNorm, Tower
 from recforge.models import registry
 from recforge.models.behaviour import BehaviourModel
 from recforge.models.tower import TowerConfig
@@ -41,7 +41,7 @@ def test_tower_options_are_flat_model_params(name, tiny_schema, tiny_batch):
     towers = [m for m in model.modules() if isinstance(m, MLP) and len(m.net) >= 8]
     assert towers, f"{name}: no MLP built from the config"
     kinds = [type(m) for m in towers[-1].net[:8]]
-    block = [nn.BatchNorm1d, nn.Tanh, nn.Dropout]
+    block = [BatchNorm, nn.Tanh, nn.Dropout]
     assert kinds == [nn.Linear, *block, nn.Linear, *block]
     assert model.eval()(tiny_batch).shape == (len(tiny_batch),)
 

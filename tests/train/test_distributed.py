@@ -46,7 +46,10 @@ BASE = {
         "progress": False,
     },
 }
-DNN = {"name": "dnn", "params": {"hidden": [32, 16], "dropout": 0.0, "sparse": True}}
+DNN = {
+    "name": "dnn",
+    "params": {"hidden": [32, 16], "dropout": 0.0, "sparse": True, "batch_norm": False},
+}  # per-rank batch norm would differ from one process
 FM = {"name": "fm", "params": {}}
 WORKER_TIMEOUT_S = 120
 

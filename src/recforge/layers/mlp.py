@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -95,6 +96,23 @@ def activation(name: str, width: int | None = None) -> nn.Module:
         ) from None
 
 
+class BatchNorm(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` that also takes a training batch of one row.
+
+    A single row has no batch variance and ``nn.BatchNorm1d`` raises on it; this layer
+    normalises such a batch (e.g. the last, incomplete batch of an epoch) with its running
+    statistics instead and leaves them unchanged. Every other batch is plain batch norm, and
+    the parameters and buffers are ``nn.BatchNorm1d``'s, so saved weights load either way.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] == 1:
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)
+
+
 @dataclass(frozen=True)
 class Tower:
     """The hidden layers of an MLP and the options of each block.
@@ -116,7 +134,7 @@ class Tower:
 
     def block(self, width: int) -> list[nn.Module]:
         """What follows a hidden ``Linear`` of ``width`` units: ``[BatchNorm], act, [Dropout]``."""
-        layers: list[nn.Module] = [nn.BatchNorm1d(width)] if self.batch_norm else []
+        layers: list[nn.Module] = [BatchNorm(width)] if self.batch_norm else []
         layers.append(activation(self.activation, width))
         if self.dropout > 0:
             layers.append(nn.Dropout(self.dropout))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recforge.layers.mlp import BatchNorm
+
 
 class ResidualUnit(nn.Module):
     """``ReLU(x + W2 ReLU(W1 x + b1) + b2)``.
@@ -33,7 +35,7 @@ class ResidualUnit(nn.Module):
         self.inner = nn.Linear(dim, hidden)  # W1, b1
         self.outer = nn.Linear(hidden, dim)  # W2, b2
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.norm = nn.BatchNorm1d(dim) if batch_norm else nn.Identity()
+        self.norm = BatchNorm(dim) if batch_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.dropout(torch.relu(self.inner(x)))

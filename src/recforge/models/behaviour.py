@@ -41,10 +41,13 @@ class BehaviourConfig(TowerConfig):
         behaviours: ``[[sequence_field, candidate_field], ...]``; ``None`` pairs every sequence
             field with its ``share_embedding_with`` target.
         skip_fields: Sparse/dense fields left out of the MLP input (e.g. ``user_id``).
+        batch_norm: Off (the papers' MLP, and the setting the Amazon Beauty study chose the
+            other defaults with); the CTR towers' default is on.
     """
 
     hidden: tuple[int, ...] = (200, 80)
     activation: str = "dice"
+    batch_norm: bool = False
     behaviours: tuple[tuple[str, str], ...] | None = None
     skip_fields: tuple[str, ...] = ()
 

@@ -53,6 +53,8 @@ class DIENConfig(AttentionConfig):
             behaviour pair, aligned with the history (overrides ``negatives``).
         pooling: How the raw behaviours are summarised next to the evolved interest: ``sum``
             (the official code's ``item_his_eb_sum``) or ``mean`` over the real behaviours.
+        candidate_product: Also feed the MLP the candidate times that summary, element-wise
+            (the official code's ``item_eb * item_his_eb_sum``; not in the paper's text).
     """
 
     gru_hidden: int | None = None
@@ -62,6 +64,7 @@ class DIENConfig(AttentionConfig):
     negatives: Literal["uniform", "in_batch"] = "uniform"
     negative_behaviours: tuple[str, ...] | None = None
     pooling: Literal["sum", "mean"] = "sum"
+    candidate_product: bool = False
 
 
 class DIEN(BehaviourModel):
@@ -89,7 +92,7 @@ class DIEN(BehaviourModel):
             self.aux = MLP(h + dk, Tower((100, 50), "sigmoid"), output_dim=1)
         else:
             self.aux_proj = nn.Linear(h, dk, bias=False) if h != dk else nn.Identity()
-        self.mlp = self.build_mlp(h + dk)
+        self.mlp = self.build_mlp(h + dk + (dk if cfg.candidate_product else 0))
 
     def _interests(self, batch: Batch) -> dict[str, torch.Tensor]:
         keys, query, lengths = self.embed_behaviours(batch)
@@ -98,7 +101,11 @@ class DIEN(BehaviourModel):
         _, final = self.evolution(states, lengths, attention=att)  # (B, H): h'(T)
         pool = masked_mean if self.cfg.pooling == "mean" else masked_sum
         history = pool(keys, lengths)  # (B, Dk) pooled behaviours
+        parts = [final, history]
+        if self.cfg.candidate_product:
+            parts.append(query * history)  # (B, Dk)
         return {
+            "summary": torch.cat(parts, dim=1),  # what joins the other features in the MLP
             "keys": keys,
             "lengths": lengths,
             "states": states,
@@ -113,11 +120,11 @@ class DIEN(BehaviourModel):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         parts = self._interests(batch)
-        return self.score(batch, parts["final"], parts["history"])  # (B,)
+        return self.score(batch, parts["summary"])  # (B,)
 
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         parts = self._interests(batch)
-        logits = self.score(batch, parts["final"], parts["history"])
+        logits = self.score(batch, parts["summary"])
         if self.cfg.alpha == 0:
             return logits, None
         return logits, self.cfg.alpha * self.auxiliary_loss(batch, parts)

@@ -43,9 +43,12 @@ class FNNConfig(TowerConfig):
         pretrain_fm: With no ``pretrained_fm``, train an FM first in the same run (stage one)
             and initialise from it, as the paper does; ``False`` keeps the random
             initialisation.
+        batch_norm: Off, as in the paper: ``z`` carries the FM's global bias ``w0``, a constant
+            over the batch that batch norm would subtract away (the CTR towers' default is on).
     """
 
     activation: str = "tanh"
+    batch_norm: bool = False
     pretrained_fm: str | None = None
     pretrain_fm: bool = True
 

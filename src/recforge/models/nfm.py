@@ -18,6 +18,7 @@ from torch import nn
 from recforge.features import Batch, Schema
 from recforge.layers import MLP
 from recforge.layers.interaction import BiInteraction
+from recforge.layers.mlp import BatchNorm
 from recforge.models.fm import FactorizationModel
 from recforge.models.registry import ModelSpec
 from recforge.models.tower import TowerConfig
@@ -51,7 +52,7 @@ class NFM(FactorizationModel):
         super().__init__(schema, cfg)
         self.bi = BiInteraction()
         dim = self.embedding.output_dims[0]
-        self.bi_norm = nn.BatchNorm1d(dim) if cfg.batch_norm else nn.Identity()
+        self.bi_norm = BatchNorm(dim) if cfg.batch_norm else nn.Identity()
         self.bi_dropout = nn.Dropout(cfg.bi_dropout)
         self.mlp = MLP(dim, cfg, output_dim=1)  # output: the projection h of Eq. (6)
 
