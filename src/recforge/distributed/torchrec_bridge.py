@@ -391,6 +391,11 @@ class TorchRecEmbedding(FieldVectors):
             raise ValueError("a pooled TorchRecEmbedding keeps only mean-pooled sequences")
         return self._lookup(batch)[name]
 
+    @property
+    def state_prefix(self) -> str:
+        """Prefix of the table weights in the collection's ``state_dict``."""
+        return self._prefix
+
     # ---- weights in and out ------------------------------------------------------------
     def tables(self) -> dict[str, torch.Tensor]:
         """Table name -> copy of its full weight (unsharded collection only)."""

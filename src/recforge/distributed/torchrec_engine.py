@@ -131,7 +131,9 @@ class _Sharder:
     table-row-wise) sharding on CPU, which TorchRec lists for CUDA only."""
 
     @staticmethod
-    def make() -> Any:
+    def make() -> list[Any]:
+        """Sharders for pooled (``EmbeddingBagCollection``) and unpooled collections."""
+        from torchrec.distributed.embedding import EmbeddingCollectionSharder
         from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 
         class CPURowWiseSharder(EmbeddingBagCollectionSharder):
@@ -142,7 +144,7 @@ class _Sharder:
                         types.append(extra)
                 return types
 
-        return CPURowWiseSharder()
+        return [CPURowWiseSharder(), EmbeddingCollectionSharder()]
 
 
 class _ShardedForwardTrain(nn.Module):
@@ -224,12 +226,12 @@ class TorchRecEngine(TrainingEngine):
         params = [p for *_, tr in self._swapped for p in tr.collection.parameters()]
         apply_optimizer_in_backward(_optimizer_class(fused), params, {"lr": self.cfg.lr})
         call = _ShardedForwardTrain(model)
-        sharder = _Sharder.make()
+        sharders = _Sharder.make()
         with _quiet():
-            self.plan = self._plan(call, device, sharder)
+            self.plan = self._plan(call, device, sharders)
             start = {k: v.detach().clone() for k, v in call.state_dict().items()}
             self.dmp = DistributedModelParallel(
-                module=call, device=device, plan=self.plan, sharders=[sharder]
+                module=call, device=device, plan=self.plan, sharders=sharders
             )
             # DMP initialises the shards afresh: load the one-process weights into them
             self.dmp.load_state_dict(start)
@@ -258,14 +260,24 @@ class TorchRecEngine(TrainingEngine):
                 if not isinstance(child, FeatureEmbedding):
                     continue
                 dims = {t.dim for t in child.tables.values()}  # type: ignore[attr-defined]
+                # a layer that leaves its sequences unpooled is read through sequence() (DIN):
+                # an EmbeddingCollection then, whose lookups keep every position
+                pooled = child.pool_sequences or not child.schema.sequence_fields
                 tr = TorchRecEmbedding(
                     child.schema,
                     dim=dims.pop() if len(dims) == 1 else None,
-                    pooled=True,
+                    pooled=pooled,
                     pool_sequences=child.pool_sequences,
                     include_dense=child.include_dense,
                     stacked=isinstance(child, StackedInput),
                 )
+                if not pooled:
+                    log.warning(
+                        "torchrec engine: %s reads unpooled sequences; its tables are sharded "
+                        "as an EmbeddingCollection, which trains but is not verified equal to "
+                        "one process (docs/SCALING.md)",
+                        type(model).__name__,
+                    )
                 tr.load_from(child)
                 tr.to(device)
                 setattr(parent, attr, tr)
@@ -283,7 +295,7 @@ class TorchRecEngine(TrainingEngine):
                 self._shapes[id(param)] = param.shape
                 param.data = param.data.new_empty(0)
 
-    def _plan(self, module: nn.Module, device: torch.device, sharder: Any) -> Any:
+    def _plan(self, module: nn.Module, device: torch.device, sharders: list[Any]) -> Any:
         from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
         from torchrec.distributed.planner.types import ParameterConstraints, PlannerError
 
@@ -309,7 +321,7 @@ class TorchRecEngine(TrainingEngine):
             constraints=constraints or None,
         )
         try:
-            plan = planner.collective_plan(module, [sharder], dist.group.WORLD)
+            plan = planner.collective_plan(module, sharders, dist.group.WORLD)
         except PlannerError as exc:
             first = (str(exc).strip().splitlines() or ["no plan"])[0]
             asked = {k: v.sharding_types[0] for k, v in constraints.items()}  # type: ignore[index]
@@ -412,7 +424,7 @@ class TorchRecEngine(TrainingEngine):
         state = model.state_dict()
         for parent, attr, original, tr in self._swapped:
             path = next(k for k, m in model.named_modules() if m is tr)
-            prefix = f"{path}.collection.embedding_bags."
+            prefix = f"{path}.collection.{tr.state_prefix}"
             tables = {s.name: _full(state[f"{prefix}{s.name}.weight"]) for s in tr.specs}
             for param in original.parameters():
                 param.data = param.data.new_zeros(self._shapes[id(param)])

@@ -10,7 +10,10 @@ Inside an initialised ``torch.distributed`` process group with more than one ran
 Trainer runs distributed data parallel: each rank trains on its slice of every global batch
 through ``DistributedDataParallel``, evaluation gathers all ranks' predictions, and rank 0
 alone writes outputs (see :mod:`recforge.distributed.ddp` for what is kept equal to a single
-process). With one process nothing changes.
+process). With one process nothing changes. Where the model's parameters live across ranks is
+the engine's business (:mod:`recforge.distributed.engine`; ``train.engine=torchrec`` shards the
+embedding tables with TorchRec), asked only through the hooks of
+:class:`~recforge.distributed.engine.TrainingEngine`.
 """
 
 from __future__ import annotations
