@@ -206,6 +206,27 @@ def test_drift_changes_interests():
     assert 0.25 < some["drifted"].mean() < 0.35
 
 
+def test_stale_share_keeps_showing_old_interests_without_the_boost():
+    kw = dict(rows=30_000, seed=5, n_users=500, n_items=2_000, drift=1.0, return_truth=True)
+    plain, _, t0 = make_click_log(**kw)
+    stale, _, t1 = make_click_log(**kw, stale_share=0.8)
+    again, _, _ = make_click_log(**kw, stale_share=0.0)
+    assert plain.equals(again)  # stale_share 0 leaves the random stream (and the log) as it was
+
+    def old_share(truth):
+        user, post = truth["user_index"], truth["after_drift"]
+        cats = truth["item_category"][truth["item_index"]]
+        in_old = (truth["interests_before"][user] == cats[:, None]).any(axis=1)
+        return in_old[post].mean(), truth["interest"][post & in_old].max()
+
+    share_plain, _ = old_share(t0)
+    share_stale, boost = old_share(t1)
+    assert share_stale > share_plain + 0.2  # old interests are still shown after the drift...
+    assert boost == 0.0  # ...and get no interest boost
+    with pytest.raises(ValueError, match="stale_share"):
+        make_click_log(rows=100, stale_share=1.5)
+
+
 def test_catalogue_entry_splits_by_time():
     prepared = datasets.load("synthetic", rows=5_000, seed=2, n_users=300)
     parts = (prepared.train, prepared.valid, prepared.test)
