@@ -19,6 +19,8 @@ MINE = (
     "movielens-100k",
     "movielens-1m",
     "movielens-1m-ncf",
+    "movielens-100k-din",
+    "movielens-1m-din",
     "criteo",
     "avazu",
     "frappe",
@@ -95,6 +97,44 @@ def test_movielens_1m_without_timestamps(tmp_path):
     assert ds.train.num_rows == 3 and ds.train["item_id"].to_pylist() == ["1", "48", "1"]
     assert ds.schema.time_column is None and ds.extras["has_time"] is False
     assert ds.schema.fields[:2] == ds.schema.fields[:2] and "genres" not in ds.train.column_names
+
+
+def test_din_protocol_histories_labels_and_user_split(tmp_path):
+    # user 1 rates 10, 20, 30, 40 (times 1..4, one tie broken by item), user 2 rates 20, 10
+    rows = ["1\t30\t2\t3", "1\t10\t5\t1", "2\t20\t4\t7", "1\t20\t4\t2", "1\t40\t4\t3"]
+    put(tmp_path / "u.data", "\n".join(rows + ["2\t10\t1\t9"]) + "\n")
+    flags = ["0"] * 19
+    items = []
+    for item, genre in (("10", 1), ("20", 5), ("30", 8), ("40", 5)):
+        g = list(flags)
+        g[genre] = g[genre + 1] = "1"  # two genres: the first listed is the category
+        items.append(f"{item}|t|d||u|" + "|".join(g))
+    put(tmp_path / "u.item", "\n".join(items) + "\n", encoding="latin-1")
+    full = movielens.prepare_100k(tmp_path)
+    train, valid, test = movielens.din_samples(full.train, max_len=2, ratios=(1.0, 0.0))
+    assert valid.num_rows == test.num_rows == 0
+    by_user = {u: [r for r in train.to_pylist() if r["user_id"] == u] for u in ("1", "2")}
+    u1 = by_user["1"]
+    assert [r["item_id"] for r in u1] == ["20", "30", "40"]  # every rating after the first
+    assert [r["hist_item_ids"] for r in u1] == [["10"], ["10", "20"], ["20", "30"]]  # max_len 2
+    assert [r["hist_cats"] for r in u1] == [["Action"], ["Action", "Comedy"], ["Comedy", "Drama"]]
+    assert [r["label"] for r in u1] == [1, 0, 1]  # rating >= 4
+    assert by_user["2"][0]["hist_item_ids"] == ["20"] and by_user["2"][0]["label"] == 0
+    assert u1[0]["item_category"] == "Comedy" and u1[0]["ts"] == 2
+    # the split is by user: nobody is in two splits, whatever the seed
+    for seed in range(4):
+        parts = movielens.din_samples(full.train, seed=seed, ratios=(0.5, 0.0))
+        users = [set(p["user_id"].to_pylist()) for p in parts]
+        assert not (users[0] & users[2]) and users[0] | users[2] == {"1", "2"}
+    ds = datasets.load("movielens-100k-din", path=tmp_path, max_len=5)
+    assert ds.schema.field("hist_cats").aligned_with == "hist_item_ids"
+    assert sum(t.num_rows for t in (ds.train, ds.valid, ds.test)) == 4
+
+
+def test_din_protocol_needs_timestamps(tmp_path):
+    put(tmp_path / "ratings_no_timestamp.csv", "user_id,movie_id,rating\n1,1,5\n1,48,4\n")
+    with pytest.raises(DataError, match="timestamps"):
+        movielens.prepare_1m_din(tmp_path)
 
 
 def test_movielens_1m_bad_rating_is_located(tmp_path):

@@ -11,6 +11,12 @@
   holds each user's held-out item, ``extras["test_negatives"]`` the (U, 99) sampled negatives
   as raw item ids, row-aligned with the test table.
 
+* ``movielens-100k-din`` / ``movielens-1m-din``: the DIN paper's MovieLens experiment (Zhou et
+  al., KDD 2018, Sec. 6.1): ratings of 4 and 5 are positives, lower ones negatives; users are
+  split into training, validation and test users; each rating after a user's first is a sample
+  whose behaviours are the movies the user rated before it (time order, at most ``max_len``),
+  with the movie's first genre as its category. ML-1M needs ``ratings.dat`` with timestamps.
+
 Every entry's schema has ``user_id`` (group user) and ``item_id`` (group item). Ratings give a
 regression task with label ``rating``; ``implicit=True`` turns every observed rating into a
 positive (``label`` = 1, task ``ranking``, negatives to be sampled), the NCF protocol.
@@ -319,6 +325,110 @@ def _ncf_ratings(path: Path) -> pa.Table:
     return table
 
 
+# ---- the DIN paper's MovieLens protocol ---------------------------------------------------
+def din_samples(
+    ratings: pa.Table, max_len: int = 100, seed: int = 0, ratios: tuple[float, float] = (0.8, 0.1)
+) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """Rating-prediction samples with behaviour histories, split by user (DIN, Sec. 6.1).
+
+    Args:
+        ratings: ``user_id``, ``item_id``, ``rating``, ``timestamp`` and ``genres``
+            (``|``-separated) columns.
+        max_len: Most recent earlier ratings kept as the history.
+        seed: Seed of the user split.
+        ratios: Shares of users for training and validation (the rest are test users).
+
+    Returns:
+        ``(train, valid, test)`` with ``user_id``, ``item_id``, ``item_category``,
+        ``hist_item_ids``, ``hist_cats`` (``list<string>``, oldest first), ``ts`` and ``label``
+        (int8: rating >= 4), one row per rating after the user's first.
+    """
+    order = pc.sort_indices(
+        ratings, [("user_id", "ascending"), ("timestamp", "ascending"), ("item_id", "ascending")]
+    )
+    ratings = ratings.take(order)
+    users = pc.dictionary_encode(ratings["user_id"]).combine_chunks().indices.to_numpy()
+    n = len(users)
+    first = np.ones(n, dtype=bool)
+    first[1:] = users[1:] != users[:-1]
+    start = np.maximum.accumulate(np.where(first, np.arange(n), 0))  # the user's first row
+    rows = np.flatnonzero(~first)  # samples: every rating with an earlier one
+    lo = np.maximum(start[rows], rows - max_len)
+    lengths = rows - lo
+    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.repeat(lo - offsets[:-1], lengths) + np.arange(offsets[-1])  # history row indices
+    genres = pc.fill_null(ratings["genres"], "").combine_chunks()
+    category = pc.list_element(pc.split_pattern(genres, "|"), 0)
+    category = pc.if_else(pc.equal(category, ""), "unknown", category)
+    items = ratings["item_id"].combine_chunks()
+    hist = pa.ListArray.from_arrays(pa.array(offsets), items.take(pa.array(flat)))
+    hist_cats = pa.ListArray.from_arrays(pa.array(offsets), category.take(pa.array(flat)))
+    take = pa.array(rows)
+    table = pa.table(
+        {
+            "user_id": ratings["user_id"].take(take),
+            "item_id": items.take(take),
+            "item_category": category.take(take),
+            "hist_item_ids": hist,
+            "hist_cats": hist_cats,
+            "ts": pc.cast(ratings["timestamp"], pa.int64()).take(take),
+            "label": pc.cast(pc.greater_equal(ratings["rating"].take(take), 4), pa.int8()),
+        }
+    )
+    n_users = int(users.max()) + 1 if n else 0
+    rank = np.empty(n_users, dtype=np.int64)
+    rank[np.random.default_rng(seed).permutation(n_users)] = np.arange(n_users)
+    share = rank[users[rows]] / max(n_users, 1)
+    parts = (share < ratios[0], (share >= ratios[0]) & (share < sum(ratios)), share >= sum(ratios))
+    return tuple(table.filter(pa.array(m)) for m in parts)  # type: ignore[return-value]
+
+
+def din_schema(max_len: int = 100) -> Schema:
+    """Schema of :func:`din_samples`' tables."""
+    return Schema(
+        fields=(
+            CategoricalField("user_id", group="user"),
+            CategoricalField("item_id", group="item"),
+            CategoricalField("item_category", group="item"),
+            SequenceField("hist_item_ids", max_len=max_len, share_embedding_with="item_id"),
+            SequenceField(
+                "hist_cats",
+                max_len=max_len,
+                share_embedding_with="item_category",
+                aligned_with="hist_item_ids",
+            ),
+        ),
+        label="label",
+        task="binary",
+        user_key="user_id",
+        item_key="item_id",
+        time_column="ts",
+    )
+
+
+def _din_dataset(name: str, full: PreparedDataset, max_len: int, seed: int) -> PreparedDataset:
+    if "timestamp" not in full.train.column_names or "genres" not in full.train.column_names:
+        raise DataError(
+            name, "the DIN protocol needs ratings with timestamps and the movies' genres "
+            "(ratings.dat / u.data with movies.dat / u.item)",
+        )  # fmt: skip
+    train, valid, test = din_samples(full.train, max_len=max_len, seed=seed)
+    return PreparedDataset(
+        name=name, schema=din_schema(max_len), train=train, valid=valid, test=test
+    )
+
+
+def prepare_100k_din(path: Path, max_len: int = 100, seed: int = 0) -> PreparedDataset:
+    """Catalogue hook of ``movielens-100k-din`` (see :func:`din_samples`)."""
+    return _din_dataset("movielens-100k-din", prepare_100k(path), max_len, seed)
+
+
+def prepare_1m_din(path: Path, max_len: int = 100, seed: int = 0) -> PreparedDataset:
+    """Catalogue hook of ``movielens-1m-din`` (see :func:`din_samples`)."""
+    return _din_dataset("movielens-1m-din", prepare_1m(path), max_len, seed)
+
+
 DATASETS = (
     DatasetSpec(
         name="movielens-100k",
@@ -373,5 +483,35 @@ DATASETS = (
         ),
         prepare=prepare_ncf,
         licence=GROUPLENS_LICENCE + " Split files: He et al., WWW 2017 (code Apache-2.0).",
+    ),
+    DatasetSpec(
+        name="movielens-100k-din",
+        description="MovieLens 100K as DIN behaviour histories (the DIN paper's MovieLens "
+        "protocol: rating >= 4 is a click, users split into train/valid/test)",
+        homepage="https://grouplens.org/datasets/movielens/100k/",
+        files=(
+            RemoteFile(
+                url="https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+                filename="ml-100k.zip",
+                md5="0e33842e24a9c977be4e0107933c0723",
+            ),
+        ),
+        prepare=prepare_100k_din,
+        licence=GROUPLENS_LICENCE,
+    ),
+    DatasetSpec(
+        name="movielens-1m-din",
+        description="MovieLens 1M as DIN behaviour histories (the DIN paper's MovieLens "
+        "protocol; needs ratings.dat with timestamps)",
+        homepage="https://grouplens.org/datasets/movielens/1m/",
+        files=(
+            RemoteFile(
+                url="https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+                filename="ml-1m.zip",
+                md5="c4d9eecfca2ab87c1945afe126590906",
+            ),
+        ),
+        prepare=prepare_1m_din,
+        licence=GROUPLENS_LICENCE,
     ),
 )

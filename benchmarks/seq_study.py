@@ -1,17 +1,20 @@
-"""Base vs DIN vs DIEN on Amazon Beauty through ``recforge train``, with the ablations.
+"""Base vs DIN vs DIEN through ``recforge train``, with the ablations, on Amazon Beauty
+(short histories) or MovieLens-100K in the DIN paper's protocol (long histories).
 
-Every run is ``recforge train -c configs/seq/amazon_beauty.yaml model.name=... train.seed=...``
+Every run is ``recforge train -c configs/seq/<dataset>.yaml model.name=... train.seed=...``
 (plus the variant's overrides) in a fresh output folder; this script only starts those runs,
 reads each run's ``metrics.json`` and ``history.json`` and writes the table. Runs already in
 the results file are skipped, so an interrupted study continues where it stopped.
 
 Usage (from the repository root)::
 
-    python benchmarks/seq_beauty.py --path /work/shared/datasets/amazon-s3rec-sequences \\
-        --study defaults --seeds 1 2 3 4 5
-    python benchmarks/seq_beauty.py --path ... --study ablations --seeds 1 2 3
+    python benchmarks/seq_study.py --dataset beauty \\
+        --path /work/shared/datasets/amazon-s3rec-sequences --study defaults --seeds 1 2 3 4 5
+    python benchmarks/seq_study.py --dataset beauty --path ... --study ablations --seeds 1 2 3
+    python benchmarks/seq_study.py --dataset ml100k \\
+        --path /work/shared/datasets/movielens-100k --study defaults --seeds 1 2 3 4 5
 
-Writes ``benchmarks/results/seq_beauty.jsonl`` (one line per run) and ``seq_beauty.md``.
+Writes ``benchmarks/results/seq_<dataset>.jsonl`` (one line per run) and ``seq_<dataset>.md``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG = ROOT / "configs" / "seq" / "amazon_beauty.yaml"
+CONFIGS = {
+    "beauty": ROOT / "configs" / "seq" / "amazon_beauty.yaml",
+    "ml100k": ROOT / "configs" / "seq" / "movielens_100k_din.yaml",
+}
 RESULTS = ROOT / "benchmarks" / "results"
 
 # label -> (model, overrides); the defaults are the shipped ones (no model option set)
@@ -63,12 +69,14 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
 STUDIES = {"defaults": DEFAULTS, "ablations": ABLATIONS}
 
 
-def run_one(label: str, model: str, overrides: list[str], seed: int, path: str) -> dict:
+def run_one(
+    label: str, model: str, overrides: list[str], seed: int, path: str, config: Path
+) -> dict:
     """One ``recforge train`` run; its test metrics, best validation AUC and timings."""
-    with tempfile.TemporaryDirectory(prefix="seq_beauty_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="seq_study_") as tmp:
         out = Path(tmp) / "run"
         cmd = [
-            sys.executable, "-m", "recforge", "train", "-c", str(CONFIG),
+            sys.executable, "-m", "recforge", "train", "-c", str(config),
             f"model.name={model}", f"train.seed={seed}", f"data.path={path}",
             f"output_dir={out}", "train.progress=false", *overrides,
         ]  # fmt: skip
@@ -91,7 +99,7 @@ def run_one(label: str, model: str, overrides: list[str], seed: int, path: str) 
         "epochs_run": len(history),
         "train_seconds": summary["train_seconds"],
         "wall_seconds": wall,
-        "command": "recforge train -c configs/seq/amazon_beauty.yaml "
+        "command": f"recforge train -c configs/seq/{config.name} "
         + " ".join([f"model.name={model}", f"train.seed={seed}", "data.path=PATH", *overrides]),
     }
 
@@ -133,14 +141,15 @@ def table(runs: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--path", default="/work/shared/datasets/amazon-s3rec-sequences")
+    parser.add_argument("--dataset", choices=list(CONFIGS), default="beauty")
+    parser.add_argument("--path", required=True, help="the dataset's local folder")
     parser.add_argument("--study", choices=list(STUDIES), nargs="+", default=["defaults"])
     parser.add_argument("--only", nargs="*", default=None, help="labels to run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    parser.add_argument("--out", default=str(RESULTS / "seq_beauty.jsonl"))
+    parser.add_argument("--out", default=None, help="default: results/seq_<dataset>.jsonl")
     parser.add_argument("--table-only", action="store_true")
     args = parser.parse_args()
-    out = Path(args.out)
+    out = Path(args.out or RESULTS / f"seq_{args.dataset}.jsonl")
     runs = [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
     done = {(r["label"], r["seed"]) for r in runs}
     if not args.table_only:
@@ -149,7 +158,7 @@ def main() -> None:
                 for label, (model, overrides) in STUDIES[study].items():
                     if (args.only and label not in args.only) or (label, seed) in done:
                         continue
-                    r = run_one(label, model, overrides, seed, args.path)
+                    r = run_one(label, model, overrides, seed, args.path, CONFIGS[args.dataset])
                     runs.append(r)
                     with out.open("a") as fh:
                         fh.write(json.dumps(r) + "\n")
