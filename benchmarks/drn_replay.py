@@ -37,7 +37,7 @@ LOGS = {
     "globo": SHARED / "globo-news-clicks" / "clicks.csv.xz",
 }
 T975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 8: 2.365, 10: 2.262}
-BASELINES = ("greedy", "egreedy", "linucb", "static", "random")
+BASELINES = ("greedy", "egreedy", "linucb", "static", "static-daily", "random")
 ABLATIONS = {
     "drn-no-activeness": "no activeness term (beta = 0)",
     "drn-myopic": "no future reward (gamma = 0)",

@@ -168,3 +168,15 @@ def test_replay_cli_writes_folder_and_reports_bad_input(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "behaviors.tsv, line 6" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert json.loads((out / "metrics.json").read_text()) == report  # the old output survives
+
+
+def test_static_daily_retrains_once_a_day_of_rounds(tmp_path: Path) -> None:
+    from recforge.drn.loop import make_policy
+
+    data = load_mind(_mind_file(tmp_path), k=2, days=(1, 1, 1))
+    pol = make_policy("static-daily", data.state_dim, data.action_dim, seed=0)
+    first = pol.model
+    hist = replay_policy(pol, data, k=2)
+    assert pol.retrainings == 2 and pol.model is not first  # 48 online hourly rounds
+    assert len(pol._seen) == 72  # the pretraining day + every served list
+    assert hist.summary()["hit@k"] > 0.9  # the model learnt that NPOP is clicked

@@ -21,6 +21,7 @@ import numpy as np
 from recforge.drn.agent import AgentConfig, DRNAgent
 from recforge.drn.features import FeatureBuilder
 from recforge.drn.policies import (
+    DailyCTRPolicy,
     LinUCBPolicy,
     Policy,
     RandomPolicy,
@@ -45,6 +46,7 @@ POLICIES = (
     "egreedy",
     "linucb",
     "static",
+    "static-daily",
     "random",
 )
 
@@ -97,7 +99,8 @@ def make_policy(
     ``drn-major``, ``drn-no-dbgd``) is DRN without DBGD exploration and hence without minor
     updates; ``drn-no-minor`` serves the interleaved DBGD lists but never adopts a winning explore
     network (``eta = 0``); ``drn-no-major`` makes no replay gradient steps after pretraining;
-    ``egreedy`` explores at random.
+    ``egreedy`` explores at random; ``static`` is a DeepFM trained on the log only,
+    ``static-daily`` the same retrained every 24 steps on all feedback so far.
     """
     base = agent or AgentConfig()
     import dataclasses
@@ -127,6 +130,8 @@ def make_policy(
         return LinUCBPolicy(state_dim + action_dim)
     if name == "static":
         return StaticCTRPolicy(state_dim, action_dim, seed=seed)
+    if name == "static-daily":
+        return DailyCTRPolicy(state_dim, action_dim, seed=seed)
     if name == "random":
         return RandomPolicy(seed)
     raise ValueError(f"unknown policy {name!r}; choose from {POLICIES}")

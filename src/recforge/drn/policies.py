@@ -12,6 +12,8 @@ in :mod:`recforge.drn.agent`.
   ``A += x x^T`` and ``b += click * x`` for every shown item.
 * :class:`StaticCTRPolicy` trains a CTR model from the model registry (DeepFM when registered)
   once on the pretraining log and never updates it.
+* :class:`DailyCTRPolicy` retrains that model from scratch every day of steps on everything
+  observed so far (the "static model retrained daily" baseline of DRN's Section 5).
 """
 
 from __future__ import annotations
@@ -195,13 +197,18 @@ class StaticCTRPolicy(Policy):
 
         if model is None:
             model = "deepfm" if "deepfm" in registry.names() else "fm"
-        params = {"hidden": [64, 32]} if model == "deepfm" else {}
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            self.model: nn.Module = registry.build(
-                model, dense_schema(state_dim, action_dim), params
-            )
         self.model_name, self.epochs, self.lr, self.seed = model, epochs, lr, seed
+        self.dims = (state_dim, action_dim)
+        self.model: nn.Module = self.fresh_model()
+
+    def fresh_model(self) -> nn.Module:
+        """A newly initialised model (the same initial weights for the same seed)."""
+        from recforge.models import registry
+
+        params = {"hidden": [64, 32]} if self.model_name == "deepfm" else {}
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            return registry.build(self.model_name, dense_schema(*self.dims), params)
 
     def rank(
         self, state: np.ndarray, action: np.ndarray, length: int, mask: np.ndarray | None = None
@@ -236,3 +243,42 @@ class StaticCTRPolicy(Policy):
                           lr_patience=0, seed=self.seed, device="cpu", progress=False)  # fmt: skip
         Trainer(self.model, cfg, task="binary").fit(data)  # the one training loop
         log.info("static %s trained on %d logged impressions", self.model_name, len(y))
+
+
+class DailyCTRPolicy(StaticCTRPolicy):
+    """The static CTR model retrained from scratch every ``every`` steps (a day of hourly
+    steps) on the pretraining log plus every served top-k list and its clicks so far.
+
+    Args:
+        state_dim: ``Ds``.
+        action_dim: ``Da``.
+        every: Steps between retrainings.
+        **kwargs: Options of :class:`StaticCTRPolicy`.
+    """
+
+    name = "static-daily"
+
+    def __init__(self, state_dim: int, action_dim: int, every: int = 24, **kwargs: object) -> None:
+        super().__init__(state_dim, action_dim, **kwargs)  # type: ignore[arg-type]
+        self.every, self.retrainings = every, 0
+        self._seen: list[Step] = []
+        self._steps = 0
+
+    @staticmethod
+    def _compact(step: Step) -> Step:
+        """Only what training reads: the state and the served items' features and clicks."""
+        b, k = step.ranking.shape
+        ranking = np.broadcast_to(np.arange(k), (b, k))
+        return Step(step.t, step.state, step.shown, ranking, step.clicks, step.activeness)
+
+    def pretrain(self, steps: list[Step]) -> None:
+        self._seen = [self._compact(s) for s in steps]
+        super().pretrain(self._seen)
+
+    def learn(self, step: Step) -> None:
+        self._seen.append(self._compact(step))
+        self._steps += 1
+        if self._steps % self.every == 0:
+            self.model = self.fresh_model()
+            super().pretrain(self._seen)
+            self.retrainings += 1
