@@ -15,7 +15,8 @@ under ``DistributedDataParallel`` or with TorchRec's sharded tables is asked of 
   :meth:`~TrainingEngine.state_dict` / :meth:`~TrainingEngine.load_state_dict` and
   :meth:`~TrainingEngine.checkpoint_file`, what a checkpoint holds and which rank writes it;
 * :meth:`~TrainingEngine.finish`, after the last epoch (TorchRec gathers the tables back into
-  recforge's fused :class:`~recforge.layers.embedding.FeatureEmbedding`).
+  recforge's fused :class:`~recforge.layers.embedding.FeatureEmbedding`), or
+  :meth:`~TrainingEngine.close` when ``fit`` (or the setup) fails.
 
 This base class is the ``ddp`` engine: nothing in one process, ``DistributedDataParallel`` in a
 process group (see :mod:`recforge.distributed.ddp`). :func:`build_engine` picks the engine named
@@ -109,6 +110,10 @@ class TrainingEngine:
             raise RuntimeError(
                 f"{path}: checkpoint of the {engine!r} engine; resume it with train.engine={engine}"
             )
+
+    def close(self) -> None:
+        """Release what :meth:`setup` acquired when ``fit`` ends with an error (a process
+        group the engine started itself)."""
 
     def finish(self, model: nn.Module) -> None:
         """After the last epoch (and the best weights restored): the model as recforge keeps

@@ -205,6 +205,20 @@ class TorchRecEngine(TrainingEngine):
     # ---- setup ---------------------------------------------------------------------------
     def setup(self, model: nn.Module, device: torch.device, task: str = "binary") -> None:
         """Swap in TorchRec tables, attach the fused optimizer, plan, shard (collective)."""
+        try:
+            self._setup(model, device, task)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Leave the one-rank process group the engine started (after a failure)."""
+        self.dmp = None
+        if self._own_group and dist.is_initialized():
+            dist.destroy_process_group()
+        self._own_group = False
+
+    def _setup(self, model: nn.Module, device: torch.device, task: str) -> None:
         from torchrec.distributed import DistributedModelParallel
         from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
@@ -433,10 +447,7 @@ class TorchRecEngine(TrainingEngine):
                 original.dense_weight[key].copy_(w)
             setattr(parent, attr, original)
         self._swapped.clear()
-        self.dmp = None
-        if self._own_group:
-            dist.destroy_process_group()
-            self._own_group = False
+        self.close()
 
 
 def _full(value: Any) -> torch.Tensor:

@@ -278,6 +278,9 @@ class Trainer:
         """
         try:
             return self._fit(train, valid, resume)
+        except BaseException:
+            self.engine.close()
+            raise
         finally:
             for callback in self.callbacks:
                 callback.on_fit_end(self)
