@@ -153,6 +153,25 @@ def test_dien_aux_loss_zero_weighted_when_alpha_is_zero() -> None:
     )
 
 
+@pytest.mark.parametrize("pooling", ["sum", "mean"])
+def test_dien_mlp_input_is_final_state_history_and_candidate_product(pooling: str) -> None:
+    schema = _schema()
+    batch, _ = _planted(16, seed=5)
+    model = registry.build("dien", schema, {"pooling": pooling}).eval()
+    parts = model._interests(batch)
+    keys, query, lengths = model.embed_behaviours(batch)
+    mask = (torch.arange(keys.shape[1])[None, :] < lengths[:, None]).unsqueeze(-1)
+    history = (keys * mask).sum(1)
+    if pooling == "mean":
+        history = history / lengths.clamp(min=1).unsqueeze(-1)
+    expected = torch.cat([parts["final"], history, query * history], dim=1)
+    torch.testing.assert_close(parts["summary"], expected)
+    plain = registry.build("dien", schema, {"pooling": pooling, "candidate_product": False})
+    assert plain.mlp.net[0].in_features == model.mlp.net[0].in_features - keys.shape[-1]
+    with pytest.raises(ValueError, match="pooling"):
+        registry.build("dien", schema, {"pooling": "max"})
+
+
 def test_dien_aux_loss_with_declared_negative_sequences() -> None:
     torch.manual_seed(0)
     schema = _schema(with_negatives=True)

@@ -68,5 +68,6 @@ def test_sequence_models_share_one_base(name, tiny_schema):
     assert model.other_features(batch).shape == (8, width - 2 * dim)  # two fields skipped
     assert model.behaviour_dim == 2 * dim
     first = model.mlp.net[0]
-    summary = {"base_seq": 2 * dim, "din": 2 * dim, "dien": 4 * dim}[name]
+    # DIEN: final interest (H = Dk) + pooled history (Dk) + candidate * pooled history (Dk)
+    summary = {"base_seq": 2 * dim, "din": 2 * dim, "dien": 6 * dim}[name]
     assert first.in_features == width - 2 * dim + summary
