@@ -53,9 +53,9 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
     "DIEN, aux loss off (BARS)": ("dien", ["model.params.alpha=0"]),
     "DIEN, in-batch negatives": ("dien", ["model.params.negatives=in_batch"]),
     "DIEN, mean pooling": ("dien", ["model.params.pooling=mean"]),
-    "DIEN, candidate x history product (official code)": (
+    "DIEN, no candidate product (paper text)": (
         "dien",
-        ["model.params.candidate_product=true"],
+        ["model.params.candidate_product=false"],
     ),
     "DIEN, AGRU": ("dien", ["model.params.evolution=agru"]),
     "DIEN, AIGRU": ("dien", ["model.params.evolution=aigru"]),
