@@ -67,6 +67,14 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
     "DIEN, history 50": ("dien", ["data.options.max_len=50"]),
 }
 STUDIES = {"defaults": DEFAULTS, "ablations": ABLATIONS}
+TITLES = {
+    "beauty": "Amazon Beauty (the DIN paper's Amazon preparation; short histories)",
+    "ml100k": "MovieLens-100K in the DIN paper's MovieLens protocol (long histories)",
+}
+PATHS = {
+    "beauty": "/work/shared/datasets/amazon-s3rec-sequences",
+    "ml100k": "/work/shared/datasets/movielens-100k",
+}
 
 
 def run_one(
@@ -164,7 +172,22 @@ def main() -> None:
                         fh.write(json.dumps(r) + "\n")
                     print(f"{label} seed {seed}: test AUC {r['test_auc']:.4f}", flush=True)
     text = table(runs)
-    out.with_suffix(".md").write_text(text + "\n")
+    config = CONFIGS[args.dataset].relative_to(ROOT)
+    header = [
+        f"# Base vs DIN vs DIEN: {TITLES[args.dataset]}",
+        "",
+        f"Every run: `recforge train -c {config} model.name=<model> train.seed=<seed> "
+        f"data.path={PATHS[args.dataset]} [overrides]` (the protocol is in the config's "
+        "comments); the table: `python benchmarks/seq_study.py --dataset "
+        f"{args.dataset} --path {PATHS[args.dataset]} --study defaults ablations --seeds ...` "
+        f"(runs in `{out.name}`, one JSON line each, with its command). Mean ± std over the "
+        "seeds; the paired difference is each seed's test AUC minus DIN's with the same seed "
+        "(± two standard deviations of those differences). Epochs: best (from 0) : run. Train "
+        "seconds were measured on the shared 2-core machine under heavy load: compare AUCs, "
+        "not times.",
+        "",
+    ]
+    out.with_suffix(".md").write_text("\n".join(header) + text + "\n")
     print(text)
 
 
