@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--policies",
         default="drn,greedy,egreedy,linucb,static",
         help="comma list of policies: drn, drn-probabilistic, drn-no-activeness, "
-        "drn-myopic, greedy (= drn-major), egreedy, linucb, static, random",
+        "drn-myopic, drn-no-minor, drn-no-major, greedy (= drn-major = drn-no-dbgd), egreedy, "
+        "linucb, static, static-daily, random",
     )
     p.add_argument("--steps", type=int, default=300, help="online steps (hours)")
     p.add_argument("--log-steps", type=int, default=50, help="random logging steps to pretrain")
