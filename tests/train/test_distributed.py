@@ -6,6 +6,7 @@ gloo processes on CPU, one thread each); the single-process references run in th
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -328,6 +329,7 @@ def test_ddp_wrapper_coalesces_sparse_embedding_gradients_until_unwrapped(tmp_pa
     dist.init_process_group(
         "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
     )
+    ddp = None
     try:
         model = Tiny()
         ddp = wrap_ddp(model)
@@ -340,6 +342,10 @@ def test_ddp_wrapper_coalesces_sparse_embedding_gradients_until_unwrapped(tmp_pa
         model.forward_train(ids)[0].backward()
         assert model.emb.weight.grad._nnz() == 5  # the hook is gone
     finally:
+        # free DDP's reducer (it holds the process group) before the group goes: a gloo group
+        # destroyed first can leave the reducer's destructor joining a thread that never ends
+        ddp = None
+        gc.collect()
         dist.destroy_process_group()
 
 
