@@ -10,11 +10,14 @@ Variants (extra flags, stripped before bench_common parses the contract's argume
   --no-batch-norm model option batch_norm=False (the contract's "no batch norm where it can be
                   switched off"); without it DeepFM/DCN/DNN keep recforge's default, batch norm
                   in the deep tower (issue 16: +0.0095 AUC after one epoch on this data)
+  --din-dice-bn   DIN: the output MLP with Dice and batch norm (torch-rechub's hard-wired DIN MLP)
+                  instead of the contract's ReLU without batch norm; the attention unit stays ReLU
 The peer name in the JSON record carries the variant ("recforge", "recforge_bf16", ...).
 
 Where recforge's defaults differ from the contract, the runner sets the contract's values:
   * DIN: recforge's defaults are hidden (200, 80) with Dice, attention unit (36,) with Dice;
-    set to hidden [400,400,400] ReLU and attention [80,40] ReLU (softmax off, as its default).
+    set to hidden [400,400,400] ReLU and attention [80,40] ReLU, softmax off as in
+    the peers (recforge's default is on; --din-softmax turns it on).
   * TrainConfig: epochs 1, patience 0 and lr_patience 0 (no early stopping / LR schedule),
     progress off, eval_batch_size = batch size (its default is 16384), seed = HP seed.
   * Dense recipe: a NumericField has ONE transform (none | log | standard | minmax); "log" is
@@ -45,11 +48,13 @@ def main(argv=None):
     bf16 = _pop_flag(argv, "--bf16")
     sparse_emb = _pop_flag(argv, "--sparse-emb")
     no_batch_norm = _pop_flag(argv, "--no-batch-norm")
+    din_dice_bn = _pop_flag(argv, "--din-dice-bn")
     args = bc.parse_args(models=("deepfm", "dcn", "din", "dnn"), argv=argv)
     args.no_batch_norm = no_batch_norm
     hp = bc.HP
     peer = "recforge" + ("_bf16" if bf16 else "") + ("_sparse" if sparse_emb else "")
     peer += "_nobn" if no_batch_norm else ""
+    peer += "_dicebn" if din_dice_bn else ""
     with bc.Bench(peer, args, version_modules=("recforge", "pyarrow")) as b:
         import numpy as np
         import pyarrow.compute as pc
@@ -90,7 +95,7 @@ def main(argv=None):
                     col = pc.log1p(pc.max_element_wise(pc.fill_null(table.column(c), 0.0), 0.0))
                     table = table.set_column(table.schema.get_field_index(c), c, col)
             n = table.num_rows
-            cut = bc.split_point(n)
+            cut = bc.split_point(n, test_rows=args.test_rows)
             train_raw, test_raw = table.slice(0, cut), table.slice(cut)
             pre = Preprocessor(schema).fit(train_raw)
             train = pre.transform(train_raw)
@@ -100,12 +105,14 @@ def main(argv=None):
         if args.model == "din":
             params = {"hidden": hp["hidden_units"], "activation": hp["activation"],
                       "attention_hidden": hp["att_hidden_units"], "attention_activation": hp["activation"],
-                      "softmax": False, "dropout": hp["dropout"]}
+                      "softmax": args.din_softmax, "dropout": hp["dropout"]}
         elif args.model == "dcn":
             params = {"hidden": hp["hidden_units"], "activation": hp["activation"], "dropout": hp["dropout"],
                       "cross_layers": hp["cross_layers"]}
         else:  # deepfm, and dnn (recforge only: the MLP-over-embeddings baseline, for mlp_limit.py)
             params = {"hidden": hp["hidden_units"], "activation": hp["activation"], "dropout": hp["dropout"]}
+        if din_dice_bn and args.model == "din":
+            params.update(activation="dice", batch_norm=True)
         if args.no_batch_norm and args.model != "din":
             params["batch_norm"] = False  # the peers' setting where they can switch it off
         params.update(embedding_dim=emb, sparse=sparse_emb)
