@@ -188,6 +188,13 @@ def main() -> None:
         "",
     ]
     out.with_suffix(".md").write_text("\n".join(header) + text + "\n")
+    # the shipped defaults' runs, in the per-run form `recforge compare --from-results` reads
+    defaults = [
+        {"model": r["model"], "seed": r["seed"], "test_auc": r["test_auc"],
+         "test_gauc": r["test_gauc"], "train_seconds": r["train_seconds"]}
+        for r in runs if r["label"] in DEFAULTS
+    ]  # fmt: skip
+    out.with_name(f"{out.stem}_defaults.json").write_text(json.dumps({"runs": defaults}) + "\n")
     print(text)
 
 
