@@ -27,6 +27,8 @@ from recforge.run import partial_folder, train_from_config
 from recforge.serve.bundle import load_bundle
 
 if not torchrec_available():  # also when fbgemm's kernels do not load for this torch
+    if os.environ.get("RECFORGE_REQUIRE_TORCHREC"):  # CI installs TorchRec: never skip there
+        raise ImportError("RECFORGE_REQUIRE_TORCHREC is set but TorchRec does not import")
     pytest.skip("TorchRec is not installed (recforge[torchrec])", allow_module_level=True)
 
 from recforge.distributed.torchrec_engine import column_width  # noqa: E402

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recforge.data.read.readers import DataError, check_table, find_file, read_table
+from recforge.data.sources.amazon import amazon_schema
 from recforge.data.sources.catalogue import DatasetSpec, PreparedDataset, RemoteFile
 from recforge.features import CategoricalField, Field, Schema, SequenceField
 
@@ -385,26 +386,8 @@ def din_samples(
 
 
 def din_schema(max_len: int = 100) -> Schema:
-    """Schema of :func:`din_samples`' tables."""
-    return Schema(
-        fields=(
-            CategoricalField("user_id", group="user"),
-            CategoricalField("item_id", group="item"),
-            CategoricalField("item_category", group="item"),
-            SequenceField("hist_item_ids", max_len=max_len, share_embedding_with="item_id"),
-            SequenceField(
-                "hist_cats",
-                max_len=max_len,
-                share_embedding_with="item_category",
-                aligned_with="hist_item_ids",
-            ),
-        ),
-        label="label",
-        task="binary",
-        user_key="user_id",
-        item_key="item_id",
-        time_column="ts",
-    )
+    """Schema of :func:`din_samples`' tables: the columns of the Amazon DIN preparation."""
+    return amazon_schema(max_len)
 
 
 def _din_dataset(name: str, full: PreparedDataset, max_len: int, seed: int) -> PreparedDataset:
@@ -429,20 +412,25 @@ def prepare_1m_din(path: Path, max_len: int = 100, seed: int = 0) -> PreparedDat
     return _din_dataset("movielens-1m-din", prepare_1m(path), max_len, seed)
 
 
+# GroupLens publishes an md5 (ml-100k.zip.md5), not a sha256.
+_ML100K_ZIP = RemoteFile(
+    url="https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+    filename="ml-100k.zip",
+    md5="0e33842e24a9c977be4e0107933c0723",
+)
+_ML1M_ZIP = RemoteFile(
+    url="https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+    filename="ml-1m.zip",
+    md5="c4d9eecfca2ab87c1945afe126590906",
+)
+
 DATASETS = (
     DatasetSpec(
         name="movielens-100k",
         description="MovieLens 100K: 100,000 ratings (1-5) of 1,682 movies by 943 users, with "
         "timestamps, user demographics and movie genres",
         homepage="https://grouplens.org/datasets/movielens/100k/",
-        # GroupLens publishes an md5 (ml-100k.zip.md5), not a sha256.
-        files=(
-            RemoteFile(
-                url="https://files.grouplens.org/datasets/movielens/ml-100k.zip",
-                filename="ml-100k.zip",
-                md5="0e33842e24a9c977be4e0107933c0723",
-            ),
-        ),
+        files=(_ML100K_ZIP,),
         prepare=prepare_100k,
         licence=GROUPLENS_LICENCE,
     ),
@@ -451,13 +439,7 @@ DATASETS = (
         description="MovieLens 1M: 1,000,209 ratings of 3,706 movies by 6,040 users, with "
         "timestamps, user demographics and movie genres",
         homepage="https://grouplens.org/datasets/movielens/1m/",
-        files=(
-            RemoteFile(
-                url="https://files.grouplens.org/datasets/movielens/ml-1m.zip",
-                filename="ml-1m.zip",
-                md5="c4d9eecfca2ab87c1945afe126590906",
-            ),
-        ),
+        files=(_ML1M_ZIP,),
         prepare=prepare_1m,
         licence=GROUPLENS_LICENCE,
     ),
@@ -489,13 +471,7 @@ DATASETS = (
         description="MovieLens 100K as DIN behaviour histories (the DIN paper's MovieLens "
         "protocol: rating >= 4 is a click, users split into train/valid/test)",
         homepage="https://grouplens.org/datasets/movielens/100k/",
-        files=(
-            RemoteFile(
-                url="https://files.grouplens.org/datasets/movielens/ml-100k.zip",
-                filename="ml-100k.zip",
-                md5="0e33842e24a9c977be4e0107933c0723",
-            ),
-        ),
+        files=(_ML100K_ZIP,),
         prepare=prepare_100k_din,
         licence=GROUPLENS_LICENCE,
     ),
@@ -504,13 +480,7 @@ DATASETS = (
         description="MovieLens 1M as DIN behaviour histories (the DIN paper's MovieLens "
         "protocol; needs ratings.dat with timestamps)",
         homepage="https://grouplens.org/datasets/movielens/1m/",
-        files=(
-            RemoteFile(
-                url="https://files.grouplens.org/datasets/movielens/ml-1m.zip",
-                filename="ml-1m.zip",
-                md5="c4d9eecfca2ab87c1945afe126590906",
-            ),
-        ),
+        files=(_ML1M_ZIP,),
         prepare=prepare_1m_din,
         licence=GROUPLENS_LICENCE,
     ),

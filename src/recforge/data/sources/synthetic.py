@@ -364,9 +364,9 @@ def make_click_log(
     targeted = rng.random(n) < k.interest_share
     pick = rng.integers(0, K, n)
     # drawn only when asked for, so logs without stale impressions keep their random stream
-    stale = (
-        after_drift & (rng.random(n) < k.stale_share) if k.stale_share > 0 else after_drift & False
-    )
+    stale = np.zeros(n, dtype=bool)
+    if k.stale_share > 0:
+        stale = after_drift & (rng.random(n) < k.stale_share)
     want_cat = np.where(stale, before[user, pick], current[np.arange(n), pick])[targeted]
     by_cat = np.argsort(item_cat, kind="stable")
     cum = np.concatenate([[0.0], np.cumsum(item_w[by_cat])])
