@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {
@@ -66,7 +67,35 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
     "DIEN, history 20": ("dien", ["data.options.max_len=20"]),
     "DIEN, history 50": ("dien", ["data.options.max_len=50"]),
 }
-STUDIES = {"defaults": DEFAULTS, "ablations": ABLATIONS}
+# the learning-rate budget every model gets (the config's lr is the third candidate); chosen
+# per model on validation AUC (seed 1), never on test
+LRS = ("1e-3", "3e-4")
+MODELS = {"Base": "base_seq", "DIN": "din", "DIEN": "dien"}
+LR_STUDY: dict[str, tuple[str, list[str]]] = {
+    f"{name}, lr {lr}": (model, [f"train.lr={lr}"]) for name, model in MODELS.items() for lr in LRS
+}
+STUDIES = {"defaults": DEFAULTS, "ablations": ABLATIONS, "lr": LR_STUDY}
+
+
+def tuned_study(runs: list[dict], config_lr: str) -> dict[str, tuple[str, list[str]]]:
+    """Each model at the learning rate with the best seed-1 validation AUC among the config's
+    and :data:`LRS` (every model gets the same budget; test AUC is never looked at)."""
+    study = {}
+    for name, model in MODELS.items():
+        candidates = {config_lr: name, **{lr: f"{name}, lr {lr}" for lr in LRS}}
+        valid = {
+            lr: r["valid_auc"]
+            for lr, label in candidates.items()
+            for r in runs
+            if r["label"] == label and r["seed"] == 1
+        }
+        if len(valid) < len(candidates):
+            raise SystemExit(f"{name}: run the lr study (seed 1) before the tuned one")
+        best = max(valid, key=valid.__getitem__)
+        study[f"{name}, tuned lr"] = (model, [f"train.lr={best}"])
+    return study
+
+
 TITLES = {
     "beauty": "Amazon Beauty (the DIN paper's Amazon preparation; short histories)",
     "ml100k": "MovieLens-100K in the DIN paper's MovieLens protocol (long histories)",
@@ -121,20 +150,23 @@ def table(runs: list[dict]) -> str:
             seen.add((r["label"], r["seed"]))
             by.setdefault(r["label"], []).append(r)
     din = {r["seed"]: r["test_auc"] for r in by.get("DIN", [])}
+    din_tuned = {r["seed"]: r["test_auc"] for r in by.get("DIN, tuned lr", [])}
     lines = [
         "| variant | seeds | valid AUC | test AUC | test GAUC | paired Δ test AUC vs DIN "
         "(mean ± 2·std) | epochs (best/run) | train s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for label in [*DEFAULTS, *ABLATIONS]:
+    tuned = [f"{name}, tuned lr" for name in MODELS]
+    for label in [*DEFAULTS, *ABLATIONS, *LR_STUDY, *tuned]:
         rs = by.get(label)
         if not rs:
             continue
         v, t, g = (np.array([r[k] for r in rs]) for k in ("valid_auc", "test_auc", "test_gauc"))
-        diffs = np.array([r["test_auc"] - din[r["seed"]] for r in rs if r["seed"] in din])
+        ref = din_tuned if label in tuned else din  # tuned models against the tuned DIN
+        diffs = np.array([r["test_auc"] - ref[r["seed"]] for r in rs if r["seed"] in ref])
         delta = (
             f"{diffs.mean():+.4f} ± {2 * diffs.std(ddof=1):.4f}"
-            if label != "DIN" and len(diffs) > 1
+            if label not in ("DIN", "DIN, tuned lr") and len(diffs) > 1
             else "—"
         )
         ep = "/".join(f"{r['best_epoch']}:{r['epochs_run']}" for r in rs)
@@ -151,7 +183,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=list(CONFIGS), default="beauty")
     parser.add_argument("--path", required=True, help="the dataset's local folder")
-    parser.add_argument("--study", choices=list(STUDIES), nargs="+", default=["defaults"])
+    parser.add_argument("--study", choices=[*STUDIES, "tuned"], nargs="+", default=["defaults"])
     parser.add_argument("--only", nargs="*", default=None, help="labels to run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--out", default=None, help="default: results/seq_<dataset>.jsonl")
@@ -162,8 +194,13 @@ def main() -> None:
     done = {(r["label"], r["seed"]) for r in runs}
     if not args.table_only:
         for study in args.study:
+            if study == "tuned":
+                config_lr = str(yaml.safe_load(CONFIGS[args.dataset].read_text())["train"]["lr"])
+                variants = tuned_study(runs, config_lr)
+            else:
+                variants = STUDIES[study]
             for seed in args.seeds:  # seed-major: every variant gets its first seeds early
-                for label, (model, overrides) in STUDIES[study].items():
+                for label, (model, overrides) in variants.items():
                     if (args.only and label not in args.only) or (label, seed) in done:
                         continue
                     r = run_one(label, model, overrides, seed, args.path, CONFIGS[args.dataset])
