@@ -21,7 +21,7 @@ import pyarrow as pa
 from recforge import metrics
 from recforge.config import RunConfig, TrainConfig, save_run_config, to_dict
 from recforge.data.encode.preprocess import Preprocessor
-from recforge.data.pipeline import EncodedRun, encode_run, use_streaming
+from recforge.data.pipeline import EncodedRun, encode_run, reads_per_rank, use_streaming
 from recforge.distributed import ddp as distributed
 from recforge.io import atomic_write_text, replace_folder
 from recforge.models import registry
@@ -180,7 +180,11 @@ def train_from_config(
         _prepare_partial(out, stage, resume)
         save_run_config(cfg, stage / "config.yaml")
     distributed.barrier()
-    if world.distributed and (use_cache or use_streaming(cfg.data)):
+    if world.distributed and reads_per_rank(cfg.data, world.size):
+        # each rank reads its own files / row groups; the ranks exchange counts and rows
+        exchange = distributed.RankExchange()
+        run = encode_run(cfg.data, seed=cfg.train.seed, use_cache=use_cache, exchange=exchange)
+    elif world.distributed and (use_cache or use_streaming(cfg.data)):
         # rank 0 encodes and writes the cache; the others then memory-map it (streaming always
         # writes its arrays to the cache folder, so ranks must not stream into it at once)
         if world.is_main:
@@ -229,6 +233,8 @@ def _publish(
     }
     if "pretraining" in result.extra:
         summary["pretraining"] = result.extra["pretraining"]
+    if run.shares:  # what each rank read (per-rank reading of a folder / row groups)
+        summary["data_per_rank"] = run.shares
     # the bundle carries its own training record, so a served copy can report it
     metrics = {"summary": summary, "history": list(trainer.history)}
     save_bundle(

@@ -14,6 +14,13 @@ the float-rounding caveats). Splits derived from the training file are computed 
 per-row columns (8 bytes a row for the row index, plus 8 for the time and user columns a
 ``time`` or ``leave_last`` split needs) through the same :func:`split_missing`, so streaming
 supports every split kind and gives the same rows as the in-memory path.
+
+An input may be a folder of CSV/TSV/Parquet files (read as their concatenation in path order).
+In a job of several ranks (:func:`reads_per_rank`), each rank reads only its own files or
+Parquet row groups (:mod:`recforge.data.read.parts`), fits on its rows, and the ranks add up
+their vocabulary counts and numeric summaries, so every rank gets the preprocessor of the
+whole data; each encodes its rows, and the encoded rows are exchanged so that every rank holds
+the arrays one process would have encoded (:func:`encode_per_rank`).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +40,7 @@ import pyarrow as pa
 from recforge.config import DataConfig
 from recforge.data.encode.preprocess import Preprocessor
 from recforge.data.encode.split import random_split_labels, split_table
-from recforge.data.read import stream
+from recforge.data.read import parts, stream
 from recforge.data.read.readers import compression_of, read_table
 from recforge.data.sources import catalogue as datasets
 from recforge.data.store import EncodedWriter, load_encoded, save_encoded
@@ -62,6 +70,7 @@ class EncodedRun:
     test: EncodedData
     cache_path: Path | None = None
     from_cache: bool = False
+    shares: list[dict[str, Any]] | None = None
 
     @property
     def schema(self) -> Schema:
@@ -100,7 +109,15 @@ def load_raw(cfg: DataConfig) -> datasets.PreparedDataset:
         schema = Schema.from_json(Path(cfg.schema).read_text())
 
         def read(path: str | None) -> pa.Table | None:
-            return None if path is None else read_table(path, schema=schema)
+            if path is None:
+                return None
+            files = stream.input_files(path)
+            tables = [read_table(f, schema=schema) for f in files]
+            return (
+                tables[0]
+                if len(tables) == 1
+                else pa.concat_tables(tables, promote_options="default")
+            )
 
         return datasets.PreparedDataset(
             name=Path(cfg.train).stem,
@@ -146,16 +163,39 @@ def split_missing(
     return (rest, held, test) if valid is None else (rest, valid, held)
 
 
-def encode_run(cfg: DataConfig, seed: int = 0, use_cache: bool = True) -> EncodedRun:
-    """Load, split, fit on train, transform all splits; reuse the on-disk cache when valid."""
+def encode_run(
+    cfg: DataConfig,
+    seed: int = 0,
+    use_cache: bool = True,
+    exchange: parts.Exchange | None = None,
+) -> EncodedRun:
+    """Load, split, fit on train, transform all splits; reuse the on-disk cache when valid.
+
+    Args:
+        cfg: The data options.
+        seed: The split's seed.
+        use_cache: Read/write the encoded-data cache.
+        exchange: The ranks of a job whose inputs :func:`reads_per_rank` (every rank calls
+            this): each reads its own parts (:func:`encode_per_rank`); rank 0 writes the cache.
+    """
     root = Path(cfg.cache_dir) if cfg.cache_dir else cache_dir() / "encoded"
     folder = root / cache_key(cfg, seed)
-    if use_cache and (folder / "complete").exists():
+    cached = use_cache and (folder / "complete").exists()
+    if exchange is not None and exchange.size > 1:
+        # every rank must take the same branch: the cache only when all of them have it
+        cached = bool(parts.all_gather_ints(exchange, [int(cached)]).min())
+        if not cached:
+            run = encode_per_rank(cfg, seed, exchange)
+            if use_cache and exchange.rank == 0:
+                _write_cache(run, folder)
+            run.cache_path = folder if use_cache else None
+            return run
+    if cached:
         try:
             pre = Preprocessor.load(folder / "preprocessor")
-            parts = [load_encoded(folder / name) for name in _SPLITS]
+            splits = [load_encoded(folder / name) for name in _SPLITS]
             log.info("reusing encoded data from %s", folder)
-            return EncodedRun(pre, *parts, cache_path=folder, from_cache=True)
+            return EncodedRun(pre, *splits, cache_path=folder, from_cache=True)
         except (OSError, RuntimeError, ValueError) as exc:
             log.warning("ignoring unreadable cache %s (%s)", folder, exc)
     if use_streaming(cfg):
@@ -167,11 +207,11 @@ def encode_run(cfg: DataConfig, seed: int = 0, use_cache: bool = True) -> Encode
     raw = load_raw(cfg)
     train_t, valid_t, test_t = split_missing(raw, cfg, seed)
     pre = Preprocessor(raw.schema).fit(train_t)
-    parts = [pre.transform(t) for t in (train_t, valid_t, test_t)]
+    encoded = [pre.transform(t) for t in (train_t, valid_t, test_t)]
     candidates = raw.extras.get("test_negatives")
     if candidates is not None and raw.test is not None and raw.schema.item_key is not None:
-        parts[2].extras["candidates"] = encode_candidates(pre, raw.schema.item_key, candidates)
-    run = EncodedRun(pre, *parts)
+        encoded[2].extras["candidates"] = encode_candidates(pre, raw.schema.item_key, candidates)
+    run = EncodedRun(pre, *encoded)
     del raw, train_t, valid_t, test_t, candidates
     stream.release_memory()  # the raw tables' pages, kept by the allocators, go back to the OS
     if use_cache:
@@ -204,6 +244,14 @@ def _input_files(cfg: DataConfig) -> list[Path]:
     return [Path(p) for p in (cfg.train, cfg.valid, cfg.test) if p is not None]
 
 
+def _input_bytes(path: Path) -> float:
+    """Estimated uncompressed bytes of an input (a file or a folder's files)."""
+    return sum(
+        f.stat().st_size * (COMPRESSED_FACTOR if compression_of(f) else 1.0)
+        for f in stream.input_files(path)
+    )
+
+
 def use_streaming(cfg: DataConfig) -> bool:
     """Whether :func:`encode_run` preprocesses in chunks.
 
@@ -226,7 +274,7 @@ def use_streaming(cfg: DataConfig) -> bool:
         return False
     if cfg.streaming == "always":
         return True
-    size = sum(p.stat().st_size * (COMPRESSED_FACTOR if compression_of(p) else 1.0) for p in files)
+    size = sum(_input_bytes(p) for p in files)
     budget = cfg.memory_budget_mb * 2**20
     if IN_MEMORY_FACTOR * size > budget:
         log.info(
@@ -239,19 +287,22 @@ def use_streaming(cfg: DataConfig) -> bool:
     return False
 
 
-def split_labels(path: Path, schema: Schema, cfg: DataConfig, seed: int) -> np.ndarray:
+def split_labels(
+    path: Path, schema: Schema, cfg: DataConfig, seed: int, rows: int | None = None
+) -> np.ndarray:
     """Per row of the training file: 0 train, 1 valid, 2 test, as :func:`split_missing` splits.
 
     Runs :func:`split_missing` on a table of row indices (with the time and user columns the
     split kind needs, users as consistent integer codes), so the rows equal the in-memory ones.
+    ``rows``, the file's row count when known, saves counting it (random splits).
     """
     user_col = schema.field(schema.user_key).source if schema.user_key else "user"
     time_col = schema.time_column or "time"
     if cfg.split == "random" and cfg.valid is None and cfg.test is None:
         ratios = (1 - cfg.valid_ratio - cfg.test_ratio, cfg.valid_ratio, cfg.test_ratio)
-        return random_split_labels(stream.count_rows(path), ratios, seed)
+        return random_split_labels(stream.count_rows(path) if rows is None else rows, ratios, seed)
     if cfg.split == "random":
-        n, cols = stream.count_rows(path), {}
+        n, cols = stream.count_rows(path) if rows is None else rows, {}
     else:
         wanted = [time_col] + ([user_col] if cfg.split == "leave_last" else [])
         users = stream.FirstSeenIndex()
@@ -354,3 +405,167 @@ def encode_streaming(cfg: DataConfig, seed: int, folder: Path) -> EncodedRun:
     parts = [load_encoded(folder / name) for name in _SPLITS]
     log.info("streamed %s rows into %s", "/".join(str(len(p)) for p in parts), folder)
     return EncodedRun(pre, *parts, cache_path=folder)
+
+
+# ---- per-rank reading ----------------------------------------------------------------------
+def reads_per_rank(cfg: DataConfig, ranks: int) -> bool:
+    """Whether the ``ranks`` processes of a job read their own parts of the inputs.
+
+    They do for ``dataset: files`` with CSV/TSV/Parquet inputs whose training input has at
+    least two parts (files of a folder, or row groups of a Parquet file), when the split can
+    be computed from row counts alone (``split: random``, or given ``valid`` and ``test``).
+    Otherwise rank 0 reads everything (and the others map its cache); the reason is logged.
+    """
+    if ranks < 2 or cfg.dataset != "files" or not cfg.train or not cfg.schema:
+        return False
+    inputs = _input_files(cfg)
+    if any(not p.exists() or stream.stream_format(p) is None for p in inputs):
+        return False
+    if (cfg.valid is None or cfg.test is None) and cfg.split != "random":
+        log.info(
+            "data.split=%s needs all rows at once: rank 0 reads the inputs (per-rank reading "
+            "needs split: random, or given valid and test)",
+            cfg.split,
+        )
+        return False
+    found = parts.list_parts(cfg.train, ranks)
+    if len(found) < 2:
+        log.info(
+            "data.train %s is one part for %d ranks: rank 0 reads it (a folder of files or a "
+            "Parquet file with row groups is read per rank)",
+            cfg.train,
+            ranks,
+        )
+        return False
+    if len(found) < ranks:
+        log.info(
+            "data.train has %d parts for %d ranks: ranks %d-%d read no training rows",
+            len(found), ranks, len(found), ranks - 1,
+        )  # fmt: skip
+    return True
+
+
+def _concat(pieces: list[dict[str, np.ndarray]]) -> EncodedData:
+    """Named arrays of several pieces (the same names), concatenated in order."""
+    return EncodedData.from_arrays({k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]})
+
+
+def encode_per_rank(cfg: DataConfig, seed: int, exchange: parts.Exchange) -> EncodedRun:
+    """Each rank reads, fits on and encodes only its parts; every rank gets the whole run.
+
+    1. Every input is cut into parts (:func:`parts.list_parts`) and rank ``r`` reads its
+       contiguous run of them (:func:`parts.assign_parts`), once, into memory.
+    2. A derived random split labels the rows by their global row number (the ranks' row
+       counts are exchanged), as :func:`split_labels` labels the whole file.
+    3. Each rank fits on its training rows; ``fit_stream``'s ``combine`` hook adds up all
+       ranks' counts and summaries (:func:`parts.combine_fit`): every rank gets the
+       preprocessor of all training rows (vocabularies and bucket edges exactly as one process
+       fits them, mean/std up to float rounding).
+    4. Each rank encodes its rows; the encoded arrays (a fraction of the raw size) are
+       exchanged and concatenated in rank order, which is file order, and the per-rank GAUC
+       group codes are renumbered over all ranks' users: the arrays equal one process's.
+
+    Returns:
+        The run, on every rank, with ``shares``: what each rank read (parts, rows, seconds).
+    """
+    if not cfg.train or not cfg.schema:
+        raise ValueError("dataset 'files' needs data.train and data.schema (a schema JSON)")
+    schema = Schema.from_json(Path(cfg.schema).read_text())
+    rank, size = exchange.rank, exchange.size
+    inputs = [(Path(cfg.train), -1)] + [
+        (Path(p), code) for code, p in ((1, cfg.valid), (2, cfg.test)) if p is not None
+    ]
+    start = time.perf_counter()
+    mine = {
+        code: parts.assign_parts(parts.list_parts(path, size), rank, size) for path, code in inputs
+    }
+    local = {
+        code: [c for part in share for c in part.chunks(schema, cfg.chunk_rows)]
+        for code, share in mine.items()
+    }
+    read_s = time.perf_counter() - start
+    rows_read = {
+        _SPLIT_INPUT[code]: sum(c.num_rows for c in chunks) for code, chunks in local.items()
+    }
+    n_train_input = sum(c.num_rows for c in local[-1])
+    counts = parts.all_gather_ints(exchange, [n_train_input])[:, 0]
+    if not counts.sum():
+        raise ValueError(f"{cfg.train}: no data rows")
+    offset = int(counts[:rank].sum())
+    labels = None
+    if cfg.valid is None or cfg.test is None:
+        every = split_labels(Path(cfg.train), schema, cfg, seed, rows=int(counts.sum()))
+        train_rows = int((every == 0).sum())
+        labels = every[offset : offset + n_train_input]
+        del every
+    else:
+        train_rows = int(counts.sum())
+
+    def split(code: int, chunks: list[pa.Table]) -> Any:
+        """(split code, rows) of this rank's chunks of one input."""
+        if code >= 0 or labels is None:
+            for chunk in chunks:
+                yield max(code, 0), chunk
+            return
+        at = 0
+        for chunk in chunks:
+            codes = labels[at : at + chunk.num_rows]
+            at += chunk.num_rows
+            for c in range(3):
+                yield c, chunk.filter(pa.array(codes == c))
+
+    pre = Preprocessor(schema).fit_stream(
+        (t for c, t in split(-1, local[-1]) if c == 0 and t.num_rows),
+        exact_quantile_limit=max(train_rows, 1),
+        seed=seed,
+        combine=parts.combine_fit(exchange),
+    )
+    fit_s = time.perf_counter() - start - read_s
+    groups = [stream.FirstSeenIndex() for _ in _SPLITS]
+    pieces: list[list[EncodedData]] = [[] for _ in _SPLITS]
+    first = next((c for chunks in local.values() for c in chunks), None)
+    if first is not None:  # fixes names, dtypes and widths even where a split has no rows here
+        for piece in pieces:
+            piece.append(pre.transform(first.slice(0, 0)))
+    for code, chunks in local.items():
+        for c, table in split(code, chunks):
+            if table.num_rows:
+                pieces[c].append(_with_groups(pre.transform(table), table, schema, groups[c]))
+    del local
+    encode_s = time.perf_counter() - start - read_s - fit_s
+    out = []
+    for c, piece in enumerate(pieces):
+        arrays = _concat([p.arrays() for p in piece]).arrays() if piece else {}
+        gathered = parts.all_gather_arrays(exchange, arrays)
+        known = parts.all_gather_table(exchange, pa.table({"v": groups[c].values}))
+        users = stream.FirstSeenIndex()
+        for r, (got, seen) in enumerate(zip(gathered, known, strict=True)):
+            mapping = users.codes(seen.column("v"))
+            if "extra.group" in got and len(mapping):
+                local_codes = got["extra.group"]
+                got["extra.group"] = np.where(
+                    local_codes >= 0, mapping[np.maximum(local_codes, 0)], -1
+                )
+            if not got:
+                gathered[r] = {}
+        out.append(_concat([g for g in gathered if g]))
+    info = {
+        "rank": rank,
+        "parts": {
+            _SPLIT_INPUT[code]: [p.describe() for p in share] for code, share in mine.items()
+        },
+        "rows": rows_read,
+        "read_s": round(read_s, 3),
+        "fit_s": round(fit_s, 3),
+        "encode_s": round(encode_s, 3),
+    }
+    shares = [json.loads(b) for b in exchange.all_gather_bytes(json.dumps(info).encode())]
+    log.info(
+        "rank %d/%d read %s (%d rows of the training input) in %.2f s; all ranks: %s rows",
+        rank, size, ", ".join(info["parts"]["train"]) or "nothing", n_train_input, read_s,
+        "/".join(str(len(p)) for p in out),
+    )  # fmt: skip
+    return EncodedRun(pre, *out, shares=shares)
+
+
+_SPLIT_INPUT = {-1: "train", 1: "valid", 2: "test"}

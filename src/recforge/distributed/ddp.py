@@ -176,6 +176,35 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     return t.cpu().tolist()
 
 
+class RankExchange:
+    """The data pipeline's collectives (:class:`recforge.data.read.parts.Exchange`) over the
+    process group: byte strings gathered as ``uint8`` tensors.
+
+    Always over gloo on the CPU (under NCCL a gloo group is made for it), so the encoded data
+    never passes through GPU memory. Every rank must build it (making a group is collective).
+    """
+
+    def __init__(self) -> None:
+        self.rank, self.size = dist.get_rank(), dist.get_world_size()
+        self._group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+
+    def all_gather_bytes(self, data: bytes) -> list[bytes]:
+        """Every rank's ``data``, in rank order."""
+        length = torch.tensor([len(data)], dtype=torch.int64)
+        lengths = [torch.zeros(1, dtype=torch.int64) for _ in range(self.size)]
+        dist.all_gather(lengths, length, group=self._group)
+        sizes = [int(n) for n in lengths]
+        width = max(sizes)
+        if width == 0:
+            return [b""] * self.size
+        buffer = torch.zeros(width, dtype=torch.uint8)
+        if data:
+            buffer[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        out = [torch.empty(width, dtype=torch.uint8) for _ in range(self.size)]
+        dist.all_gather(out, buffer, group=self._group)
+        return [o[:n].numpy().tobytes() for o, n in zip(out, sizes, strict=True)]
+
+
 def gather_rows(local: torch.Tensor, total: int) -> torch.Tensor:
     """Concatenate every rank's shard (rows :func:`shard_bounds` ``(total, r, N)``) in rank order.
 

@@ -178,7 +178,11 @@ class Preprocessor:
         return self.fit_stream([table], exact_quantile_limit=max(table.num_rows, 1))
 
     def fit_stream(
-        self, chunks: Iterable[pa.Table], exact_quantile_limit: int = 1_000_000, seed: int = 0
+        self,
+        chunks: Iterable[pa.Table],
+        exact_quantile_limit: int = 1_000_000,
+        seed: int = 0,
+        combine: Callable[[dict[str, ValueCounts], dict[str, NumericSummary]], None] | None = None,
     ) -> Preprocessor:
         """Fit on training rows given chunk by chunk, in one pass with bounded memory.
 
@@ -193,6 +197,11 @@ class Preprocessor:
                 :func:`recforge.data.read.stream.iter_chunks`), the training split only.
             exact_quantile_limit: Distinct values of a bucketed column kept for exact edges.
             seed: Seed of the fallback quantile sample.
+            combine: Called with the counters (field -> :class:`ValueCounts`) and summaries
+                (field -> :class:`NumericSummary`) after the last chunk, before the state is
+                derived from them: the ranks of a job add each other's counts here
+                (:mod:`recforge.data.read.parts`), so each fits on its own rows and all get
+                the fit of the whole data.
         """
         schema = self.schema
         counters: dict[str, ValueCounts] = {}
@@ -233,6 +242,8 @@ class Preprocessor:
                 or isinstance(f, NumericField)
             ]
             _map_columns(count, fields, table.num_rows)
+        if combine is not None:
+            combine(counters, summaries)
         for f in schema.fields:
             if f.name in counters:
                 values, counts = counters[f.name].result()

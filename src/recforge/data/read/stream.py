@@ -101,9 +101,39 @@ def release_memory() -> None:
 
 
 def stream_format(path: str | Path, fmt: str | None = None) -> str | None:
-    """The format a file streams as (``csv``, ``tsv`` or ``parquet``), or ``None``."""
+    """The format a file streams as (``csv``, ``tsv`` or ``parquet``), or ``None``.
+
+    A folder streams as the one format all its data files (:func:`input_files`) share.
+    """
+    if fmt is None and Path(path).is_dir():
+        kinds = {stream_format(f) for f in input_files(path)}
+        return kinds.pop() if len(kinds) == 1 else None
     found = (fmt or format_of(path) or "").lower()
     return found if found in STREAM_FORMATS else None
+
+
+def input_files(path: str | Path) -> list[Path]:
+    """The data files of an input: the file itself, or a folder's files in path order.
+
+    A folder (a Parquet dataset, a folder of CSV parts) is read as the concatenation of its
+    files, in its subfolders too, sorted by relative path; hidden and ``_``-prefixed names
+    (``_SUCCESS``, ``_metadata``, ``.crc`` files) are skipped.
+
+    Raises:
+        DataError: A folder without data files.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    files = sorted(
+        q
+        for q in path.rglob("*")
+        if q.is_file()
+        and not any(part.startswith((".", "_")) for part in q.relative_to(path).parts)
+    )
+    if not files:
+        raise DataError(path, "the folder holds no data files")
+    return files
 
 
 def wanted_columns(schema: Schema) -> list[str]:
@@ -123,11 +153,13 @@ def iter_chunks(
     fmt: str | None = None,
     types: dict[str, pa.DataType] | None = None,
     block_size: int = _BLOCK_SIZE,
+    row_groups: Sequence[int] | None = None,
 ) -> Iterator[pa.Table]:
     """Yield ``path`` as tables of at most ``chunk_rows`` rows, in file order.
 
     Args:
-        path: A CSV/TSV (optionally compressed) or Parquet file.
+        path: A CSV/TSV (optionally compressed) or Parquet file, or a folder of them
+            (:func:`input_files`, one file after the other).
         schema: When given, columns are typed and every chunk is checked as
             ``read_table(path, schema=schema)`` checks the whole file; by default only the
             schema's columns (and the time column when the file has it) are read.
@@ -136,6 +168,7 @@ def iter_chunks(
         fmt: ``csv``, ``tsv`` or ``parquet``; by default from the extension.
         types: CSV column types (default: from the schema).
         block_size: Bytes the CSV parser reads at a time.
+        row_groups: Only these row groups of a Parquet file (errors give rows of the file).
 
     Yields:
         Tables whose metadata locates their rows in the file (see the module docstring).
@@ -144,6 +177,13 @@ def iter_chunks(
         DataError: Empty file, malformed row, missing column, bad number or label.
     """
     path = Path(path)
+    if path.is_dir():
+        for file in input_files(path):
+            yield from iter_chunks(
+                file, schema, chunk_rows, columns=columns, fmt=fmt, types=types,
+                block_size=block_size,
+            )  # fmt: skip
+        return
     kind = stream_format(path, fmt)
     if kind is None:
         raise DataError(path, f"cannot stream this format (streaming reads {STREAM_FORMATS})")
@@ -151,14 +191,19 @@ def iter_chunks(
         raise FileNotFoundError(f"{path}: no such file")
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    if row_groups is not None and kind != "parquet":
+        raise ValueError(f"{path}: row_groups needs a Parquet file")
     if columns is None and schema is not None:
         columns = wanted_columns(schema)
     types = _column_types(schema) if types is None else types
-    yield from _chunks(path, kind, schema, columns, types, chunk_rows, block_size)
+    yield from _chunks(path, kind, schema, columns, types, chunk_rows, block_size, row_groups)
 
 
 def count_rows(path: str | Path, fmt: str | None = None, column: str | None = None) -> int:
-    """Data rows of ``path``: Parquet from its metadata, text by a streaming parse."""
+    """Data rows of ``path`` (a file or a folder): Parquet from its metadata, text by a
+    streaming parse."""
+    if Path(path).is_dir():
+        return sum(count_rows(f, fmt, column) for f in input_files(path))
     kind = stream_format(path, fmt)
     if kind == "parquet":
         return int(pq.ParquetFile(path).metadata.num_rows)
@@ -182,6 +227,12 @@ class FirstSeenIndex:
 
     def __len__(self) -> int:
         return len(self._known)
+
+    @property
+    def values(self) -> pa.Array:
+        """The distinct values seen so far, in order of first appearance (value ``i`` has
+        code ``i``)."""
+        return self._known
 
     def codes(self, values: pa.ChunkedArray | pa.Array) -> np.ndarray:
         """int64 codes of ``values`` (strings); new values get the next codes."""
@@ -245,6 +296,17 @@ class ValueCounts:
             table = pa.concat_tables(parts).group_by("v").aggregate([("c", "sum")])
             self._merged = pa.table({"v": table.column("v"), "c": table.column("c_sum")})
         self._pending, self._pending_rows = [], 0
+
+    def to_table(self) -> pa.Table:
+        """The counts so far as a table ``(v: string, c: int64)``, distinct values."""
+        values, counts = self.result()
+        return pa.table({"v": values.cast(pa.string()), "c": counts.cast(pa.int64())})
+
+    def merge(self, table: pa.Table) -> None:
+        """Add the counts another accumulator's :meth:`to_table` returned (another process's)."""
+        if table.num_rows:
+            self._pending.append(pa.table({"v": table.column("v"), "c": table.column("c")}))
+            self._pending_rows += table.num_rows
 
     def result(self) -> tuple[pa.Array, pa.Array]:
         """``(values, counts)`` over everything added (order unspecified)."""
@@ -343,6 +405,52 @@ class NumericSummary:
             )
             self.exact, self._uniq = False, []
 
+    def to_table(self) -> pa.Table:
+        """The summary as a one-row table, for :meth:`merge` in another process."""
+        if self.exact:
+            self._merge()
+        uniq = self._uniq[0] if self.exact and self._uniq else (np.zeros(0), np.zeros(0, np.int64))
+        row = {
+            "n": [self.n], "mean": [self.mean], "m2": [self.m2], "min": [self.min],
+            "max": [self.max], "exact": [self.exact],
+            "values": [uniq[0].astype(np.float64)], "counts": [uniq[1].astype(np.int64)],
+            "sample": [self._sample.astype(np.float64)], "keys": [self._keys.astype(np.float64)],
+        }  # fmt: skip
+        return pa.table(row)
+
+    def merge(self, table: pa.Table) -> None:
+        """Add another summary's :meth:`to_table`: as if its values had been added here.
+
+        Moments combine as in :meth:`add` (Chan et al.), min/max exactly, exact quantile counts
+        by value; a side that fell back to sampling makes the merged quantiles sampled too
+        (the two samples are merged by their keys).
+        """
+        other = table.to_pylist()[0]
+        n_b = int(other["n"])
+        if not n_b:
+            return
+        mean_b, m2_b = float(other["mean"]), float(other["m2"])
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean += delta * n_b / n
+        self.m2 += m2_b + delta * delta * self.n * n_b / n
+        self.n = n
+        self.min, self.max = min(self.min, other["min"]), max(self.max, other["max"])
+        if not self.quantiles:
+            return
+        keys = np.concatenate([self._keys, np.asarray(other["keys"], np.float64)])
+        sample = np.concatenate([self._sample, np.asarray(other["sample"], np.float64)])
+        if len(keys) > self.sample_size:
+            keep = np.argpartition(keys, self.sample_size - 1)[: self.sample_size]
+            keys, sample = keys[keep], sample[keep]
+        self._keys, self._sample = keys, sample
+        if self.exact and not other["exact"]:
+            self.exact, self._uniq = False, []
+        elif self.exact:
+            values = np.asarray(other["values"], np.float64)
+            self._uniq.append((values, np.asarray(other["counts"], np.int64)))
+            self._merge()
+
     def state(self) -> dict[str, float]:
         """``mean``, ``std``, ``min``, ``max`` as in-memory ``Preprocessor.fit`` stores them."""
         if not self.n:
@@ -381,15 +489,20 @@ def _chunks(
     types: dict[str, pa.DataType],
     chunk_rows: int,
     block_size: int,
+    row_groups: Sequence[int] | None = None,
 ) -> Iterator[pa.Table]:
+    offset = 0  # rows of the file before the chunk
     if kind == "parquet":
-        batches = _parquet_batches(path, columns, schema, chunk_rows)
+        batches = _parquet_batches(path, columns, schema, chunk_rows, row_groups)
         header_lines = -1
+        if row_groups:
+            meta = pq.ParquetFile(path).metadata
+            offset = sum(meta.row_group(g).num_rows for g in range(min(row_groups)))
     else:
         sep = "\t" if kind == "tsv" else ","
         batches = _csv_batches(path, sep, columns, schema, types, chunk_rows, block_size)
         header_lines = 1
-    offset = 0
+    read = 0
     for table in _rechunk(batches, chunk_rows):
         meta = {
             _META_SOURCE: str(path).encode(),
@@ -401,10 +514,11 @@ def _chunks(
         if kind != "parquet":
             check_text_encoding(table, path, "utf8")
         if schema is not None:
-            table = _check_chunk(table, schema, path, offset, first=offset == 0, rows=kind)
+            table = _check_chunk(table, schema, path, offset, first=read == 0, rows=kind)
         yield table
         offset += table.num_rows
-    if offset == 0:
+        read += table.num_rows
+    if read == 0 and row_groups is None:
         raise DataError(path, "no data rows", line=2 if header_lines == 1 else None)
 
 
@@ -452,7 +566,11 @@ def _shifted(exc: DataError, offset: int) -> DataError:
 
 
 def _parquet_batches(
-    path: Path, columns: Sequence[str] | None, schema: Schema | None, chunk_rows: int
+    path: Path,
+    columns: Sequence[str] | None,
+    schema: Schema | None,
+    chunk_rows: int,
+    row_groups: Sequence[int] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     try:
         pf = pq.ParquetFile(path)
@@ -467,7 +585,7 @@ def _parquet_batches(
                 path, f"required column is missing (found: {', '.join(names)})", column=missing[0]
             )
         columns = [c for c in columns if c in names]
-    yield from pf.iter_batches(batch_size=chunk_rows, columns=columns)
+    yield from pf.iter_batches(batch_size=chunk_rows, columns=columns, row_groups=row_groups)
 
 
 def _csv_batches(
