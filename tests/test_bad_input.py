@@ -197,6 +197,20 @@ CASES: list[Case] = [
     Case("output", "an output path that is a folder",
          lambda d: (_bundle(d), ["predict", "bundle", "rows.csv", "-o", "."])[1],
          r"\. is a folder; give a file path"),
+    # the DRN simulator recalibrated from logs (recforge online --recalibrate)
+    Case("online", "--recalibrate without a log to fit", lambda d: ["online", "--recalibrate"],
+         r"--recalibrate needs --mind and/or --globo"),
+    Case("online", "--recalibrate together with --replay",
+         lambda d: ["online", "--replay", "mind", "--path", "b.tsv", "--recalibrate"],
+         r"--recalibrate fits the simulator; it does not apply to --replay"),
+    Case("online", "a negative --return-elasticity",
+         lambda d: ["online", "--recalibrate", "--mind", "b.tsv", "--return-elasticity", "-1"],
+         r"--return-elasticity must be >= 0"),
+    Case("online", "a malformed impression in the MIND log to recalibrate from",
+         lambda d: ["online", "--recalibrate", "--mind", str(_write(
+             d, "behaviors.tsv", "1\tU1\t11/9/2019 1:00:00 AM\t\tN1-1 N2-0\n"
+             "2\tU2\t11/9/2019 2:00:00 AM\t\tN3-yes\n"))],
+         r"behaviors\.tsv, line 2, column 'impressions' \(5\): impression token 'N3-yes'"),
 ]  # fmt: skip
 
 

@@ -2,7 +2,10 @@
 
 Simulation: writes ``metrics.json`` (configuration, per-policy summary and per-step CTR,
 precision@5, nDCG@5 and activeness) and ``metrics.png`` (one curve per policy and metric) to
-``--output``.
+``--output``. With ``--recalibrate`` the simulator's click model is fitted to ``--mind`` and its
+return model to ``--globo`` (:mod:`recforge.drn.recalibration`), and ``calibration.md`` /
+``calibration.png`` show the simulated against the logged statistics. The folder is published
+by one rename.
 
 Replay (``--replay mind|globo --path FILE``): every policy walks the log's hours in time order
 under bandit feedback (:mod:`recforge.drn.offline`), once per seed; writes ``metrics.json``
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recforge.io import atomic_write, atomic_write_text
+from recforge.io import atomic_folder, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epsilon", type=float, default=0.1, help="epsilon-greedy rate")
     p.add_argument("--globo", help="Globo clicks.csv[.xz] to calibrate the simulator")
     p.add_argument("--mind", help="MIND behaviors.tsv[.xz] to calibrate the click rate")
+    p.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="fit the click model to --mind and the return model to --globo, with returns "
+        "driven by the quality of the lists received (recforge.drn.recalibration); writes "
+        "calibration.md/png (simulated vs logged) next to the metrics",
+    )
+    p.add_argument(
+        "--return-elasticity",
+        type=float,
+        default=1.0,
+        help="--recalibrate: elasticity of the return hazard in the received list quality "
+        "(an assumption; 0 makes returns independent of the recommendations)",
+    )
     p.add_argument("--output", default="online-run", help="folder for metrics.json/png")
     p.add_argument(
         "--replay", choices=("mind", "globo"), help="replay a real log instead of simulating"
@@ -123,8 +140,14 @@ def cmd_online(args: argparse.Namespace) -> int:
     import torch
 
     if args.replay:
+        if args.recalibrate:
+            raise ValueError("--recalibrate fits the simulator; it does not apply to --replay")
         torch.set_num_threads(1)
         return cmd_replay(args)
+    if args.recalibrate and not (args.mind or args.globo):
+        raise ValueError("--recalibrate needs --mind and/or --globo (the logs to fit)")
+    if args.return_elasticity < 0:
+        raise ValueError(f"--return-elasticity must be >= 0, got {args.return_elasticity}")
 
     from recforge.drn.agent import AgentConfig
     from recforge.drn.loop import run_simulation
@@ -134,8 +157,14 @@ def cmd_online(args: argparse.Namespace) -> int:
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     shift = args.log_steps + args.shift_step if args.shift_step >= 0 else -1
     sim = SimConfig(n_users=args.users, n_topics=args.topics, shift_step=shift, seed=args.seed)
-    calibration = None
-    if args.globo or args.mind:
+    calibration = recal = check = None
+    if args.recalibrate:
+        from recforge.drn.recalibration import check_recalibration, recalibrate
+
+        recal, logged = recalibrate(args.mind, args.globo, sim, kappa=args.return_elasticity)
+        sim = recal.apply(sim)
+        check = check_recalibration(recal, logged, sim)
+    elif args.globo or args.mind:
         from recforge.drn.calibration import calibrate
 
         calibration = calibrate(args.globo, args.mind, base=sim)
@@ -156,13 +185,20 @@ def cmd_online(args: argparse.Namespace) -> int:
         "simulator": dataclasses.asdict(sim),
         "agent": dataclasses.asdict(agent),
         "calibration": dataclasses.asdict(calibration) if calibration else None,
+        "recalibration": None if recal is None else {**recal.to_dict(), "check": check},
         "steps": args.steps,
         "log_steps": args.log_steps,
         "summary": {name: h.summary() for name, h in hists.items()},
         "series": series,
     }
-    atomic_write_text(out / "metrics.json", json.dumps(report, indent=1))
-    plot_histories(series, out / "metrics.png", f"recforge online (seed {args.seed})")
+    with atomic_folder(out) as tmp:
+        (tmp / "metrics.json").write_text(json.dumps(report, indent=1))
+        plot_histories(series, tmp / "metrics.png", f"recforge online (seed {args.seed})")
+        if recal is not None:
+            from recforge.drn.recalibration import calibration_markdown, plot_recalibration
+
+            (tmp / "calibration.md").write_text(calibration_markdown(recal, check))
+            plot_recalibration(check, tmp / "calibration.png")
     width = max(len(n) for n in policies)
     print(f"{'policy':<{width}}  cum_CTR  avg_P@5  avg_nDCG@5  avg_active  final_active")
     for name, h in hists.items():
@@ -220,7 +256,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from recforge.drn.globo import load_globo
     from recforge.drn.logged import load_mind
     from recforge.drn.offline import REPLAY_METRICS, periods_present, replay
-    from recforge.io import atomic_folder
 
     if not args.path:
         raise ValueError("--replay needs --path (the log file)")

@@ -18,12 +18,21 @@ on, with every mechanism explicit and seeded (numpy only, vectorised over users 
   (clicks - c_ref)`` (clipped), so pleasing recommendations bring users back sooner. The
   reported activeness is the probability of returning within ``active_window`` steps,
   ``a_u = 1 - exp(-lambda_u * active_window)`` (the survival function's complement, as in DRN's
-  Section 4.3).
+  Section 4.3). With ``return_model="quality"`` the hazard follows the **quality** of the lists
+  a user received over time instead of the click count: each session's quality is the list's
+  expected clicks for that user, ``q = sum_k exam_k * attract_k`` (what was shown, clicked or
+  not), a per-user memory ``m_u <- rho * m_u + (1 - rho) * q`` accumulates it over sessions,
+  and ``h_u = kappa * log(m_u / c_ref)`` (clipped), so a user served lists as good as the
+  reference ``c_ref`` returns at their base rate and better lists bring them back sooner.
+  Base hazards are log-normal, or gamma-distributed when ``rate_shape > 0`` (the gamma-frailty
+  return model of :mod:`recforge.drn.survival`).
 
 Time is discrete (one step is nominally one hour). Each step the users whose return time has come
 arrive (at most ``max_users``); the agent ranks the candidates for each of them; the environment
 returns clicks, activeness and return gaps. :func:`recforge.drn.calibration.calibrate` fits
-``quality_std``, ``freshness_tau``, ``bias`` and ``rate_std`` from real news logs.
+``quality_std``, ``freshness_tau``, ``bias`` and ``rate_std`` from real news logs;
+:func:`recforge.drn.recalibration.recalibrate` fits the click model (``bias``, ``eta``,
+``quality_std``) to MIND and the return model (``rate``, ``rate_shape``) to Globo.
 """
 
 from __future__ import annotations
@@ -61,12 +70,19 @@ class SimConfig:
         a_h: Weight of the hour-of-day effect.
         rate: Mean base return hazard (returns per step).
         rate_std: Log-normal spread of users' base hazards.
-        rho: Persistence of the activeness state ``h_u``.
-        kappa: Activeness gain per click above ``c_ref``.
-        c_ref: Clicks per session that leave activeness unchanged.
+        rho: Persistence of the activeness state ``h_u`` (``clicks``) or of the quality
+            memory ``m_u`` (``quality``).
+        kappa: Activeness gain per click above ``c_ref`` (``clicks``), or elasticity of the
+            hazard in the quality memory (``quality``).
+        c_ref: Clicks per session (``clicks``) or expected clicks of a served list
+            (``quality``) that leave activeness unchanged.
         h_max: Clip of ``|h_u|``.
         active_window: Window (steps) of the activeness probability.
         max_users: Cap of arrivals served per step (later ones wait for the next step).
+        return_model: ``clicks`` (the hazard follows the session's click count) or
+            ``quality`` (it follows the expected clicks of the lists received over time).
+        rate_shape: Gamma shape of users' base hazards (mean ``rate``); ``0`` keeps the
+            log-normal spread ``rate_std``.
         seed: Seed of every random draw.
     """
 
@@ -95,9 +111,19 @@ class SimConfig:
     h_max: float = 2.0
     active_window: float = 24.0
     max_users: int = 64
+    return_model: str = "clicks"
+    rate_shape: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.return_model not in ("clicks", "quality"):
+            raise ValueError(
+                f"return_model must be 'clicks' or 'quality', not {self.return_model!r}"
+            )
+        if self.rate_shape < 0 or self.rate <= 0:
+            raise ValueError("rate must be positive and rate_shape non-negative")
+        if self.return_model == "quality" and self.c_ref <= 0:
+            raise ValueError("the quality return model needs a positive c_ref")
         if self.interests > self.n_topics or self.interests < 1:
             raise ValueError("interests must be in [1, n_topics]")
         if self.list_len > self.publish * self.lifetime:
@@ -170,8 +196,12 @@ class NewsSimulator:
         self.logits = rng.normal(0.0, 0.3, (n, k))
         boost = cfg.interest_strength * rng.uniform(0.7, 1.0, (n, cfg.interests))
         np.put_along_axis(self.logits, pick, np.take_along_axis(self.logits, pick, 1) + boost, 1)
-        self.base_rate = cfg.rate * np.exp(rng.normal(0, cfg.rate_std, n) - cfg.rate_std**2 / 2)
+        if cfg.rate_shape > 0:  # gamma frailty: shape a, mean rate
+            self.base_rate = rng.gamma(cfg.rate_shape, cfg.rate / cfg.rate_shape, n)
+        else:
+            self.base_rate = cfg.rate * np.exp(rng.normal(0, cfg.rate_std, n) - cfg.rate_std**2 / 2)
         self.h = np.zeros(n)
+        self.memory = np.full(n, cfg.c_ref)  # quality received over time (expected clicks)
         self.next_return = rng.exponential(1.0 / self.base_rate)
         # item store grows by `publish` per step; arrays are extended in blocks
         self.item_topic = np.empty(0, dtype=np.int64)
@@ -277,10 +307,18 @@ class NewsSimulator:
         attract = self.attractiveness(req.users, items)
         clicks = (self.rng.random(attract.shape) < attract * self.examination()).astype(np.float32)
         # survival-style activeness: hazard rises after pleasing sessions
-        n_clicks = clicks.sum(axis=1)
-        self.h[req.users] = np.clip(
-            cfg.rho * self.h[req.users] + cfg.kappa * (n_clicks - cfg.c_ref), -cfg.h_max, cfg.h_max
-        )
+        if cfg.return_model == "quality":
+            quality = (attract * self.examination()).sum(axis=1)  # expected clicks of the list
+            m = cfg.rho * self.memory[req.users] + (1 - cfg.rho) * quality
+            self.memory[req.users] = m
+            self.h[req.users] = np.clip(cfg.kappa * np.log(m / cfg.c_ref), -cfg.h_max, cfg.h_max)
+        else:
+            n_clicks = clicks.sum(axis=1)
+            self.h[req.users] = np.clip(
+                cfg.rho * self.h[req.users] + cfg.kappa * (n_clicks - cfg.c_ref),
+                -cfg.h_max,
+                cfg.h_max,
+            )
         lam = self.base_rate[req.users] * np.exp(self.h[req.users])
         gap = np.maximum(1, np.ceil(self.rng.exponential(1.0 / lam))).astype(np.int64)
         self.next_return[req.users] = self.t + gap
