@@ -8,9 +8,15 @@
    writes the tables (means with 95 % t-intervals over seeds, paired DRN - other differences)
    and the plots to ``benchmarks/results``.
 
+3. **Variants** (``--variant drn-probabilistic``): the variant and DRN through the same CLI
+   call with the settings chosen in step 1, on both logs; the table
+   ``drn_replay_variants.md`` gives both (DRN's rows must equal the main run's) and the paired
+   difference.
+
 Usage::
 
     nice -n 10 python benchmarks/drn_replay.py [--seeds 0,1,2,3,4] [--skip-validation]
+    nice -n 10 python benchmarks/drn_replay.py --variant drn-probabilistic
 """
 
 from __future__ import annotations
@@ -120,7 +126,13 @@ def validate(name: str, seeds: list[int]) -> tuple[dict[str, float], list[dict[s
     return {"alpha": float(best["alpha"]), "major_every": int(best["major_every"])}, rows
 
 
-def run_cli(name: str, seeds: list[int], chosen: dict[str, float], out: Path) -> tuple[str, float]:
+def run_cli(
+    name: str,
+    seeds: list[int],
+    chosen: dict[str, float],
+    out: Path,
+    policies: tuple[str, ...] = POLICIES,
+) -> tuple[str, float]:
     cmd = [
         sys.executable,
         "-m",
@@ -133,7 +145,7 @@ def run_cli(name: str, seeds: list[int], chosen: dict[str, float], out: Path) ->
         "--seeds",
         ",".join(map(str, seeds)),
         "--policies",
-        ",".join(POLICIES),
+        ",".join(policies),
         "--minor-every",
         "1",
         "--alpha",
@@ -256,7 +268,10 @@ def main() -> int:
         help="reuse the settings chosen in results/drn_replay.json",
     )
     parser.add_argument("--only", choices=("mind", "globo"), help="one log only")
+    parser.add_argument("--variant", help="run DRN and this DRN variant only (step 3)")
     args = parser.parse_args()
+    if args.variant:
+        return variant(args.variant, [int(s) for s in args.seeds.split(",")], Path(args.runs))
     seeds = [int(s) for s in args.seeds.split(",")]
     vseeds = [int(s) for s in args.validation_seeds.split(",")]
     saved = RESULTS / "drn_replay.json"
@@ -323,6 +338,48 @@ def main() -> int:
     if len(reports) == 2:
         plot(reports, RESULTS / "drn_replay.png")
         ablation_table(reports, RESULTS / "drn_replay_ablation.md")
+    return 0
+
+
+def variant(name: str, seeds: list[int], runs: Path) -> int:
+    """DRN and one variant on both logs with the saved settings; paired differences."""
+    saved = json.loads((RESULTS / "drn_replay.json").read_text())
+    cols = {"mind": ("ctr@k", "ndcg@k", "auc"), "globo": ("hit@k", "ndcg@k", "auc")}
+    lines = [
+        f"# DRN variant on real logs: {name}",
+        "",
+        f"Command: `nice -n 10 python benchmarks/drn_replay.py --variant {name}`; the settings "
+        "are those chosen on the validation days for DRN (drn_replay.json); evaluation days, "
+        f"seeds {seeds}, mean ± 95% t-interval; **bold** where the paired interval excludes 0. "
+        "The DRN row is rerun in the same call and must equal drn_replay_{mind,globo}.md.",
+        "",
+    ]
+    out: dict[str, object] = {}
+    for log in ("mind", "globo"):
+        chosen = saved[log]["chosen"]
+        command, secs = run_cli(log, seeds, chosen, runs / f"{log}-{name}", ("drn", name))
+        rep = json.loads((runs / f"{log}-{name}" / "metrics.json").read_text())
+        ev = [rep["summary"][str(s)]["evaluation"] for s in seeds]
+        lines += [f"## {TITLES[log]}", "", f"    {command}  ({secs:.0f} s)", "",
+                  "| policy | " + " | ".join(cols[log]) + " |", "|---" * 4 + "|"]  # fmt: skip
+        rows: dict[str, object] = {}
+        for p in ("drn", name):
+            cells = [ci([e[p][m] for e in ev]) for m in cols[log]]
+            rows[p] = cells
+            lines.append(f"| {p} | " + " | ".join(f"{a:.4f} ± {b:.4f}" for a, b in cells) + " |")
+        diff = [ci([e["drn"][m] - e[name][m] for e in ev]) for m in cols[log]]
+        txt = [f"{a:+.4f} ± {b:.4f}" for a, b in diff]
+        txt = [f"**{t}**" if abs(a) > b else t for t, (a, b) in zip(txt, diff, strict=True)]
+        lines += [f"| DRN - {name} | " + " | ".join(txt) + " |", ""]
+        reference = saved[log]["evaluation"]["drn"]
+        same = all(abs(reference[m][0] - rows["drn"][i][0]) < 1e-9  # type: ignore[index]
+                   for i, m in enumerate(cols[log]))  # fmt: skip
+        lines.append(f"DRN row equal to the main run's: {'yes' if same else 'NO'}.")
+        lines.append("")
+        out[log] = {"command": command, "seconds": secs, "rows": rows, "paired": diff}
+    (RESULTS / "drn_replay_variants.md").write_text("\n".join(lines))
+    (RESULTS / "drn_replay_variants.json").write_text(json.dumps(out, indent=1))
+    print("\n".join(lines))
     return 0
 
 

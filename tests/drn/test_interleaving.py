@@ -73,3 +73,14 @@ def test_probabilistic_interleaving_is_fair_and_valid() -> None:
     first_top = merged[:, 0] == np.where(team[:, 0] == TEAM_A, rank_a[:, 0], rank_b[:, 0])
     p_top = 1.0 / np.sum((np.arange(c) + 1.0) ** -3.0)
     assert abs(first_top.mean() - p_top) < 0.02
+
+
+def test_probabilistic_interleaving_places_padding_last() -> None:
+    rng = np.random.default_rng(4)
+    n, c = 2000, 8
+    rank_a, rank_b = _perms(rng, n, c), _perms(rng, n, c)
+    mask = np.arange(c)[None, :] < rng.integers(1, c + 1, n)[:, None]  # (B, C) ragged requests
+    merged, _ = probabilistic_interleave(rank_a, rank_b, c, rng, mask=mask)
+    placed_real = np.take_along_axis(mask, merged, axis=1)
+    assert np.array_equal(placed_real, np.sort(placed_real, axis=1)[:, ::-1])  # real, then padding
+    assert np.all(np.sort(merged, axis=1) == np.arange(c))  # still a permutation

@@ -149,7 +149,9 @@ class DRNAgent(Policy):
             if self.cfg.interleaving == "probabilistic":
                 rank_a = np.argsort(-q, axis=1, kind="stable")
                 rank_b = np.argsort(-q_explore, axis=1, kind="stable")
-                merged, self._team = probabilistic_interleave(rank_a, rank_b, length, self.rng)
+                merged, self._team = probabilistic_interleave(
+                    rank_a, rank_b, length, self.rng, mask=mask
+                )
             else:
                 merged, self._team = team_draft_interleave(
                     greedy, top_k(q_explore, length), length, self.rng

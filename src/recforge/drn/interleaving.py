@@ -81,6 +81,7 @@ def probabilistic_interleave(
     length: int,
     rng: np.random.Generator,
     tau: float = 3.0,
+    mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Merge two full rankings by probabilistic interleaving.
 
@@ -90,6 +91,7 @@ def probabilistic_interleave(
         length: Length of the merged list (``<= C``).
         rng: Random generator.
         tau: Softmax sharpness over ranks, ``P(d) ∝ rank(d) ** -tau``.
+        mask: ``(B, C)`` real candidates (padding is placed only after every real one).
 
     Returns:
         ``merged (B, length)`` and ``team (B, length)`` as in :func:`team_draft_interleave`.
@@ -107,6 +109,9 @@ def probabilistic_interleave(
     team = rng.integers(0, 2, (b, length))
     for pos in range(length):
         w = np.where(used, 0.0, weights[team[:, pos], rows])  # (B, C)
+        if mask is not None:  # real candidates first; padding once they are all placed
+            real = np.where(mask, w, 0.0)
+            w = np.where(real.sum(axis=1, keepdims=True) > 0, real, w)
         cdf = np.cumsum(w, axis=1)
         u = rng.random(b) * cdf[:, -1]
         item = np.minimum((cdf < u[:, None]).sum(axis=1), c - 1)
