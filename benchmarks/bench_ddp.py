@@ -13,6 +13,15 @@ Run (~3-5 min)::
     nice -n 10 python benchmarks/bench_ddp.py
 
 Results go to ``benchmarks/results/bench_ddp.json``.
+
+``--read-per-rank`` measures reading instead (no training): a synthetic click log of ``--rows``
+rows written as ``--files`` CSV files, encoded by one process (the whole folder) and by 2 ranks
+that each read, fit on and encode their own files (``recforge.data.pipeline.encode_per_rank``);
+it reports each rank's read / fit / encode seconds and the wall time of the whole step::
+
+    python benchmarks/bench_ddp.py --read-per-rank --rows 1000000 --files 8
+
+Results go to ``benchmarks/results/bench_ddp_read_per_rank.json``.
 """
 
 from __future__ import annotations
@@ -55,6 +64,80 @@ def _train_worker(folder: str, args: argparse.Namespace, model_name: str) -> dic
     }
 
 
+class _Solo:
+    """The one-rank exchange: the per-rank path in one process (for its timings)."""
+
+    rank, size = 0, 1
+
+    def all_gather_bytes(self, data: bytes) -> list[bytes]:
+        return [data]
+
+
+def _read_worker(data: dict[str, object], path: str) -> dict[str, object]:
+    """One rank: encode the folder, report the timings. ``path``: ``per_rank`` (each rank its
+    own files; one process reads them all) or ``in_memory`` (one process, ``read_table``)."""
+    from recforge.config import DataConfig
+    from recforge.data.pipeline import encode_per_rank, encode_run
+    from recforge.distributed.ddp import RankExchange
+
+    world = current_world()
+    cfg = DataConfig(**data)
+    start = time.perf_counter()
+    if path == "in_memory":
+        run = encode_run(cfg, seed=0, use_cache=False)
+    else:
+        run = encode_per_rank(cfg, 0, RankExchange() if world.distributed else _Solo())
+    return {
+        "processes": world.size,
+        "path": path,
+        "wall_s": round(time.perf_counter() - start, 2),
+        "rows": [len(run.train), len(run.valid), len(run.test)],
+        "shares": run.shares,
+    }
+
+
+def read_per_rank(args: argparse.Namespace) -> None:
+    """1 process vs 2 ranks encoding a folder of CSV files (see the module docstring)."""
+    from recforge.data.sources.synthetic import click_log_schema, make_click_log, write_click_log
+
+    report: dict[str, object] = {
+        "command": f"python benchmarks/bench_ddp.py --read-per-rank --rows {args.rows} "
+        f"--files {args.files}",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores "
+        f"(shared), torch {torch.__version__}",
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-read-") as tmp:
+        folder = Path(tmp) / "log"
+        folder.mkdir()
+        table, _ = make_click_log(rows=args.rows, seed=0)
+        per_file = -(-args.rows // args.files)
+        for k in range(args.files):
+            write_click_log(table.slice(k * per_file, per_file), folder / f"part-{k:03d}.csv")
+        (Path(tmp) / "schema.json").write_text(click_log_schema().to_json())
+        size = sum(f.stat().st_size for f in folder.iterdir())
+        report["input"] = f"{args.rows:,} rows in {args.files} CSV files, {size / 2**20:.0f} MiB"
+        print(f"# {report['machine']}; {report['input']}")
+        del table
+        data = {"dataset": "files", "train": str(folder), "schema": str(Path(tmp) / "schema.json")}
+        runs = []
+        plan = [(1, "in_memory")] + [(int(n), "per_rank") for n in args.nprocs.split(",")]
+        for nproc, path in plan:
+            load_before = os.getloadavg()[0]
+            out = launch(_read_worker, nproc, data, path, threads=1)
+            out["load_avg_1min_before"] = round(load_before, 2)
+            runs.append(out)
+            per_rank = "; ".join(
+                f"rank {s['rank']}: {len(s['parts']['train'])} files, read {s['read_s']} s, "
+                f"fit {s['fit_s']} s, encode {s['encode_s']} s"
+                for s in out["shares"] or []
+            )
+            print(f"{path} x{nproc}: {out['wall_s']} s wall; {per_rank}")
+    report["runs"] = runs
+    out_path = RESULTS / "bench_ddp_read_per_rank.json"
+    out_path.write_text(json.dumps(report, indent=1))
+    print(f"wrote {out_path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -66,7 +149,12 @@ def main() -> None:
     parser.add_argument("--embedding-dim", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS / "bench_ddp.json"))
+    parser.add_argument("--read-per-rank", action="store_true", help="measure reading only")
+    parser.add_argument("--files", type=int, default=8, help="CSV files (--read-per-rank)")
     args = parser.parse_args()
+    if args.read_per_rank:
+        read_per_rank(args)
+        return
     args.threads, args.epochs = 1, 1  # what bench_core.train_config reads
     report: dict[str, object] = {
         "command": "python benchmarks/bench_ddp.py "

@@ -69,6 +69,10 @@ MODELS = {
         "name": "wide_deep",
         "params": {"hidden": [16], "dropout": 0.0, "batch_norm": False},
     },
+    # Dice (the default activation) keeps batch statistics: synchronised over the ranks.
+    # softmax=False is the paper's unnormalised attention (Eq. 3); see test_din_softmax_...
+    "din": {"name": "din", "params": {"hidden": [16], "dropout": 0.0, "softmax": False}},
+    "din_softmax": {"name": "din", "params": {"hidden": [16], "dropout": 0.0}},
 }
 TIMEOUT_S = 180
 
@@ -110,14 +114,16 @@ def _one_process(path: Path) -> Path:
     return Path(cfg.output_dir)
 
 
-def _compare(one: Path, two: Path) -> None:
+def _compare(one: Path, two: Path, atol: float = 1e-5, free: tuple[str, ...] = ()) -> None:
+    """Bundle weights within ``atol`` (``free`` weights unchecked) and test metrics within 1e-5."""
     a, b = load_bundle(one / "bundle"), load_bundle(two / "bundle")
     # the bundle is the ordinary one: fused tables, no TorchRec module left in it
     assert type(b.model.embedding).__name__ in ("FeatureEmbedding", "StackedInput")
     sa, sb = a.model.state_dict(), b.model.state_dict()
     assert sa.keys() == sb.keys()
     for key in sa:
-        assert torch.allclose(sa[key].float(), sb[key].float(), atol=1e-5, rtol=0), key
+        if key not in free:
+            assert torch.allclose(sa[key].float(), sb[key].float(), atol=atol, rtol=0), key
     ma = json.loads((one / "metrics.json").read_text())
     mb = json.loads((two / "metrics.json").read_text())
     for key, value in ma["test"].items():
@@ -150,11 +156,19 @@ def test_every_sharding_type_on_two_ranks_matches_one_process(mixed_runs) -> Non
 
 
 def test_ctr_models_on_two_ranks_match_one_process(tmp_path: Path) -> None:
-    """DeepFM (row-wise), DCN (table-wise), Wide & Deep (column-wise): one torchrun job."""
-    plans = {"deepfm": "row_wise", "dcn": "table_wise", "wide_deep": "column_wise"}
+    """DeepFM (row-wise), DCN (table-wise), Wide & Deep (column-wise), DIN (row-wise, unpooled
+    histories on the shared item table, Dice): one torchrun job."""
+    plans = {
+        "deepfm": "row_wise",
+        "dcn": "table_wise",
+        "wide_deep": "column_wise",
+        "din": "row_wise",
+        "din_softmax": "table_wise",
+    }
     # row-wise Adagrad keeps one accumulator per row of each column shard: element-wise
     # Adagrad for the column-wise plan, whose one-process run has one shard of all columns
-    optimizer = {"deepfm": "adam", "dcn": "adam", "wide_deep": "adagrad"}
+    optimizer = {"wide_deep": "adagrad"}
+    optimizer = {m: optimizer.get(m, "adam") for m in plans}
     twos = [
         _config(tmp_path, f"{m}_two", MODELS[m], sharding={"*": k}, optimizer=optimizer[m])
         for m, k in plans.items()
@@ -168,7 +182,16 @@ def test_ctr_models_on_two_ranks_match_one_process(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     for m, kind in plans.items():
         cfg = _config(tmp_path, f"{m}_one", MODELS[m], sharding={"*": kind}, optimizer=optimizer[m])
-        _compare(_one_process(cfg), tmp_path / f"{m}_two")
+        if m != "din_softmax":
+            _compare(_one_process(cfg), tmp_path / f"{m}_two")
+            continue
+        # softmax attention is invariant to a shift of the scores: the score bias has a zero
+        # gradient, so what Adam steps it by is normalised float rounding, which differs between
+        # one rank's sum and two ranks' all-reduced halves (measured 3.7e-4 after 2 epochs); it
+        # changes no prediction. The near-invariant candidate-only directions of the unit move
+        # the rest by up to 2.5e-5 (measured); the predictions' metrics still agree within 1e-5
+        bias = "attention.unit.mlp.net.2.bias"
+        _compare(_one_process(cfg), tmp_path / f"{m}_two", atol=1e-4, free=(bias,))
 
 
 def test_resume_with_another_world_size_is_one_line(mixed_runs, capsys) -> None:

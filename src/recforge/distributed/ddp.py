@@ -30,7 +30,9 @@ How training stays equal to one process with the same global batch (see
 
 Not reproduced exactly: dropout masks (each rank seeds its own stream), batch normalisation
 (statistics per rank shard; buffers are broadcast from rank 0 each step, as DDP does by
-default) and custom negative samplers (each rank draws from its own generator).
+default) and custom negative samplers (each rank draws from its own generator). Dice's batch
+statistics (DIN, DIEN) are reproduced: the engines synchronise them over the ranks
+(:mod:`recforge.distributed.sync_stats`).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from torch import nn
 
 from recforge.config import TrainConfig
 from recforge.data.loader import BatchLoader
-from recforge.distributed import ddp
+from recforge.distributed import ddp, sync_stats
 from recforge.features import Batch, EncodedData
 
 CHECKPOINT = "checkpoint.pt"
@@ -52,6 +52,7 @@ class TrainingEngine:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
         self.world = ddp.current_world()
+        self._synced: list[sync_stats.Swap] = []
 
     def setup(self, model: nn.Module, device: torch.device, task: str = "binary") -> None:
         """Prepare ``model`` (already on ``device``, trained for ``task``) before the
@@ -63,12 +64,18 @@ class TrainingEngine:
 
     def wrap(self, model: nn.Module) -> nn.Module | None:
         """The module whose call is ``model.forward_train(batch)`` (or ``objective``) in
-        training, or ``None`` to call the model itself. DDP in a process group."""
-        return ddp.wrap_ddp(model) if self.world.distributed else None
+        training, or ``None`` to call the model itself. DDP in a process group, with Dice's
+        batch statistics taken over all ranks (:mod:`recforge.distributed.sync_stats`)."""
+        if not self.world.distributed:
+            return None
+        self._synced = sync_stats.sync_batch_statistics(model)
+        return ddp.wrap_ddp(model)
 
     def unwrap(self, wrapped: nn.Module) -> None:
         """Undo :meth:`wrap` at the end of ``fit`` (the model stays usable alone)."""
         ddp.unwrap_ddp(wrapped)
+        sync_stats.restore(self._synced)
+        self._synced = []
 
     def step(self) -> None:
         """After the Trainer's optimizers stepped: step the engine's own optimizer."""

@@ -26,8 +26,10 @@ Only :func:`to_torchrec_configs`, :func:`batch_to_kjt`, :class:`TorchRecEmbeddin
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -44,6 +46,27 @@ from recforge.layers.embedding import (
 )
 
 logger = logging.getLogger(__name__)
+
+_LOOKUP_ROWS: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "recforge_lookup_rows", default=None
+)
+
+
+@contextlib.contextmanager
+def padded_lookups(rows: int) -> Iterator[None]:
+    """Within this block, :class:`TorchRecEmbedding` looks up batches padded to ``rows`` rows.
+
+    Row-wise sharding over gloo needs the same batch size on every rank (its backward
+    all-gathers); a rank with fewer rows pads its lookup with copies of its last row and drops
+    their outputs, so the rest of the model only ever sees its real rows (batch statistics such
+    as Dice's stay those of the real rows, and the padding gets no gradient).
+    """
+    token = _LOOKUP_ROWS.set(rows)
+    try:
+        yield
+    finally:
+        _LOOKUP_ROWS.reset(token)
+
 
 INSTALL_HINT = (
     "TorchRec is not available: pip install recforge[torchrec] (TorchRec needs an fbgemm-gpu "
@@ -346,18 +369,24 @@ class TorchRecEmbedding(FieldVectors):
         """Feature name -> ``(B, D)`` (sparse fields, pooled sequences) or ``(B, L, D)``."""
         from torchrec import KeyedJaggedTensor
 
+        n = len(batch)
+        rows = _LOOKUP_ROWS.get()
+        if rows is not None and rows > n:  # see padded_lookups
+            index = torch.cat([torch.arange(n), torch.full((rows - n,), n - 1)])
+            batch = batch.select(index.to(batch.sparse.device))
         parts = batch_to_kjt_parts(batch, self.schema, padded_sequences=not self.pooled)
         kjt = KeyedJaggedTensor(keys=list(parts.keys), values=parts.values, lengths=parts.lengths)
         out = self.collection(kjt)
         if self.pooled:
-            return out.to_dict()  # KeyedTensor: name -> (B, D), sequences already mean-pooled
+            # KeyedTensor: name -> (B, D), sequences already mean-pooled
+            return {k: v[:n] for k, v in out.to_dict().items()}
         B = len(batch)
         result = {}
         for f in self.schema.sparse_fields:
-            result[f.name] = out[f.name].values()  # one id per sample: (B, D)
+            result[f.name] = out[f.name].values()[:n]  # one id per sample: (n, D)
         for s in self.schema.sequence_fields:
             L = batch.sequences[s.name].shape[1]
-            result[s.name] = out[s.name].values().view(B, L, -1)  # padded: (B, L, D)
+            result[s.name] = out[s.name].values().view(B, L, -1)[:n]  # padded: (n, L, D)
         return result
 
     def _field_vectors(self, batch: Batch) -> list[torch.Tensor]:

@@ -18,8 +18,12 @@ loop with this :class:`~recforge.distributed.engine.TrainingEngine`:
   averages dense gradients over ``N`` and TorchRec divides the embedding gradients it sends
   back by ``N`` (``comm_ops.GRADIENT_DIVISION``), so both follow the global mean loss.
 * Row-wise sharding reduce-scatters pooled embeddings, which over gloo needs the same batch on
-  every rank: a rank holding one row fewer of a global batch pads it with a copy of its last
-  row and drops the padded logits (their gradient is zero).
+  every rank: a rank holding one row fewer of a global batch pads its *lookups* with a copy of
+  its last row and drops the padded vectors (``padded_lookups``), so the model computes on its
+  real rows only and the padding gets no gradient.
+* Dice's batch statistics (DIN, DIEN) are taken over all ranks' rows while the model is wrapped
+  (:mod:`recforge.distributed.sync_stats`), so a model with Dice trains as on one rank. DIN's
+  unpooled histories go through an unpooled ``EmbeddingCollection`` (``pool_sequences=False``).
 * Evaluation runs the sharded model (collectively: every rank predicts the same number of
   batches, see :meth:`eval_batches`).
 * Checkpoints are sharded: rank ``r`` writes its own shards (and the fused optimizer's state)
@@ -49,12 +53,14 @@ from torch import nn
 
 from recforge.config import TrainConfig
 from recforge.data.loader import BatchLoader
+from recforge.distributed import sync_stats
 from recforge.distributed.engine import CHECKPOINT, TrainingEngine
 from recforge.distributed.torchrec_bridge import (
     INSTALL_HINT,
     TorchRecEmbedding,
     _require_torchrec,
     load_feature_embedding,
+    padded_lookups,
 )
 from recforge.features import Batch, EncodedData
 from recforge.layers.embedding import FeatureEmbedding, StackedInput
@@ -149,8 +155,9 @@ class _Sharder:
 
 class _ShardedForwardTrain(nn.Module):
     """The training call under ``DistributedModelParallel``: ``model.forward_train(batch)``,
-    with the batch padded to the largest rank's (row-wise sharding over gloo needs equal
-    batches; padded rows' logits are dropped, so they get no gradient)."""
+    with the embedding lookups padded to the largest rank's batch (row-wise sharding over gloo
+    needs equal batches; :func:`~recforge.distributed.torchrec_bridge.padded_lookups` drops the
+    padded rows' vectors, so the model computes on its real rows only)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -163,11 +170,8 @@ class _ShardedForwardTrain(nn.Module):
             size = torch.tensor([n], dtype=torch.int64)
             dist.all_reduce(size, op=dist.ReduceOp.MAX)
             target = int(size)
-        if target > n:
-            index = torch.cat([torch.arange(n), torch.full((target - n,), n - 1)])
-            batch = batch.select(index.to(batch.sparse.device))
-        logits, extra = self.model.forward_train(batch)
-        return logits[:n], extra
+        with padded_lookups(target):
+            return self.model.forward_train(batch)
 
 
 class TorchRecEngine(TrainingEngine):
@@ -286,10 +290,9 @@ class TorchRecEngine(TrainingEngine):
                     stacked=isinstance(child, StackedInput),
                 )
                 if not pooled:
-                    log.warning(
-                        "torchrec engine: %s reads unpooled sequences; its tables are sharded "
-                        "as an EmbeddingCollection, which trains but is not verified equal to "
-                        "one process (docs/SCALING.md)",
+                    log.info(
+                        "torchrec engine: %s reads unpooled sequences: its tables are sharded "
+                        "as an EmbeddingCollection (every history position crosses the network)",
                         type(model).__name__,
                     )
                 tr.load_from(child)
@@ -358,10 +361,14 @@ class TorchRecEngine(TrainingEngine):
         return [p for p in model.parameters() if hasattr(p, "_in_backward_optimizers")]
 
     def wrap(self, model: nn.Module) -> nn.Module | None:
+        """The sharded model, with Dice's batch statistics taken over all ranks."""
+        self._synced = sync_stats.sync_batch_statistics(model)
         return self.dmp
 
     def unwrap(self, wrapped: nn.Module) -> None:
-        """Nothing to undo: :meth:`finish` gives the model its fused tables back."""
+        """Dice as it was (:meth:`finish` gives the model its fused tables back)."""
+        sync_stats.restore(self._synced)
+        self._synced = []
 
     def step(self) -> None:
         self.dmp.fused_optimizer.step()
