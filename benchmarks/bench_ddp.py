@@ -17,7 +17,8 @@ Results go to ``benchmarks/results/bench_ddp.json``.
 ``--read-per-rank`` measures reading instead (no training): a synthetic click log of ``--rows``
 rows written as ``--files`` CSV files, encoded by one process (the whole folder) and by 2 ranks
 that each read, fit on and encode their own files (``recforge.data.pipeline.encode_per_rank``);
-it reports each rank's read / fit / encode seconds and the wall time of the whole step::
+it reports each rank's read / fit / encode seconds and the wall time of the whole step, with
+one Arrow thread per process (as a machine per rank would have its own cores)::
 
     python benchmarks/bench_ddp.py --read-per-rank --rows 1000000 --files 8
 
@@ -76,10 +77,13 @@ class _Solo:
 def _read_worker(data: dict[str, object], path: str) -> dict[str, object]:
     """One rank: encode the folder, report the timings. ``path``: ``per_rank`` (each rank its
     own files; one process reads them all) or ``in_memory`` (one process, ``read_table``)."""
+    import pyarrow as pa
+
     from recforge.config import DataConfig
     from recforge.data.pipeline import encode_per_rank, encode_run
     from recforge.distributed.ddp import RankExchange
 
+    pa.set_cpu_count(1)  # one core per rank, as one torch thread: N ranks use N cores
     world = current_world()
     cfg = DataConfig(**data)
     start = time.perf_counter()
@@ -127,8 +131,9 @@ def read_per_rank(args: argparse.Namespace) -> None:
             out["load_avg_1min_before"] = round(load_before, 2)
             runs.append(out)
             per_rank = "; ".join(
-                f"rank {s['rank']}: {len(s['parts']['train'])} files, read {s['read_s']} s, "
-                f"fit {s['fit_s']} s, encode {s['encode_s']} s"
+                f"rank {s['rank']}: {len(s['parts']['train'])} files, {s['rows']['train']} rows, "
+                f"read {s['read_s']} s ({s['cpu_s']['read']} CPU s), fit {s['fit_s']} s "
+                f"({s['cpu_s']['fit']}), encode {s['encode_s']} s ({s['cpu_s']['encode']})"
                 for s in out["shares"] or []
             )
             print(f"{path} x{nproc}: {out['wall_s']} s wall; {per_rank}")

@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recforge.data.read.readers import read_table
 from recforge.data.read.stream import (
     NumericSummary,
     ValueCounts,
@@ -85,6 +86,13 @@ class Part:
         """The part's rows as checked, typed chunks (:func:`~recforge.data.read.stream.
         iter_chunks`)."""
         return iter_chunks(self.path, schema, chunk_rows, row_groups=self.row_groups)
+
+    def read(self, schema: Schema, chunk_rows: int) -> pa.Table:
+        """The part's rows, checked and typed: a whole file as one process reads it
+        (:func:`~recforge.data.read.readers.read_table`), row groups through :meth:`chunks`."""
+        if self.row_groups is None:
+            return read_table(self.path, schema=schema)
+        return pa.concat_tables(list(self.chunks(schema, chunk_rows)))
 
 
 def list_parts(path: str | Path, ranks: int) -> list[Part]:
