@@ -8,6 +8,7 @@ The collectives of :func:`recforge.data.pipeline.encode_per_rank` run here betwe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -25,6 +26,7 @@ import yaml
 from recforge.config import DataConfig, load_run_config
 from recforge.data.pipeline import EncodedRun, encode_per_rank, encode_run, reads_per_rank
 from recforge.data.read.parts import Part, assign_parts, list_parts
+from recforge.data.read.readers import DataError
 from recforge.data.sources.synthetic import click_log_schema, make_click_log, write_click_log
 from recforge.run import train_from_config
 
@@ -187,3 +189,19 @@ def test_train_nproc_2_reads_per_rank_and_matches_one_process(log_files, tmp_pat
         assert abs(summary["test"][metric] - value) < 1e-5, metric
     # rank 0 wrote the cache: a second two-rank run reads no file
     assert any((tmp_path / "cache_two").rglob("complete"))
+
+
+def test_a_folder_streams_in_one_process_like_it_reads(log_files: Path, tmp_path: Path) -> None:
+    # data.streaming reads a folder file after file; the arrays equal the in-memory path's
+    cfg = _cfg(log_files, "csv", chunk_rows=300, cache_dir=str(tmp_path / "cache"))
+    streamed = encode_run(dataclasses.replace(cfg, streaming="always"), seed=0, use_cache=False)
+    _assert_same_run(encode_run(cfg, seed=0, use_cache=False), streamed)
+
+
+def test_a_folder_without_data_files_is_one_line(tmp_path: Path, log_files: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "_SUCCESS").write_text("")
+    cfg = DataConfig(dataset="files", train=str(tmp_path / "empty"),
+                     schema=str(log_files / "schema.json"))  # fmt: skip
+    with pytest.raises(DataError, match="the folder holds no data files"):
+        encode_run(cfg, seed=0, use_cache=False)
