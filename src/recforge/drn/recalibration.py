@@ -466,7 +466,9 @@ def check_recalibration(
         out["logged_sessions"] = base
         out["simulated_sessions"] = int(sg.size)
         out["logged_gaps_hist"] = np.histogram(lg, bins=int(horizon), range=(0, horizon))[0]
-        out["simulated_gaps_hist"] = np.histogram(sg, bins=int(horizon), range=(0, horizon))[0]
+        # a simulated gap of k steps is a return time in (k - 1, k]: centre it in that hour
+        shifted = np.histogram(sg - 0.5, bins=int(horizon), range=(0, horizon))
+        out["simulated_gaps_hist"] = shifted[0]
         out["logged_gaps_hist"] = out["logged_gaps_hist"].tolist()  # type: ignore[union-attr]
         out["simulated_gaps_hist"] = out["simulated_gaps_hist"].tolist()  # type: ignore[union-attr]
     return out
