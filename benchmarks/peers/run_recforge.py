@@ -63,6 +63,7 @@ def main(argv=None):
         from recforge.config import TrainConfig
         from recforge.data.encode.preprocess import Preprocessor
         from recforge.data.read.readers import read_table
+        from recforge.data.read.stream import release_memory
         from recforge.models import registry
         from recforge.train.trainer import Trainer, seed_everything
 
@@ -101,6 +102,7 @@ def main(argv=None):
             train = pre.transform(train_raw)
             test = pre.transform(test_raw)
             del table, train_raw, test_raw
+            release_memory()  # the raw table's pages go back to the OS before training
 
         if args.model == "din":
             params = {"hidden": hp["hidden_units"], "activation": hp["activation"],

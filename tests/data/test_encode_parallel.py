@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recforge.data.encode import preprocess
-from recforge.data.encode.preprocess import Preprocessor, _stack_columns
+from recforge.data.encode.preprocess import Preprocessor, _fill_blocks
 from recforge.data.sources.synthetic import make_wide_log
 
 
@@ -31,11 +31,18 @@ def test_parallel_encoding_equals_sequential(monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.mark.parametrize("rows", [0, 1, 999, 1000, 2501])
-def test_blocked_stack_equals_numpy_stack(monkeypatch: pytest.MonkeyPatch, rows: int) -> None:
+@pytest.mark.parametrize("parallel_rows", [0, 10**9])
+def test_blocked_fill_equals_numpy_stack(
+    monkeypatch: pytest.MonkeyPatch, rows: int, parallel_rows: int
+) -> None:
+    """Blocks (several, and a partial last one; on threads or not) fill every cell once."""
     monkeypatch.setattr(preprocess, "_STACK_BLOCK", 1000)
+    monkeypatch.setattr(preprocess, "_PARALLEL_ROWS", parallel_rows)
+    monkeypatch.setattr(preprocess.os, "cpu_count", lambda: 4)
     rng = np.random.default_rng(rows)
     columns = [rng.normal(size=rows) for _ in range(5)]
-    out = _stack_columns(columns, np.float32, rows)
+    sources = [lambda a, b, c=c: c[a:b] for c in columns]
+    out = _fill_blocks(sources, np.float32, rows)
     np.testing.assert_array_equal(out, np.stack(columns, axis=1).astype(np.float32))
     assert out.shape == (rows, 5) and out.flags.c_contiguous
-    assert _stack_columns([], np.int32, rows).shape == (rows, 0)
+    assert _fill_blocks([], np.int32, rows).shape == (rows, 0)

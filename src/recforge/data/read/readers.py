@@ -114,8 +114,13 @@ def format_of(path: str | Path) -> str | None:
     return _FORMATS.get(p.suffix.lower())
 
 
-def open_stream(path: str | Path) -> BinaryIO:
-    """A binary stream of the decompressed bytes of ``path``."""
+def open_stream(path: str | Path, memory_pool: pa.MemoryPool | None = None) -> BinaryIO:
+    """A binary stream of the decompressed bytes of ``path``.
+
+    Args:
+        path: The file.
+        memory_pool: Arrow pool of an uncompressed file's read buffers (default: Arrow's).
+    """
     codec = compression_of(path)
     if codec == "xz":
         # Arrow has no xz codec. Decompress into memory so that Arrow's reader threads never
@@ -123,7 +128,7 @@ def open_stream(path: str | Path) -> BinaryIO:
         with lzma.open(path, "rb") as fh:
             return pa.BufferReader(fh.read())  # type: ignore[return-value]
     if codec is None:
-        return pa.OSFile(str(path), "rb")  # type: ignore[return-value]
+        return pa.OSFile(str(path), "rb", memory_pool=memory_pool)  # type: ignore[return-value]
     return pa.input_stream(str(path), compression=codec)  # type: ignore[return-value]
 
 
@@ -251,8 +256,10 @@ def read_table(
             extension. Other extensions need ``fmt`` or ``delimiter``.
         delimiter: Field separator for delimited text; one character is parsed by the
             multithreaded CSV reader, a longer one (MovieLens-1M's ``::``) by splitting lines.
-        schema: When given, categorical and sequence columns are read as strings, numeric
-            columns and the label as float64, and the file is checked with
+        schema: When given, categorical columns of a CSV/TSV are read dictionary-encoded
+            (``dictionary<int32, string>``: a third of the memory of strings on wide logs, and
+            the preprocessor encodes them without hashing every row), sequence columns as
+            strings, numeric columns and the label as float64, and the file is checked with
             :func:`check_columns`, :func:`check_numeric` and :func:`validate_labels`.
         header: Whether a delimited file starts with a header line.
         column_names: Names for the columns of a file without header (with ``header=True``
@@ -282,7 +289,7 @@ def read_table(
         sep = delimiter or ("\t" if fmt == "tsv" else ",")
         header_lines = 1 if header else 0
         names = list(column_names) if column_names else None
-        types = _column_types(schema)
+        types = _column_types(schema, dictionary=True)
         if header:
             _header_names(path, sep, header, encoding)  # a header that does not decode: located
         if len(sep) == 1:
@@ -363,17 +370,43 @@ def check_table(
     return table
 
 
-def _column_types(schema: Schema | None) -> dict[str, pa.DataType]:
+def _column_types(schema: Schema | None, dictionary: bool = False) -> dict[str, pa.DataType]:
+    """Arrow types to read a schema's columns as; ``dictionary`` reads categorical columns
+    dictionary-encoded (int32 codes per row, each distinct string stored once per block)."""
     if schema is None:
         return {}
     types: dict[str, pa.DataType] = {}
     for f in schema.fields:
-        if isinstance(f, CategoricalField | SequenceField):
+        if isinstance(f, CategoricalField) and dictionary:
+            types[f.source] = _DICTIONARY
+        elif isinstance(f, CategoricalField | SequenceField):
             types[f.source] = pa.string()
         elif isinstance(f, NumericField):
             types[f.source] = pa.float64()
     types[schema.label] = pa.float64()
     return types
+
+
+_DICTIONARY = pa.dictionary(pa.int32(), pa.string())
+# Block of the streaming CSV reader: large enough that per-block dictionaries stay few, small
+# enough that one block of text is a small part of the memory.
+_STREAM_BLOCK = 16 << 20
+
+
+def _reading_pool() -> pa.MemoryPool:
+    """The Arrow memory pool CSV tables are read into: jemalloc where Arrow has it.
+
+    Reading block by block interleaves short-lived buffers (a block's text, its dictionaries)
+    with the table's; Arrow's default mimalloc keeps the pages they share, ~110 MB more resident
+    memory than the table for a 1M-row, 40-column log, where jemalloc (Arrow's, which returns
+    freed pages at once) keeps none (``benchmarks/results/memory_i16.md``).
+    """
+    try:
+        pool = pa.jemalloc_memory_pool()
+    except NotImplementedError:  # a build without jemalloc (Windows wheels)
+        return pa.default_memory_pool()
+    pa.jemalloc_set_decay_ms(0)  # freed pages go back at once (Arrow's build decays over 1 s)
+    return pool
 
 
 def _read_csv(
@@ -400,7 +433,37 @@ def _read_csv(
     )
     convert = pacsv.ConvertOptions(column_types=types)
     try:
-        with open_stream(path) as fh:
+        # Every column's type known: nothing is inferred from the first block (the one thing
+        # the streaming reader does differently), so read block by block, which holds one
+        # block of raw text at a time instead of the whole file.
+        streamed = (
+            bool(types)
+            and invalid_row_handler is None
+            and all(n in types for n in names or _header_names(path, sep, header, encoding))
+        )
+        pool = _reading_pool() if streamed else None
+        with open_stream(path, memory_pool=pool) as fh:
+            if pool is not None:
+                read.block_size = _STREAM_BLOCK
+                table = pacsv.open_csv(
+                    fh,
+                    read_options=read,
+                    parse_options=parse,
+                    convert_options=convert,
+                    memory_pool=pool,
+                ).read_all()
+                # one dictionary per column instead of one per block: smaller, and encoded
+                # without unifying again at each fit/transform; a column at a time, so that
+                # only one column exists twice
+                for i, name in enumerate(table.column_names):
+                    if pa.types.is_dictionary(table.schema.field(i).type):
+                        column = pa.table({name: table.column(i)})
+                        unified = column.unify_dictionaries(memory_pool=pool)
+                        table = table.set_column(i, name, unified.column(0))
+                # the blocks' text and per-block dictionaries are garbage now: give the pages
+                # back rather than keep the process at its reading peak
+                pool.release_unused()
+                return table
             return pacsv.read_csv(
                 fh, read_options=read, parse_options=parse, convert_options=convert
             )
@@ -424,7 +487,7 @@ def _read_csv(
             bad = header_names[int(match.group(1))]
             # a number column is re-read as text, a text column as bytes, and the check of
             # that column names the first bad value's line
-            text_column = relaxed.get(bad) == pa.string()
+            text_column = relaxed.get(bad) in (pa.string(), _DICTIONARY)
             relaxed[bad] = pa.binary() if text_column else pa.string()
             table = _read_csv(path, sep, header, names, columns, relaxed, encoding, quoting=quoting)
             table = table.replace_schema_metadata(

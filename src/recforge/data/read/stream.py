@@ -281,9 +281,12 @@ class ValueCounts:
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks() if values.num_chunks else pa.array([], pa.string())
         counts = pc.value_counts(pc.drop_null(values.cast(pa.string())))
-        part = pa.table({"v": counts.field("values"), "c": counts.field("counts")})
-        self._pending.append(part)
-        self._pending_rows += part.num_rows
+        self.add_counts(counts.field("values"), counts.field("counts"))
+
+    def add_counts(self, values: pa.Array, counts: pa.Array) -> None:
+        """Add distinct ``values`` (strings, no nulls) already counted ``counts`` times."""
+        self._pending.append(pa.table({"v": values.cast(pa.string()), "c": counts}))
+        self._pending_rows += len(values)
         merged = self._merged.num_rows if self._merged is not None else 0
         if self._pending_rows > max(self.merge_rows, merged):
             self._merge()

@@ -73,7 +73,7 @@ def prepare(
         task="binary",
     )
     table = read_table(source, fmt="csv", schema=read_schema)
-    hour = table["hour"]
+    hour = table["hour"].cast(pa.string())  # read dictionary-encoded, like every categorical
     ok = pc.match_substring_regex(hour, r"^\d{8}$").to_numpy(zero_copy_only=False)
     bad = np.flatnonzero(~ok)
     if bad.size:
