@@ -1,10 +1,10 @@
 """kill -9 of ``recforge online --replay``: the output folder is the old one or the new one.
 
 A forked child runs the real command (in process, so the test stays fast) and is SIGKILLed
-once mid-replay, then just before each file-system call of the publication in turn (and just
-after each rename, exchange or tree removal). After every kill the output folder must hold the
-complete earlier run or the complete new run, never a partial folder; the last run publishes a
-valid folder and sweeps the dead children's temporaries.
+once mid-replay, then just before each file-system call of the publication in turn. After
+every kill the output folder must hold the complete earlier run or the complete new run, never
+a partial folder; the last run publishes a valid folder and sweeps the dead children's
+temporaries.
 """
 
 from __future__ import annotations
@@ -61,28 +61,21 @@ def _argv(log: Path, out: Path, seed: int) -> list[str]:
 
 
 def _arm(kill_at: int) -> None:
-    """In the child: SIGKILL at the ``kill_at``-th moment: just before each file-system call,
-    and just after each rename, exchange or tree removal (where the published state flips)."""
+    """In the child: SIGKILL just before the ``kill_at``-th file-system call (a kill just after
+    a call is the same as one just before the next: nothing else happens in between)."""
     count = [0]
 
-    def tick() -> None:
-        count[0] += 1
-        if count[0] == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    def wrap(fn: Callable, after: bool) -> Callable:
+    def wrap(fn: Callable) -> Callable:
         def step(*args, **kwargs):
-            tick()
-            result = fn(*args, **kwargs)
-            if after:
-                tick()
-            return result
+            count[0] += 1
+            if count[0] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return fn(*args, **kwargs)
 
         return step
 
     for owner, name in _STEPS:
-        after = name in ("replace", "rename", "_exchange", "rmtree")
-        setattr(owner, name, wrap(getattr(owner, name), after))
+        setattr(owner, name, wrap(getattr(owner, name)))
 
 
 def _state(out: Path) -> str:
