@@ -11,9 +11,15 @@ Globo, returns driven by the quality of the lists received over time):
    differences), the curves, and the calibration (simulated vs logged) to
    ``benchmarks/results/drn_recalibrated*`` and ``drn_recalibration.{md,png}``.
 
+3. **Sensitivity** (``--return-elasticity K --reuse-settings --tag NAME``): the same with
+   another assumed elasticity of returns in the received quality, reusing the settings chosen
+   in step 1 (no new validation, no look at the evaluation seeds).
+
 Usage::
 
     nice -n 10 python benchmarks/drn_recalibrated.py [--seeds 0,...,9]
+    nice -n 10 python benchmarks/drn_recalibrated.py --seeds 0,1,2,3,4 --return-elasticity 3 \
+        --reuse-settings --tag drn_recalibrated_kappa3 --policies drn,greedy,linucb,...
 """
 
 from __future__ import annotations
@@ -67,7 +73,7 @@ def run_cli(
         "--policies", ",".join(policies), "--seed", str(seed),
         "--steps", str(args.steps), "--log-steps", str(args.log_steps),
         "--alpha", str(alpha), "--major-every", str(major_every),
-        "--output", str(out),
+        "--return-elasticity", str(args.return_elasticity), "--output", str(out),
     ]  # fmt: skip
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return cmd, json.loads((out / "metrics.json").read_text())
@@ -85,14 +91,29 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=240)
     parser.add_argument("--log-steps", type=int, default=40)
     parser.add_argument("--runs", default="runs/drn_recalibrated")
+    parser.add_argument("--return-elasticity", type=float, default=1.0)
+    parser.add_argument(
+        "--reuse-settings",
+        action="store_true",
+        help="alpha and T2 from results/drn_recalibrated.json (no validation)",
+    )
+    parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--tag", default="drn_recalibrated", help="result file names")
     args = parser.parse_args()
+    policies = tuple(args.policies.split(","))
+    main_run = args.tag == "drn_recalibrated"
     seeds = [int(s) for s in args.seeds.split(",")]
     vseeds = [int(s) for s in args.validation_seeds.split(",")]
     assert not set(seeds) & set(vseeds), "validation and evaluation seeds must differ"
-    runs = Path(args.runs)
+    runs = Path(args.runs) if main_run else Path(args.runs) / args.tag
     t0 = time.time()
     grid = []
+    if args.reuse_settings:
+        saved = json.loads((RESULTS / "drn_recalibrated.json").read_text())
+        grid, vseeds = saved["grid"], saved["validation_seeds"]
     for alpha, every in itertools.product(GRID["alpha"], GRID["major_every"]):
+        if args.reuse_settings:
+            break
         scores = []
         for s in vseeds:
             _, rep = run_cli(("drn",), s, alpha, every, runs / "validation", args)
@@ -102,35 +123,37 @@ def main() -> int:
     best = max(grid, key=lambda r: r["ctr"])
     t_val = time.time() - t0
     per_seed: dict[str, dict[str, dict[str, float]]] = {}
-    curves: dict[str, dict[str, list[np.ndarray]]] = {p: {} for p in POLICIES}
+    curves: dict[str, dict[str, list[np.ndarray]]] = {p: {} for p in policies}
     commands = []
     done_seeds = []
     for s in seeds:
         out = runs / f"seed{s}"
-        cmd, rep = run_cli(POLICIES, s, best["alpha"], int(best["major_every"]), out, args)
+        cmd, rep = run_cli(policies, s, best["alpha"], int(best["major_every"]), out, args)
         commands.append(shown(cmd))
         per_seed[str(s)] = rep["summary"]
         done_seeds.append(s)
-        for p in POLICIES:
+        for p in policies:
             for k in ("step", "ctr", "activeness"):
                 curves[p].setdefault(k, []).append(np.asarray(rep["series"][p][k], float))
-        if s == seeds[0]:
+        recal = rep["recalibration"]
+        if s == seeds[0] and main_run:
             shutil.copy(out / "calibration.md", RESULTS / "drn_recalibration.md.tmp")
             shutil.copy(out / "calibration.png", RESULTS / "drn_recalibration.png")
-            recal = rep["recalibration"]
-        ctrs = ", ".join(f"{p} {rep['summary'][p]['cumulative_ctr']:.4f}" for p in POLICIES)
+        ctrs = ", ".join(f"{p} {rep['summary'][p]['cumulative_ctr']:.4f}" for p in policies)
         print(f"seed {s}: {ctrs}", flush=True)
     t_all = time.time() - t0
     table = {p: {m: ci([per_seed[str(s)][p][m] for s in done_seeds]) for m in METRICS}
-             for p in POLICIES}  # fmt: skip
+             for p in policies}  # fmt: skip
     paired = {
         p: {m: ci([per_seed[str(s)]["drn"][m] - per_seed[str(s)][p][m] for s in done_seeds])
             for m in METRICS}
-        for p in POLICIES if p != "drn"
+        for p in policies if p != "drn"
     }  # fmt: skip
     me = "nice -n 10 python benchmarks/drn_recalibrated.py " + " ".join(sys.argv[1:])
     lines = [
-        f"# DRN in the simulator recalibrated from MIND and Globo ({len(done_seeds)} seeds)",
+        f"# DRN in the simulator recalibrated from MIND and Globo ({len(done_seeds)} seeds"
+        + ("" if main_run else f", return elasticity {args.return_elasticity}")
+        + ")",
         "",
         f"Command: `{me.strip()}` ({t_val:.0f} s validation, {t_all - t_val:.0f} s "
         "evaluation on 2 shared CPU cores). Each seed is one call of the front door, e.g.",
@@ -144,7 +167,8 @@ def main() -> int:
         f"the held-out check). {args.steps} online steps (hours) after {args.log_steps} steps "
         "of random logging on which every policy is pretrained; 2,000 users.",
         "",
-        f"Settings chosen on validation seeds {vseeds} only (grid {GRID}, DRN's cumulative "
+        ("Settings reused from drn_recalibrated.md: " if args.reuse_settings else "")
+        + f"Settings chosen on validation seeds {vseeds} only (grid {GRID}, DRN's cumulative "
         f"CTR): alpha = {best['alpha']}, T2 = {best['major_every']}; other agent settings are "
         "the CLI defaults (T1 = 2, beta = 0.05, gamma = 0.4, epsilon = 0.1). Evaluation "
         f"seeds {done_seeds}. Mean ± 95% t-interval over seeds; final_activeness = mean of "
@@ -153,7 +177,7 @@ def main() -> int:
         "| policy | " + " | ".join(METRICS) + " |",
         "|---" * (len(METRICS) + 1) + "|",
     ]
-    for p in POLICIES:
+    for p in policies:
         lines.append(f"| {p} | " + " | ".join(f"{m:.4f} ± {h:.4f}" for m, h in table[p].values())
                      + " |")  # fmt: skip
     lines += [
@@ -173,13 +197,16 @@ def main() -> int:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     report = "\n".join(lines) + "\n"
     print(report)
-    (RESULTS / "drn_recalibrated.md").write_text(report)
-    (RESULTS / "drn_recalibrated.json").write_text(json.dumps({
+    (RESULTS / f"{args.tag}.md").write_text(report)
+    (RESULTS / f"{args.tag}.json").write_text(json.dumps({
         "command": me.strip(), "cli_commands": commands, "seeds": done_seeds,
         "validation_seeds": vseeds, "grid": grid, "chosen": best, "recalibration": recal,
         "per_seed": per_seed, "table": table, "paired_drn_minus": paired,
         "seconds": {"validation": t_val, "total": t_all},
     }, indent=1))  # fmt: skip
+    plot(curves, len(done_seeds), policies, RESULTS / f"{args.tag}.png")
+    if not main_run:
+        return 0
     cal_md = (RESULTS / "drn_recalibration.md.tmp").read_text()
     (RESULTS / "drn_recalibration.md").write_text(
         "# The news simulator recalibrated from MIND and Globo\n\n"
@@ -189,11 +216,12 @@ def main() -> int:
         "display order).\n\n" + cal_md
     )
     (RESULTS / "drn_recalibration.md.tmp").unlink()
-    plot(curves, len(done_seeds))
     return 0
 
 
-def plot(curves: dict[str, dict[str, list[np.ndarray]]], n: int) -> None:
+def plot(
+    curves: dict[str, dict[str, list[np.ndarray]]], n: int, policies: tuple[str, ...], path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -201,7 +229,7 @@ def plot(curves: dict[str, dict[str, list[np.ndarray]]], n: int) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     for ax, metric in zip(axes, ("ctr", "activeness"), strict=True):
-        for p in ("drn", *BASELINES):
+        for p in [q for q in ("drn", *BASELINES) if q in policies]:
             y = np.mean(np.stack(curves[p][metric]), axis=0)
             k = 10
             ax.plot(curves[p]["step"][0][k - 1 :], np.convolve(y, np.ones(k) / k, "valid"),
@@ -211,7 +239,7 @@ def plot(curves: dict[str, dict[str, list[np.ndarray]]], n: int) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(RESULTS / "drn_recalibrated.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
