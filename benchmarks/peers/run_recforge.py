@@ -10,6 +10,10 @@ Variants (extra flags, stripped before bench_common parses the contract's argume
   --no-batch-norm model option batch_norm=False (the contract's "no batch norm where it can be
                   switched off"); without it DeepFM/DCN/DNN keep recforge's default, batch norm
                   in the deep tower (issue 16: +0.0095 AUC after one epoch on this data)
+  --param K=V     set model option K to V (V parsed as JSON, else a string), repeatable, after the
+                  contract's values: an experiment knob (e.g. --param alpha=0 for DIEN without the
+                  auxiliary loss, --param embedding_init_std=0.0001 for the peers' N(0, 1e-4)
+                  embeddings); the options appear in the peer name
   --din-dice-bn   DIN: the output MLP with Dice and batch norm (torch-rechub's hard-wired DIN MLP)
                   instead of the contract's ReLU without batch norm; the attention unit stays ReLU
 The peer name in the JSON record carries the variant ("recforge", "recforge_bf16", ...).
@@ -31,6 +35,7 @@ layers, embedding_l2 = dense_l2 = 0.
 Trainer.predict returns logits for binary tasks; recforge.metrics.sigmoid turns them into
 probabilities for the harness's AUC/logloss.
 """
+import json
 import sys
 
 import bench_common as bc
@@ -49,12 +54,22 @@ def main(argv=None):
     sparse_emb = _pop_flag(argv, "--sparse-emb")
     no_batch_norm = _pop_flag(argv, "--no-batch-norm")
     din_dice_bn = _pop_flag(argv, "--din-dice-bn")
-    args = bc.parse_args(models=("deepfm", "dcn", "din", "dnn"), argv=argv)
+    extra_params = {}
+    while "--param" in argv:
+        i = argv.index("--param")
+        key, _, val = argv[i + 1].partition("=")
+        try:
+            extra_params[key] = json.loads(val)
+        except ValueError:
+            extra_params[key] = val
+        del argv[i:i + 2]
+    args = bc.parse_args(models=("deepfm", "dcn", "din", "dien", "dnn"), argv=argv)
     args.no_batch_norm = no_batch_norm
     hp = bc.HP
     peer = "recforge" + ("_bf16" if bf16 else "") + ("_sparse" if sparse_emb else "")
     peer += "_nobn" if no_batch_norm else ""
     peer += "_dicebn" if din_dice_bn else ""
+    peer += "".join(f"_{k}={v}" for k, v in extra_params.items())
     with bc.Bench(peer, args, version_modules=("recforge", "pyarrow")) as b:
         import numpy as np
         import pyarrow.compute as pc
@@ -69,17 +84,24 @@ def main(argv=None):
 
         emb = hp["embedding_dim"]
         with b.phase("preprocess"):
-            if args.model == "din":
+            if args.model in ("din", "dien"):
+                L = args.max_len
+                negs = ()
+                if args.model == "dien":  # the data's negative behaviours (gen_data.py --negatives)
+                    negs = (SequenceField(bc.DIEN_NEG[0], max_len=L, separator="^", aligned_with="hist_item_id",
+                                          share_embedding_with="item_id"),
+                            SequenceField(bc.DIEN_NEG[1], max_len=L, separator="^", aligned_with="hist_item_id",
+                                          share_embedding_with="cate_id"))
                 schema = Schema(
                     fields=(
                         CategoricalField("user_id", group="user"),
                         CategoricalField("item_id", group="item"),
                         CategoricalField("cate_id", group="item"),
-                        SequenceField("hist_item_id", max_len=bc.DIN_MAXLEN, separator="^",
+                        SequenceField("hist_item_id", max_len=L, separator="^",
                                       share_embedding_with="item_id"),
-                        SequenceField("hist_cate_id", max_len=bc.DIN_MAXLEN, separator="^", aligned_with="hist_item_id",
+                        SequenceField("hist_cate_id", max_len=L, separator="^", aligned_with="hist_item_id",
                                       share_embedding_with="cate_id"),
-                    ),
+                    ) + negs,
                     label=bc.LABEL, embedding_dim=emb,
                 )
                 table = read_table(args.data, schema=schema)
@@ -108,16 +130,24 @@ def main(argv=None):
             params = {"hidden": hp["hidden_units"], "activation": hp["activation"],
                       "attention_hidden": hp["att_hidden_units"], "attention_activation": hp["activation"],
                       "softmax": args.din_softmax, "dropout": hp["dropout"]}
+        elif args.model == "dien":
+            # recforge's DIEN defaults (AUGRU, GRU width = behaviour width 2 x 16 = 32, auxiliary loss
+            # alpha 1.0 with the inner-product score, sum pooling + candidate product) except the
+            # contract's MLP and attention unit; negatives are the data's, as for the peers
+            params = {"hidden": hp["hidden_units"], "activation": hp["activation"],
+                      "attention_hidden": hp["att_hidden_units"], "attention_activation": hp["activation"],
+                      "dropout": hp["dropout"], "alpha": hp["dien_alpha"], "negative_behaviours": list(bc.DIEN_NEG)}
         elif args.model == "dcn":
             params = {"hidden": hp["hidden_units"], "activation": hp["activation"], "dropout": hp["dropout"],
                       "cross_layers": hp["cross_layers"]}
         else:  # deepfm, and dnn (recforge only: the MLP-over-embeddings baseline, for mlp_limit.py)
             params = {"hidden": hp["hidden_units"], "activation": hp["activation"], "dropout": hp["dropout"]}
-        if din_dice_bn and args.model == "din":
+        if din_dice_bn and args.model in ("din", "dien"):
             params.update(activation="dice", batch_norm=True)
-        if args.no_batch_norm and args.model != "din":
+        if args.no_batch_norm and args.model not in ("din", "dien"):
             params["batch_norm"] = False  # the peers' setting where they can switch it off
         params.update(embedding_dim=emb, sparse=sparse_emb)
+        params.update(extra_params)
         cfg = TrainConfig(epochs=hp["epochs"], batch_size=args.batch_size, lr=hp["lr"], optimizer="adam",
                           embedding_l2=hp["l2"], dense_l2=hp["l2"], patience=0, lr_patience=0,
                           seed=hp["seed"], bf16=bf16, device="cpu", threads=args.threads, progress=False,
