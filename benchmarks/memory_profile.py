@@ -47,6 +47,8 @@ def schema() -> Schema:
 
 
 def python_path(data: str, train: bool) -> None:
+    import torch
+
     from recforge.config import TrainConfig
     from recforge.data.encode.preprocess import Preprocessor
     from recforge.data.read.readers import read_table
@@ -79,7 +81,7 @@ def python_path(data: str, train: bool) -> None:
     if not train:
         return
     seed_everything(0)
-    params = {"hidden": [400, 400, 400], "dropout": 0.0, "batch_norm": False}
+    params = {"hidden": [400, 400, 400], "dropout": 0.0}  # recforge's defaults otherwise
     model = registry.build("deepfm", pre.schema, params)
     cfg = TrainConfig(epochs=1, batch_size=4096, lr=1e-3, patience=0, lr_patience=0,
                       threads=2, progress=False, eval_batch_size=4096)  # fmt: skip
@@ -87,6 +89,19 @@ def python_path(data: str, train: bool) -> None:
     t = time.time()
     trainer.fit(encoded)
     report("train 1 epoch", t)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    state = sum(
+        v.numel() * v.element_size()
+        for opt in trainer.optimizers
+        for per_param in opt.state.values()
+        for v in per_param.values()
+        if isinstance(v, torch.Tensor)
+    )
+    data = sum(a.nbytes for a in encoded.arrays().values()) + sum(
+        a.nbytes for a in test.arrays().values()
+    )
+    print(json.dumps({"model_mb": weights >> 20, "optimizer_state_mb": state >> 20,
+                      "gradients_mb": weights >> 20, "encoded_data_mb": data >> 20}))  # fmt: skip
     t = time.time()
     trainer.predict(test)
     report("predict", t)

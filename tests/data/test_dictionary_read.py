@@ -35,8 +35,8 @@ def _as_plain_strings(table: pa.Table) -> pa.Table:
 def test_read_table_reads_categoricals_as_one_dictionary_per_column(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Several blocks of the streaming reader, unified into one dictionary per column."""
-    monkeypatch.setattr(readers, "_STREAM_BLOCK", 32 << 10)
+    """Several blocks of the reader, unified into one dictionary per column."""
+    monkeypatch.setattr(readers, "_READ_BLOCK", 32 << 10)
     path, table, schema = _log(tmp_path)
     read = read_table(path, schema=schema)
     cat = read.column("C1")
@@ -51,7 +51,7 @@ def test_dictionary_columns_encode_exactly_as_strings(
 ) -> None:
     """Fit and transform on the dictionary-read table equal those on the same table with plain
     string columns: vocabularies (order included), ids, unknowns and nulls -> 0, numerics."""
-    monkeypatch.setattr(readers, "_STREAM_BLOCK", 32 << 10)
+    monkeypatch.setattr(readers, "_READ_BLOCK", 32 << 10)
     monkeypatch.setattr(preprocess, "_STACK_BLOCK", 1000)  # several blocks and a partial one
     path, _, schema = _log(tmp_path)
     read = read_table(path, schema=schema)
@@ -85,8 +85,8 @@ def test_chunks_with_different_dictionaries_and_nulls() -> None:
     assert enc_dict.sparse[:, 0].tolist()[2] == 0 and enc_dict.sparse[:, 0].tolist()[7] == 0
 
 
-def test_streamed_read_locates_a_bad_number(tmp_path: Path) -> None:
-    """The block-by-block reader (every column typed) keeps read_table's located errors."""
+def test_dictionary_read_locates_a_bad_number(tmp_path: Path) -> None:
+    """The dictionary read keeps read_table's located errors."""
     path = tmp_path / "bad.csv"
     lines = ["c,n,label"] + [f"v{i % 7},{i},1" for i in range(300)] + ["v1,oops,0"]
     path.write_text("\n".join(lines) + "\n")

@@ -388,18 +388,18 @@ def _column_types(schema: Schema | None, dictionary: bool = False) -> dict[str, 
 
 
 _DICTIONARY = pa.dictionary(pa.int32(), pa.string())
-# Block of the streaming CSV reader: large enough that per-block dictionaries stay few, small
-# enough that one block of text is a small part of the memory.
-_STREAM_BLOCK = 16 << 20
+# Block of the CSV reader: blocks are parsed in parallel, and each holds its own dictionaries
+# until they are unified; 4 MiB measured best between 1 and 16 (time and peak memory).
+_READ_BLOCK = 4 << 20
 
 
 def _reading_pool() -> pa.MemoryPool:
     """The Arrow memory pool CSV tables are read into: jemalloc where Arrow has it.
 
-    Reading block by block interleaves short-lived buffers (a block's text, its dictionaries)
-    with the table's; Arrow's default mimalloc keeps the pages they share, ~110 MB more resident
-    memory than the table for a 1M-row, 40-column log, where jemalloc (Arrow's, which returns
-    freed pages at once) keeps none (``benchmarks/results/memory_i16.md``).
+    Reading interleaves short-lived buffers (the file's text, per-block dictionaries) with the
+    table's; Arrow's default mimalloc keeps the pages they share after the read, where jemalloc
+    with a decay of 0 returns them at once: on a 1M-row, 40-column log the read peaks ~60 MB
+    lower and leaves ~110 MB less resident (``benchmarks/results/memory_i16.md``).
     """
     try:
         pool = pa.jemalloc_memory_pool()
@@ -433,40 +433,27 @@ def _read_csv(
     )
     convert = pacsv.ConvertOptions(column_types=types)
     try:
-        # Every column's type known: nothing is inferred from the first block (the one thing
-        # the streaming reader does differently), so read block by block, which holds one
-        # block of raw text at a time instead of the whole file.
-        streamed = (
-            bool(types)
-            and invalid_row_handler is None
-            and all(n in types for n in names or _header_names(path, sep, header, encoding))
-        )
-        pool = _reading_pool() if streamed else None
+        pool = _reading_pool()
+        read.block_size = _READ_BLOCK
         with open_stream(path, memory_pool=pool) as fh:
-            if pool is not None:
-                read.block_size = _STREAM_BLOCK
-                table = pacsv.open_csv(
-                    fh,
-                    read_options=read,
-                    parse_options=parse,
-                    convert_options=convert,
-                    memory_pool=pool,
-                ).read_all()
-                # one dictionary per column instead of one per block: smaller, and encoded
-                # without unifying again at each fit/transform; a column at a time, so that
-                # only one column exists twice
-                for i, name in enumerate(table.column_names):
-                    if pa.types.is_dictionary(table.schema.field(i).type):
-                        column = pa.table({name: table.column(i)})
-                        unified = column.unify_dictionaries(memory_pool=pool)
-                        table = table.set_column(i, name, unified.column(0))
-                # the blocks' text and per-block dictionaries are garbage now: give the pages
-                # back rather than keep the process at its reading peak
-                pool.release_unused()
-                return table
-            return pacsv.read_csv(
-                fh, read_options=read, parse_options=parse, convert_options=convert
+            table = pacsv.read_csv(
+                fh,
+                read_options=read,
+                parse_options=parse,
+                convert_options=convert,
+                memory_pool=pool,
             )
+        # one dictionary per column instead of one per block: smaller, and encoded without
+        # unifying again at each fit/transform; a column at a time, so that only one column
+        # exists twice
+        for i, name in enumerate(table.column_names):
+            if pa.types.is_dictionary(table.schema.field(i).type):
+                unified = pa.table({name: table.column(i)}).unify_dictionaries(memory_pool=pool)
+                table = table.set_column(i, name, unified.column(0))
+        # the file's text and the per-block dictionaries are garbage now: give their pages
+        # back rather than keep the process at its reading peak
+        pool.release_unused()
+        return table
     except pa.ArrowInvalid as exc:
         text = str(exc)
         if "Empty CSV file" in text:
