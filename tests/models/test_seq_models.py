@@ -288,3 +288,27 @@ def test_explain_command_on_a_saved_bundle(tmp_path, capsys) -> None:  # type: i
     assert code == 0 and png.exists()
     out = capsys.readouterr().out
     assert "i9 / c9" in out and "i1 / c1" in out  # raw ids label the behaviours
+
+
+@pytest.mark.parametrize("name", ["din", "dien"])
+def test_embedding_init_std_redraws_only_the_tables(name: str) -> None:
+    schema = _schema()
+    torch.manual_seed(0)
+    default = registry.build(name, schema, {})
+    torch.manual_seed(0)
+    small = registry.build(name, schema, {"embedding_init_std": 1e-4})
+    for key, table in small.embedding.tables.items():
+        assert float(table.weight.std()) == pytest.approx(1e-4, rel=0.2)
+        assert float(default.embedding.tables[key].weight.std()) == pytest.approx(1e-2, rel=0.2)
+    # None (the default) leaves the build exactly as before; the option touches nothing else
+    torch.manual_seed(0)
+    again = registry.build(name, schema, {"embedding_init_std": None})
+    for (k, a), (_, b), (_, c) in zip(
+        default.state_dict().items(),
+        again.state_dict().items(),
+        small.state_dict().items(),
+        strict=True,
+    ):
+        assert torch.equal(a, b)
+        if not k.startswith("embedding.tables."):
+            assert torch.equal(a, c), k

@@ -39,6 +39,8 @@ from recforge.layers.embedding import FeatureEmbedding, length_mask
 
 log = logging.getLogger(__name__)
 
+_TABLE_INIT_STD = 1e-2  # FusedEmbedding's default draw, which FeatureEmbedding's tables use
+
 Mode = Literal["gru", "aigru", "agru", "augru"]
 MODES: tuple[str, ...] = ("gru", "aigru", "agru", "augru")
 
@@ -342,3 +344,17 @@ def kept_columns(embedding: FeatureEmbedding, skip: Sequence[str]) -> torch.Tens
             cols.extend(range(start, start + width))
         start += width
     return torch.tensor(cols, dtype=torch.long)
+
+
+def init_tables(embedding: FeatureEmbedding, std: float | None) -> None:
+    """Make the embedding tables ``N(0, std)`` draws; ``None`` keeps them as built (``N(0, 0.01)``).
+
+    The behaviour models' option ``embedding_init_std`` (DeepCTR-Torch, torch-rechub and FuxiCTR
+    draw from ``N(0, 1e-4)``). The tables' own draw is rescaled rather than redrawn, so the random
+    stream, and with it every other parameter's initial value, is the same for any ``std``.
+    """
+    if std is None:
+        return
+    with torch.no_grad():
+        for table in embedding.tables.values():
+            table.weight.mul_(std / _TABLE_INIT_STD)

@@ -31,7 +31,7 @@ from recforge.features import Batch, Schema
 from recforge.layers.din import ActivationUnit
 from recforge.layers.embedding import length_mask, masked_mean, masked_sum
 from recforge.layers.mlp import MLP, Tower
-from recforge.layers.sequence import MaskedGRU, sample_behaviours
+from recforge.layers.sequence import MaskedGRU, init_tables, sample_behaviours
 from recforge.models.behaviour import AttentionConfig, BehaviourModel
 from recforge.models.registry import ModelSpec
 
@@ -59,6 +59,8 @@ class DIENConfig(AttentionConfig):
             validation AUC 0.809 vs DIN's 0.825; the demo log, 3 seeds, 0.009-0.015 below),
             with it DIEN beats DIN on the demo log by 0.012-0.021 test AUC
             (``benchmarks/results/seq_beauty.md``, ``demo_i20.md``).
+        embedding_init_std: Standard deviation of the embeddings' normal initialisation;
+            ``None`` keeps the tables' 0.01 (the peers draw from ``N(0, 1e-4)``).
     """
 
     gru_hidden: int | None = None
@@ -69,6 +71,7 @@ class DIENConfig(AttentionConfig):
     negative_behaviours: tuple[str, ...] | None = None
     pooling: Literal["sum", "mean"] = "sum"
     candidate_product: bool = True
+    embedding_init_std: float | None = None
 
 
 class DIEN(BehaviourModel):
@@ -79,6 +82,7 @@ class DIEN(BehaviourModel):
     def __init__(self, schema: Schema, cfg: DIENConfig) -> None:
         negs = tuple(cfg.negative_behaviours or ())
         super().__init__(schema, cfg, exclude=negs)
+        init_tables(self.embedding, cfg.embedding_init_std)
         if cfg.pooling not in ("sum", "mean"):
             raise ValueError(f"pooling must be 'sum' or 'mean', got {cfg.pooling!r}")
         if negs and len(negs) != len(self.behaviours):

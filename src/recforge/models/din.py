@@ -25,6 +25,7 @@ import torch
 
 from recforge.features import Batch, Schema
 from recforge.layers.din import ActivationUnit, AttentionPooling
+from recforge.layers.sequence import init_tables
 from recforge.models.behaviour import AttentionConfig, BehaviourModel
 from recforge.models.registry import ModelSpec
 
@@ -37,9 +38,12 @@ class DINConfig(AttentionConfig):
     Args:
         softmax: Normalise attention weights over the history with a softmax (the released
             code; the default); ``False`` is the paper's unnormalised Eq. 3.
+        embedding_init_std: Standard deviation of the embeddings' normal initialisation;
+            ``None`` keeps the tables' 0.01 (the peers draw from ``N(0, 1e-4)``).
     """
 
     softmax: bool = True
+    embedding_init_std: float | None = None
 
 
 class DIN(BehaviourModel):
@@ -49,6 +53,7 @@ class DIN(BehaviourModel):
 
     def __init__(self, schema: Schema, cfg: DINConfig) -> None:
         super().__init__(schema, cfg)
+        init_tables(self.embedding, cfg.embedding_init_std)
         unit = ActivationUnit(self.behaviour_dim, cfg.attention_tower, cfg.softmax)
         self.attention = AttentionPooling(unit)
         self.mlp = self.build_mlp(self.behaviour_dim)
