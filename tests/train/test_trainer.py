@@ -226,26 +226,3 @@ def test_cuda_device_without_cuda_is_a_config_error(monkeypatch):
     with pytest.raises(ValueError, match="is not a device"):
         resolve_device("gpu9")
     assert resolve_device("auto").type == "cpu"
-
-
-def test_mmap_threshold_is_fixed_once_and_the_environment_wins(monkeypatch) -> None:
-    """glibc's growing mmap threshold kept freed training buffers resident; the trainer fixes it
-    once per process through mallopt, unless the user set MALLOC_MMAP_THRESHOLD_."""
-    from recforge.train import trainer as trainer_module
-
-    calls: list[tuple[int, int]] = []
-
-    class FakeLibc:
-        def mallopt(self, param: int, value: int) -> int:
-            calls.append((param, value))
-            return 1
-
-    monkeypatch.setattr(trainer_module.ctypes, "CDLL", lambda name: FakeLibc())
-    monkeypatch.setattr(trainer_module, "_heap_fixed", False)
-    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
-    trainer_module.fix_mmap_threshold()
-    assert calls == []
-    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
-    trainer_module.fix_mmap_threshold()
-    trainer_module.fix_mmap_threshold()
-    assert calls == [(-3, 256 << 10)]

@@ -19,10 +19,8 @@ embedding tables with TorchRec), asked only through the hooks of
 from __future__ import annotations
 
 import copy
-import ctypes
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -82,33 +80,6 @@ def monitor_metric(metric: str, task: str, top_k: int = 10) -> str:
     if task == "ranking":
         return f"ndcg@{top_k}"
     return "rmse" if task == "regression" else "auc"
-
-
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-MMAP_THRESHOLD = 256 << 10
-_heap_fixed = False
-
-
-def fix_mmap_threshold() -> None:
-    """Serve every C allocation above 256 KiB with its own mapping, returned when freed (glibc).
-
-    glibc raises its mmap threshold each time a mapped block is freed (up to 32 MiB), after
-    which blocks of a training step's size (activations, gradients of a few MiB) come from the
-    heap, whose freed pages stay resident: on the 1M-row DeepFM job (14M parameters, batch
-    4096) the resident peak of training was 993 MB with glibc's default and 849 MB with the
-    threshold fixed, at the same speed (``benchmarks/results/memory_i16.md``). Set once per
-    process (it is process-wide, like ``torch.set_num_threads``); nothing happens off glibc,
-    or when ``MALLOC_MMAP_THRESHOLD_`` is set in the environment (the user's choice wins).
-    """
-    global _heap_fixed
-    if _heap_fixed or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return
-    _heap_fixed = True
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    except (OSError, AttributeError):  # not glibc
-        log.debug("mallopt unavailable: the C heap keeps its default policy")
 
 
 def seed_everything(seed: int) -> None:
@@ -320,7 +291,6 @@ class Trainer:
         cfg = self.cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        fix_mmap_threshold()
         resumed = self.load_checkpoint() if resume else False
         if resume and self.world.distributed:
             # every rank must continue from the same epoch: a sharded checkpoint has one file
