@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import lzma
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,26 @@ def _int_column(table: pa.Table, name: str, path: Path) -> np.ndarray:
     return as_int.to_numpy(zero_copy_only=False)
 
 
+def read_globo_columns(path: Path, columns: Sequence[str]) -> dict[str, np.ndarray]:
+    """``columns`` of a Globo ``clicks.csv[.xz]`` as int64 arrays.
+
+    Raises:
+        DataError: Unreadable file, missing column, no rows, or a non-integer value (file,
+            line, column).
+    """
+    opener = lzma.open if path.suffix == ".xz" else open
+    try:
+        with opener(path, "rb") as fh:
+            table = pacsv.read_csv(
+                fh, convert_options=pacsv.ConvertOptions(include_columns=list(columns))
+            )
+    except (pa.ArrowInvalid, KeyError) as exc:
+        raise DataError(path, str(exc).splitlines()[0]) from None
+    if table.num_rows == 0:
+        raise DataError(path, "no data rows", line=2)
+    return {c: _int_column(table, c, path) for c in columns}
+
+
 def load_globo(
     path: str | Path,
     k: int = 5,
@@ -95,17 +116,7 @@ def load_globo(
             evaluation period without requests.
     """
     path = Path(path)
-    opener = lzma.open if path.suffix == ".xz" else open
-    try:
-        with opener(path, "rb") as fh:
-            table = pacsv.read_csv(
-                fh, convert_options=pacsv.ConvertOptions(include_columns=list(GLOBO_COLUMNS))
-            )
-    except (pa.ArrowInvalid, KeyError) as exc:
-        raise DataError(path, str(exc).splitlines()[0]) from None
-    if table.num_rows == 0:
-        raise DataError(path, "no data rows", line=2)
-    cols = {c: _int_column(table, c, path) for c in GLOBO_COLUMNS}
+    cols = read_globo_columns(path, GLOBO_COLUMNS)
     ms = cols["click_timestamp"]
     day0 = ms.min() // 86_400_000 * 86_400_000
     t = (ms - day0) / 3.6e6  # hours since the first day's midnight

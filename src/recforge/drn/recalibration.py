@@ -31,18 +31,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import lzma
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 from scipy.optimize import minimize
 
 from recforge.data.read.readers import DataError
-from recforge.drn.globo import _int_column
+from recforge.drn.globo import read_globo_columns
 from recforge.drn.logged import MIND_COLUMNS, _read_text_table
 from recforge.drn.simulator import NewsSimulator, SimConfig
 from recforge.drn.survival import ReturnModel, exposure_counts
@@ -113,19 +110,7 @@ def read_globo_sessions(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.nd
     Raises:
         DataError: Unreadable file, missing column or non-integer value (file, line, column).
     """
-    path = Path(path)
-    columns = ("user_id", "session_start", "click_timestamp")
-    opener = lzma.open if path.suffix == ".xz" else open
-    try:
-        with opener(path, "rb") as fh:
-            table = pacsv.read_csv(
-                fh, convert_options=pacsv.ConvertOptions(include_columns=list(columns))
-            )
-    except (pa.ArrowInvalid, KeyError) as exc:
-        raise DataError(path, str(exc).splitlines()[0]) from None
-    if table.num_rows == 0:
-        raise DataError(path, "no data rows", line=2)
-    cols = {c: _int_column(table, c, path) for c in columns}
+    cols = read_globo_columns(Path(path), ("user_id", "session_start", "click_timestamp"))
     day0 = cols["click_timestamp"].min() // 86_400_000 * 86_400_000
     start = (cols["session_start"] - day0) / 3.6e6
     user = cols["user_id"]
