@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from collections.abc import Callable, Sequence
+
 import pytest
 import torch
 
@@ -68,3 +72,35 @@ def _randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
 def randomise():
     """``randomise(model, seed)``: perturb all float weights and buffers in place."""
     return _randomise
+
+
+def _arm_kill(steps: Sequence[tuple[object, str]], kill_at: int, after: bool = True) -> None:
+    """In a forked child: SIGKILL itself just before the ``kill_at``-th call of any of
+    ``steps`` (``(owner, attribute)`` pairs, e.g. ``(os, "rename")``), or with ``after`` also
+    counting the moment just after each call."""
+    count = [0]
+
+    def tick() -> None:
+        count[0] += 1
+        if count[0] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def wrap(fn: Callable) -> Callable:
+        def step(*args, **kwargs):
+            tick()
+            result = fn(*args, **kwargs)
+            if after:
+                tick()
+            return result
+
+        return step
+
+    for owner, name in steps:
+        setattr(owner, name, wrap(getattr(owner, name)))
+
+
+@pytest.fixture
+def arm_kill() -> Callable[..., None]:
+    """The kill -9 fault injector of the publication tests (``tests/test_faults.py``, the DRN
+    replay's output folder): ``arm_kill(steps, kill_at, after=True)`` in a forked child."""
+    return _arm_kill

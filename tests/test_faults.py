@@ -53,35 +53,13 @@ _STEPS: list[tuple[object, str]] = [
 ]
 
 
-def _arm(kill_at: int) -> None:
-    """In the child: SIGKILL just before or just after the ``kill_at``-th file-system call."""
-    count = [0]
-
-    def tick() -> None:
-        count[0] += 1
-        if count[0] == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    def wrap(fn: Callable) -> Callable:
-        def step(*args, **kwargs):
-            tick()
-            result = fn(*args, **kwargs)
-            tick()
-            return result
-
-        return step
-
-    for owner, name in _STEPS:
-        setattr(owner, name, wrap(getattr(owner, name)))
-
-
-def _killed_run(action: Callable[[], None], kill_at: int) -> bool:
+def _killed_run(action: Callable[[], None], kill_at: int, arm: Callable[..., None]) -> bool:
     """Run ``action`` in a child killed at step ``kill_at``; True if the kill happened."""
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         code = 3
         try:
-            _arm(kill_at)
+            arm(_STEPS, kill_at)
             action()
             code = 0
         finally:
@@ -94,11 +72,13 @@ def _killed_run(action: Callable[[], None], kill_at: int) -> bool:
     return False
 
 
-def _kill_everywhere(action: Callable[[], None], check: Callable[[], str]) -> list[str]:
+def _kill_everywhere(
+    action: Callable[[], None], check: Callable[[], str], arm: Callable[..., None]
+) -> list[str]:
     """Kill ``action`` at each step in turn; ``check()`` names the state found after each."""
     states = []
     for kill_at in range(1, 400):
-        killed = _killed_run(action, kill_at)
+        killed = _killed_run(action, kill_at, arm)
         states.append(check())
         if not killed:
             return states
@@ -112,7 +92,9 @@ def tiny():
     return pre, table
 
 
-def test_kill_9_at_any_step_of_bundle_publication_leaves_a_loadable_bundle(tiny, tmp_path):
+def test_kill_9_at_any_step_of_bundle_publication_leaves_a_loadable_bundle(
+    tiny, tmp_path, arm_kill
+):
     pre, _ = tiny
     folder = tmp_path / "bundle"
     model = registry.build("fm", pre.schema, {"embedding_dim": 4})
@@ -131,7 +113,7 @@ def test_kill_9_at_any_step_of_bundle_publication_leaves_a_loadable_bundle(tiny,
     def publish_new() -> None:
         publish("new")
 
-    states = _kill_everywhere(publish_new, state)
+    states = _kill_everywhere(publish_new, state, arm_kill)
     assert states[0] == "old" and states[-1] == "new"
     assert set(states) == {"old", "new"}  # the kills spanned the switch
     # killed children's temporaries are swept by the next publication; nothing else remains
@@ -139,7 +121,7 @@ def test_kill_9_at_any_step_of_bundle_publication_leaves_a_loadable_bundle(tiny,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
 
 
-def test_kill_9_at_any_step_of_cache_writing_leaves_no_partial_cache(tiny, tmp_path):
+def test_kill_9_at_any_step_of_cache_writing_leaves_no_partial_cache(tiny, tmp_path, arm_kill):
     pre, table = tiny
     data = pre.transform(table)
     folder = tmp_path / "cache" / "key"
@@ -153,7 +135,7 @@ def test_kill_9_at_any_step_of_cache_writing_leaves_no_partial_cache(tiny, tmp_p
             np.testing.assert_array_equal(loaded.arrays()[name], arr)
         return "complete"
 
-    states = _kill_everywhere(lambda: save_encoded(data, folder), state)
+    states = _kill_everywhere(lambda: save_encoded(data, folder), state, arm_kill)
     assert states[0] == "absent" and states[-1] == "complete"
 
 

@@ -17,7 +17,6 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -60,24 +59,6 @@ def _argv(log: Path, out: Path, seed: int) -> list[str]:
             "--policies", "random", "--output", str(out)]  # fmt: skip
 
 
-def _arm(kill_at: int) -> None:
-    """In the child: SIGKILL just before the ``kill_at``-th file-system call (a kill just after
-    a call is the same as one just before the next: nothing else happens in between)."""
-    count = [0]
-
-    def wrap(fn: Callable) -> Callable:
-        def step(*args, **kwargs):
-            count[0] += 1
-            if count[0] == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return fn(*args, **kwargs)
-
-        return step
-
-    for owner, name in _STEPS:
-        setattr(owner, name, wrap(getattr(owner, name)))
-
-
 def _state(out: Path) -> str:
     """``old`` (seed 1's run), ``new`` (seed 0's run); anything else fails the test."""
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "metrics.png"]
@@ -92,7 +73,9 @@ def _quiet(argv: list[str]) -> int:
         return cli.main(argv)
 
 
-def test_kill_9_during_a_replay_leaves_the_old_or_the_new_output(tmp_path, monkeypatch) -> None:
+def test_kill_9_during_a_replay_leaves_the_old_or_the_new_output(
+    tmp_path, monkeypatch, arm_kill
+) -> None:
     log, out = _mind_log(tmp_path / "behaviors.tsv"), tmp_path / "run"
     assert _quiet(_argv(log, out, seed=1)) == 0  # the earlier, complete output
     assert _state(out) == "old"
@@ -119,7 +102,8 @@ def test_kill_9_during_a_replay_leaves_the_old_or_the_new_output(tmp_path, monke
         for kill_at in range(1, 200):
             child = os.fork()
             if child == 0:
-                _arm(kill_at)
+                # just before each call (a kill just after one is a kill before the next)
+                arm_kill(_STEPS, kill_at, after=False)
                 return real(folder)  # the child publishes, armed; it exits in the finally below
             _, status = os.waitpid(child, 0)
             states.append(_state(out))
