@@ -38,11 +38,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
+from recforge.metrics import mean_ci95 as ci  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 MIND = SHARED / "mind-small-behaviors-sample" / "behaviors.tsv.xz"
 GLOBO = SHARED / "globo-news-clicks" / "clicks.csv.xz"
-T975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 8: 2.365, 10: 2.262}
 BASELINES = ("greedy", "egreedy", "linucb", "static", "static-daily", "random")
 ABLATIONS = {
     "drn-probabilistic": "probabilistic interleaving instead of team-draft (a variant)",
@@ -55,13 +56,6 @@ ABLATIONS = {
 POLICIES = ("drn", *BASELINES, *[a for a in ABLATIONS if a != "greedy"])
 GRID = {"alpha": (0.05, 0.1, 0.2), "major_every": (5, 10, 20)}
 METRICS = ("cumulative_ctr", "avg_precision@5", "avg_ndcg@5", "avg_activeness", "final_activeness")
-
-
-def ci(values: list[float]) -> tuple[float, float]:
-    a = np.asarray(values, dtype=np.float64)
-    if a.size < 2:
-        return float(a.mean()), float("nan")
-    return float(a.mean()), float(T975.get(a.size, 1.96) * a.std(ddof=1) / np.sqrt(a.size))
 
 
 def run_cli(

@@ -36,13 +36,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
+from recforge.metrics import mean_ci95 as ci  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 LOGS = {
     "mind": SHARED / "mind-small-behaviors-sample" / "behaviors.tsv.xz",
     "globo": SHARED / "globo-news-clicks" / "clicks.csv.xz",
 }
-T975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 8: 2.365, 10: 2.262}
 BASELINES = ("greedy", "egreedy", "linucb", "static", "static-daily", "random")
 ABLATIONS = {
     "drn-no-activeness": "no activeness term (beta = 0)",
@@ -88,13 +89,6 @@ NOTES = {
         "beta only changes what the agent learns."
     ),
 }
-
-
-def ci(values: list[float]) -> tuple[float, float]:
-    a = np.asarray(values, dtype=np.float64)
-    if a.size < 2:
-        return float(a.mean()), float("nan")
-    return float(a.mean()), float(T975.get(a.size, 1.96) * a.std(ddof=1) / np.sqrt(a.size))
 
 
 def validate(name: str, seeds: list[int]) -> tuple[dict[str, float], list[dict[str, object]]]:

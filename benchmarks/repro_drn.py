@@ -35,18 +35,11 @@ from recforge.commands.online import plot_histories  # noqa: E402
 from recforge.drn.agent import AgentConfig  # noqa: E402
 from recforge.drn.loop import run_policy  # noqa: E402
 from recforge.drn.simulator import SimConfig  # noqa: E402
+from recforge.metrics import mean_ci95 as ci  # noqa: E402
 
-T975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 8: 2.365, 10: 2.262}
 POLICIES = ("drn", "greedy", "egreedy", "linucb", "static", "random")
 RESULTS = Path(__file__).parent / "results"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-
-
-def ci(values: list[float]) -> tuple[float, float]:
-    a = np.asarray(values, dtype=np.float64)
-    if a.size < 2:
-        return float(a.mean()), float("nan")
-    return float(a.mean()), float(T975.get(a.size, 1.96) * a.std(ddof=1) / np.sqrt(a.size))
 
 
 def window(series: list[float], users: list[int], lo: int, hi: int) -> float:

@@ -281,3 +281,19 @@ def test_compute_regression_and_direction() -> None:
 def test_sigmoid_is_stable() -> None:
     x = np.array([-1000.0, 0.0, 1000.0])
     np.testing.assert_allclose(M.sigmoid(x), [0.0, 0.5, 1.0])
+
+
+def test_mean_ci95_is_the_student_t_interval() -> None:
+    """The benchmarks' mean ± half-width over seeds: t(0.975, n-1) * s / sqrt(n), at every n
+    (the hand-copied table it replaces had no 7 or 9 and fell back to 1.96 there)."""
+    from recforge.metrics import mean_ci95
+
+    values = [0.1, 0.3, 0.2, 0.5, 0.4]  # mean 0.3, sample std sqrt(0.025)
+    mean, half = mean_ci95(values)
+    assert mean == pytest.approx(0.3)
+    assert half == pytest.approx(2.776 * np.sqrt(0.025) / np.sqrt(5), rel=1e-3)
+    _, half7 = mean_ci95([0.0, 1.0] * 3 + [0.5])
+    assert half7 == pytest.approx(
+        2.447 * np.std([0.0, 1.0] * 3 + [0.5], ddof=1) / np.sqrt(7), rel=1e-3
+    )
+    assert np.isnan(mean_ci95([0.7])[1])

@@ -552,3 +552,17 @@ def compute(
         else:
             out[name] = mae(labels, scores)
     return out
+
+
+def mean_ci95(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """Mean of ``values`` and the half-width of its two-sided 95% Student-t interval.
+
+    What the benchmarks report as ``mean ± half`` over seeds (or over paired per-seed
+    differences). One value: the half-width is NaN.
+    """
+    a = np.asarray(values, dtype=np.float64)
+    if a.size < 2:
+        return float(a.mean()), float("nan")
+    from scipy.stats import t  # a benchmark-time import: scipy is heavy for every metric
+
+    return float(a.mean()), float(t.ppf(0.975, a.size - 1) * a.std(ddof=1) / np.sqrt(a.size))
