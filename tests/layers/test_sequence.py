@@ -145,3 +145,47 @@ def test_forward_uses_the_fused_gru_only_without_gradients(monkeypatch) -> None:
     with torch.no_grad():
         gru(x, lengths)
     assert calls == ["steps", "fused"]
+
+
+def test_released_augru_scales_the_keep_gate() -> None:
+    """The released code's AUGRU (``VecAttGRUCell``): ``z' = (1 - a) z``,
+    ``h_t = z' h_{t-1} + (1 - z') n_t``; a plain GRU at ``a = 0``, the candidate at ``a = 1``."""
+    torch.manual_seed(2)
+    x, att = torch.randn(3, 4, 5), torch.rand(3, 4)
+    lengths = torch.tensor([4, 2, 3])
+    ours, ref = _pair("augru_released")
+    H = 7
+    h = torch.zeros(3, H)
+    out, last = ours(x, lengths, attention=att)
+    for t in range(4):
+        gi = x[:, t] @ ours.weight_ih.T + ours.bias_ih
+        gh = h @ ours.weight_hh.T + ours.bias_hh
+        r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+        z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
+        n = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+        keep = (1 - att[:, t : t + 1]) * z
+        step = (t < lengths)[:, None]
+        h = torch.where(step, keep * h + (1 - keep) * n, h)
+        torch.testing.assert_close(out[:, t], torch.where(step, h, torch.zeros_like(h)))
+    torch.testing.assert_close(last, h)
+    full = torch.full((3,), 4)
+    ref_out, _ = ref(x)
+    torch.testing.assert_close(ours(x, full, attention=torch.zeros(3, 4))[0], ref_out)
+    zero_keep, _ = ours(x[:, :1], torch.ones(3, dtype=torch.long), attention=torch.ones(3, 1))
+    gi = x[:, 0] @ ours.weight_ih.T + ours.bias_ih
+    r = torch.sigmoid(gi[:, :H] + ours.bias_hh[:H])
+    cand = torch.tanh(gi[:, 2 * H :] + r * ours.bias_hh[2 * H :])
+    torch.testing.assert_close(zero_keep[:, 0], cand)
+
+
+@pytest.mark.parametrize("mode", ["agru", "augru", "augru_released"])
+def test_export_path_equals_the_step_loop(mode: str) -> None:
+    """The masked recurrence (graph export) and the active-rows loop give the same states."""
+    torch.manual_seed(3)
+    gru = MaskedGRU(5, 7, mode)  # type: ignore[arg-type]
+    x, att = torch.randn(4, 6, 5), torch.rand(4, 6)
+    lengths = torch.tensor([6, 0, 2, 5])
+    out_a, last_a = gru._steps(x, lengths, att, None)
+    out_b, last_b = gru._masked_steps(x, lengths, att, None)
+    torch.testing.assert_close(out_a, out_b)
+    torch.testing.assert_close(last_a, last_b)

@@ -153,6 +153,26 @@ def test_dien_aux_loss_zero_weighted_when_alpha_is_zero() -> None:
     )
 
 
+@pytest.mark.parametrize("negatives", ["uniform", "in_batch"])
+def test_dien_auxiliary_scores_give_the_auxiliary_loss(negatives: str) -> None:
+    """``auxiliary_scores`` are Eq. 5's logits: with the same negative draw, their masked
+    mean binary cross-entropy is ``auxiliary_loss``; the positives are ``<h_t, e_{t+1}>``."""
+    schema = _schema()
+    batch, _ = _planted(24, seed=6)
+    model = registry.build("dien", schema, {"negatives": negatives}).eval()
+    parts = model._interests(batch)
+    torch.manual_seed(1)
+    s_pos, s_neg, mask = model.auxiliary_scores(batch, parts)
+    torch.manual_seed(1)
+    loss = model.auxiliary_loss(batch, parts)
+    per_pair = torch.nn.functional.softplus(-s_pos) + torch.nn.functional.softplus(s_neg)
+    torch.testing.assert_close(loss, (per_pair * mask).sum() / mask.sum())
+    torch.testing.assert_close(s_pos, (parts["states"][:, :-1] * parts["keys"][:, 1:]).sum(-1))
+    lengths = batch.lengths["hist_item_ids"]
+    expected = torch.arange(1, parts["keys"].shape[1])[None, :] < lengths[:, None]
+    assert torch.equal(mask.bool(), expected)
+
+
 @pytest.mark.parametrize("pooling", ["sum", "mean"])
 def test_dien_mlp_input_is_final_state_history_and_candidate_product(pooling: str) -> None:
     schema = _schema()
@@ -200,7 +220,7 @@ def test_dien_aux_loss_with_declared_negative_sequences() -> None:
     torch.testing.assert_close(loss, expected / mask.sum().clamp(min=1))
 
 
-@pytest.mark.parametrize("evolution", ["augru", "agru", "aigru"])
+@pytest.mark.parametrize("evolution", ["augru", "agru", "aigru", "augru_released"])
 def test_dien_variants_give_finite_gradients(evolution: str) -> None:
     torch.manual_seed(0)
     model = registry.build("dien", _schema(), {"evolution": evolution, "negatives": "in_batch"})

@@ -17,7 +17,12 @@ attentional variants of DIEN's interest evolving layer (Sec. 4.3) take an attent
 * AIGRU: the input is scaled, ``x'_t = a_t * x_t``, then a plain GRU step;
 * AGRU: the attention replaces the update gate, ``h_t = (1 - a_t) h_{t-1} + a_t n_t``;
 * AUGRU: the attention scales the update gate, ``u'_t = a_t u_t``,
-  ``h_t = (1 - u'_t) h_{t-1} + u'_t n_t`` (Eq. 6-7).
+  ``h_t = (1 - u'_t) h_{t-1} + u'_t n_t`` (Eq. 6-7);
+* ``augru_released``: the AUGRU of the authors' released code (``VecAttGRUCell`` in
+  mouna99/dien ``script/utils.py``), which scales the *keep* gate instead,
+  ``z'_t = (1 - a_t) z_t``, ``h_t = z'_t h_{t-1} + (1 - z'_t) n_t``: with ``a_t = 0`` it is a
+  plain GRU step (the paper's keeps the state), with ``a_t = 1`` it takes the candidate whole
+  (the paper's is a plain GRU step). The two agree only in that a larger ``a_t`` updates more.
 
 Recurrences are vectorised over the batch: one Python step per time position, never per
 sample. Sequences are left-aligned with true ``lengths``; at padded positions the state is
@@ -41,8 +46,9 @@ log = logging.getLogger(__name__)
 
 _TABLE_INIT_STD = 1e-2  # FusedEmbedding's default draw, which FeatureEmbedding's tables use
 
-Mode = Literal["gru", "aigru", "agru", "augru"]
-MODES: tuple[str, ...] = ("gru", "aigru", "agru", "augru")
+Mode = Literal["gru", "aigru", "agru", "augru", "augru_released"]
+MODES: tuple[str, ...] = ("gru", "aigru", "agru", "augru", "augru_released")
+GATED = ("agru", "augru", "augru_released")  # the modes whose gates read the attention
 
 
 def static_graph() -> bool:
@@ -61,7 +67,8 @@ class MaskedGRU(nn.Module):
     Args:
         input_dim: Width of each input vector.
         hidden_dim: Width of the hidden state.
-        mode: ``gru``, ``aigru``, ``agru`` or ``augru`` (the last three need ``attention``).
+        mode: ``gru``, ``aigru``, ``agru``, ``augru`` or ``augru_released`` (all but ``gru``
+            need ``attention``).
 
     Shape:
         x ``(B, L, I)``, lengths ``(B,)``, attention ``(B, L)`` -> outputs ``(B, L, H)`` (zero
@@ -170,7 +177,7 @@ class MaskedGRU(nn.Module):
         active_counts = active.tolist()  # one host sync per call, not per step
         h = x.new_zeros(B, H) if h0 is None else h0[order]
         att_steps = None
-        if attention is not None and self.mode in ("agru", "augru"):
+        if attention is not None and self.mode in GATED:
             att_steps = attention[order].unsqueeze(-1).unbind(1)
         # unbind once: indexing [:, t] in the loop would make backward build L full-size grads
         gi_steps = gi_all.unbind(1)
@@ -185,12 +192,7 @@ class MaskedGRU(nn.Module):
             r = torch.sigmoid(gi[:, :H] + gh[:, :H])
             z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])  # keep gate
             cand = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
-            if att_steps is None:
-                keep = z
-            else:
-                a = att_steps[t][:n]
-                # AGRU: update = a_t; AUGRU: update = a_t * (1 - z_t)
-                keep = 1.0 - a if self.mode == "agru" else 1.0 - a * (1.0 - z)
+            keep = z if att_steps is None else _attention_keep(self.mode, att_steps[t][:n], z)
             new_h = keep * h_prev + (1.0 - keep) * cand
             # finished rows (n: onwards) carry their state unchanged; padded outputs are 0
             h = torch.cat([new_h, h[n:]], dim=0) if n < B else new_h
@@ -225,16 +227,28 @@ class MaskedGRU(nn.Module):
             r = torch.sigmoid(gi[:, :H] + gh[:, :H])
             z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
             cand = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
-            if attention is None or self.mode not in ("agru", "augru"):
+            if attention is None or self.mode not in GATED:
                 keep = z
             else:
-                a = attention[:, t, None]
-                keep = 1.0 - a if self.mode == "agru" else 1.0 - a * (1.0 - z)
+                keep = _attention_keep(self.mode, attention[:, t, None], z)
             new_h = keep * h + (1.0 - keep) * cand
             step = valid[:, t]  # (B, 1)
             h = torch.where(step, new_h, h)
             outputs.append(torch.where(step, new_h, torch.zeros_like(new_h)))
         return torch.stack(outputs, dim=1), h
+
+
+def _attention_keep(mode: str, a: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The weight of ``h_{t-1}`` in ``h_t`` for the attention-gated modes (``z``: GRU keep gate).
+
+    AGRU: update = ``a_t``; AUGRU (paper): update = ``a_t (1 - z_t)``; the released code's
+    AUGRU: keep = ``(1 - a_t) z_t``.
+    """
+    if mode == "agru":
+        return 1.0 - a
+    if mode == "augru":
+        return 1.0 - a * (1.0 - z)
+    return (1.0 - a) * z
 
 
 def resolve_behaviours(

@@ -45,7 +45,10 @@ class DIENConfig(AttentionConfig):
     Args:
         gru_hidden: Hidden width of both GRUs; ``None`` is the behaviour width (the official
             code: 36 = 2 x 18), which lets the auxiliary score be an inner product.
-        evolution: ``augru`` (the paper's), ``agru``, ``aigru`` or ``gru`` (no attention).
+        evolution: ``augru`` (the paper's), ``agru``, ``aigru``, ``gru`` (no attention) or
+            ``augru_released`` (the released code's AUGRU, which scales the keep gate by
+            ``1 - a_t`` instead of the update gate by ``a_t``;
+            :mod:`recforge.layers.sequence`).
         alpha: Weight of the auxiliary loss; 0 turns it off (the BARS configuration).
         aux_net: ``inner`` (Eq. 5) or ``mlp`` (the official code's 100-50 sigmoid network).
         negatives: ``uniform`` or ``in_batch`` sampling of negative behaviours.
@@ -64,7 +67,7 @@ class DIENConfig(AttentionConfig):
     """
 
     gru_hidden: int | None = None
-    evolution: Literal["augru", "agru", "aigru", "gru"] = "augru"
+    evolution: Literal["augru", "agru", "aigru", "gru", "augru_released"] = "augru"
     alpha: float = 1.0
     aux_net: Literal["inner", "mlp"] = "inner"
     negatives: Literal["uniform", "in_batch"] = "uniform"
@@ -153,12 +156,17 @@ class DIEN(BehaviourModel):
             return real[pick]
         return sample_behaviours(self.embedding, self.behaviours, (B, L - 1), keys.device)
 
-    def auxiliary_loss(self, batch: Batch, parts: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Eq. 5 averaged over the real (t, t+1) pairs of the batch (a scalar)."""
+    def auxiliary_scores(
+        self, batch: Batch, parts: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The auxiliary network's logits for the next real and the negative behaviour.
+
+        Shape:
+            -> ``s(h_t, e_{t+1})`` and ``s(h_t, e'_{t+1})`` ``(B, L-1)``, and the mask of the
+            real pairs ``(B, L-1)`` (1 where step ``t+1`` is a real behaviour).
+        """
         keys, lengths, states = parts["keys"], parts["lengths"], parts["states"]
         L = keys.shape[1]
-        if L < 2:
-            return keys.new_zeros(())
         mask = length_mask(lengths, L)[:, 1:].to(keys.dtype)  # step t+1 is a real behaviour
         h = states[:, :-1]  # (B, L-1, H)
         pos, neg = keys[:, 1:], self._negatives(batch, keys, lengths)
@@ -168,6 +176,14 @@ class DIEN(BehaviourModel):
         else:
             hp = self.aux_proj(h)
             s_pos, s_neg = (hp * pos).sum(-1), (hp * neg).sum(-1)  # <h_t, e_{t+1}>
+        return s_pos, s_neg, mask
+
+    def auxiliary_loss(self, batch: Batch, parts: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Eq. 5 averaged over the real (t, t+1) pairs of the batch (a scalar)."""
+        keys = parts["keys"]
+        if keys.shape[1] < 2:
+            return keys.new_zeros(())
+        s_pos, s_neg, mask = self.auxiliary_scores(batch, parts)
         loss = bce(s_pos, torch.ones_like(s_pos), reduction="none") + bce(
             s_neg, torch.zeros_like(s_neg), reduction="none"
         )
