@@ -22,11 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -61,6 +63,7 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
     "DIEN, AGRU": ("dien", ["model.params.evolution=agru"]),
     "DIEN, AIGRU": ("dien", ["model.params.evolution=aigru"]),
     "DIEN, GRU (no attention)": ("dien", ["model.params.evolution=gru"]),
+    "DIEN, AUGRU as released (keep gate)": ("dien", ["model.params.evolution=augru_released"]),
     "DIN, history 20": ("din", ["data.options.max_len=20"]),
     "DIN, history 50": ("din", ["data.options.max_len=50"]),
     "DIN, history 200": ("din", ["data.options.max_len=200"]),
@@ -106,17 +109,24 @@ PATHS = {
 }
 
 
+def train_command(
+    model: str, overrides: list[str], seed: int, path: str, config: Path, out: Path
+) -> list[str]:
+    """The ``recforge train`` command line of one run into ``out``."""
+    return [
+        sys.executable, "-m", "recforge", "train", "-c", str(config),
+        f"model.name={model}", f"train.seed={seed}", f"data.path={path}",
+        f"output_dir={out}", "train.progress=false", *overrides,
+    ]  # fmt: skip
+
+
 def run_one(
     label: str, model: str, overrides: list[str], seed: int, path: str, config: Path
 ) -> dict:
     """One ``recforge train`` run; its test metrics, best validation AUC and timings."""
     with tempfile.TemporaryDirectory(prefix="seq_study_") as tmp:
         out = Path(tmp) / "run"
-        cmd = [
-            sys.executable, "-m", "recforge", "train", "-c", str(config),
-            f"model.name={model}", f"train.seed={seed}", f"data.path={path}",
-            f"output_dir={out}", "train.progress=false", *overrides,
-        ]  # fmt: skip
+        cmd = train_command(model, overrides, seed, path, config, out)
         start = time.perf_counter()
         subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
         wall = time.perf_counter() - start
@@ -136,6 +146,12 @@ def run_one(
         "epochs_run": len(history),
         "train_seconds": summary["train_seconds"],
         "wall_seconds": wall,
+        # per epoch: the training loss (DIEN: click loss + alpha * auxiliary loss) and the
+        # validation metrics, for the learning curves
+        "history": [
+            {k: v for k, v in h.items() if k in ("epoch", "train_loss") or k.startswith("valid_")}
+            for h in history
+        ],
         "command": f"recforge train -c configs/seq/{config.name} "
         + " ".join([f"model.name={model}", f"train.seed={seed}", "data.path=PATH", *overrides]),
     }
@@ -179,6 +195,279 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# ---- evidence: why DIEN trails DIN (learning curves, auxiliary loss, attention, lengths) ----
+EVIDENCE_MODELS = {"Base": "base_seq", "DIN": "din", "DIEN": "dien"}
+# validation history lengths, inclusive ranges (Beauty's validation rows have 3 to 100)
+BUCKETS = ((1, 3), (4, 4), (5, 5), (6, 10), (11, 20), (21, 100))
+MARKER = "<!-- hand-written below this line: seq_study.py keeps it when it rewrites the file -->"
+
+
+def _snapshot(folder: Path, snaps: Path, saved: int) -> int:
+    """Copy ``folder``'s checkpoint once its ``history.json`` has grown past ``saved`` epochs.
+
+    The trainer keeps only its newest checkpoint and writes it before ``history.json``, so a
+    copy taken when the history grows holds the weights of the epoch just recorded.
+    """
+    try:
+        n = len(json.loads((folder / "history.json").read_text()))
+    except (OSError, ValueError):
+        return saved
+    if n > saved:
+        shutil.copyfile(folder / "checkpoint.pt", snaps / f"epoch{n - 1}.pt")
+    return max(n, saved)
+
+
+def train_kept(model: str, seed: int, path: str, config: Path, out: Path) -> None:
+    """One ``recforge train`` run into ``out`` (kept), each epoch's weights in ``out_epochs``."""
+    snaps = out.with_name(out.name + "_epochs")
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(snaps, ignore_errors=True)
+    snaps.mkdir(parents=True)
+    stage = out.parent / f".{out.name}.partial"  # where the run writes until it has finished
+    cmd = train_command(model, [], seed, path, config, out)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    saved = 0
+    while proc.poll() is None:
+        time.sleep(1.0)
+        saved = _snapshot(stage, snaps, saved)
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
+    _snapshot(out, snaps, saved)  # the last epoch, if the run published before the poll saw it
+
+
+def _buckets(lengths: np.ndarray) -> list[np.ndarray]:
+    return [(lengths >= lo) & (lengths <= hi) for lo, hi in BUCKETS]
+
+
+def length_profile(prepared: Any) -> dict[str, Any]:
+    """History lengths of the train / valid / test rows (quantiles, shares)."""
+    out: dict[str, Any] = {}
+    for split in ("train", "valid", "test"):
+        table = getattr(prepared, split)
+        offsets = table.column("hist_item_ids").combine_chunks().offsets.to_numpy()
+        lengths = np.diff(offsets)
+        out[split] = {
+            "rows": int(len(lengths)),
+            "mean": float(lengths.mean()),
+            "quantiles": {
+                str(q): float(np.percentile(lengths, q)) for q in (10, 25, 50, 75, 90, 99)
+            },
+            "share_le_5": float((lengths <= 5).mean()),
+            "share_le_10": float((lengths <= 10).mean()),
+            "share_gt_20": float((lengths > 20).mean()),
+            "share_gt_50": float((lengths > 50).mean()),
+            "buckets": [float(m.mean()) for m in _buckets(lengths)],
+        }
+    return out
+
+
+def epoch_stats(model: Any, data: Any, seed: int = 0) -> dict[str, float]:
+    """Attention (and, for DIEN, auxiliary-loss) statistics of ``model`` on ``data``.
+
+    Attention over rows with at least two behaviours: its entropy relative to a uniform
+    weighting (1 = uniform), the largest weight and the weight on the newest behaviour. DIEN:
+    the auxiliary loss (Eq. 5, the negatives the model trains with, drawn from ``seed``), the
+    share of real pairs whose next behaviour outscores its negative, and the mean norms of
+    the extractor states and the evolved interest.
+    """
+    import torch
+
+    from recforge.data.loader import BatchLoader
+
+    torch.manual_seed(seed)
+    sums: dict[str, float] = dict.fromkeys(
+        ("rows", "entropy", "max", "last", "pairs", "aux", "aux_acc", "final", "state", "steps"),
+        0.0,
+    )
+    dien = hasattr(model, "auxiliary_scores")
+    with torch.no_grad():
+        for batch in BatchLoader(data, 4096):
+            if dien:
+                parts = model._interests(batch)
+                att, lengths = parts["att"], parts["lengths"]
+            else:
+                att = model.attention_weights(batch)
+                lengths = batch.lengths[model.behaviours[0][0]]
+            many = lengths >= 2
+            a = att[many]
+            n = lengths[many].to(a.dtype)
+            ent = -(a * torch.log(a.clamp(min=1e-12))).sum(1) / torch.log(n)
+            sums["rows"] += float(many.sum())
+            sums["entropy"] += float(ent.sum())
+            sums["max"] += float(a.max(1).values.sum())
+            sums["last"] += float(a.gather(1, (lengths[many] - 1)[:, None]).sum())
+            if dien and parts["keys"].shape[1] >= 2:
+                s_pos, s_neg, mask = model.auxiliary_scores(batch, parts)
+                loss = torch.nn.functional.softplus(-s_pos) + torch.nn.functional.softplus(s_neg)
+                sums["pairs"] += float(mask.sum())
+                sums["aux"] += float((loss * mask).sum())
+                sums["aux_acc"] += float(((s_pos > s_neg).to(mask.dtype) * mask).sum())
+                sums["final"] += float(parts["final"].norm(dim=1).sum())
+                real = torch.arange(parts["states"].shape[1])[None, :] < lengths[:, None]
+                sums["state"] += float(parts["states"].norm(dim=-1)[real].sum())
+                sums["steps"] += float(real.sum())
+    out = {
+        "attention_entropy": sums["entropy"] / sums["rows"],
+        "attention_max": sums["max"] / sums["rows"],
+        "attention_last": sums["last"] / sums["rows"],
+    }
+    if dien:
+        out.update(
+            aux_loss=sums["aux"] / sums["pairs"],
+            aux_accuracy=sums["aux_acc"] / sums["pairs"],
+            final_norm=sums["final"] / len(data),
+            state_norm=sums["state"] / sums["steps"],
+        )
+    return out
+
+
+def evidence(dataset: str, path: str, seed: int, workdir: Path) -> dict[str, Any]:
+    """Base, DIN and DIEN (shipped defaults, one seed) trained through ``recforge train`` with
+    every epoch's weights kept; their learning curves, the attention and DIEN's auxiliary loss
+    per epoch, validation AUC by history length, and the data's history lengths. Validation
+    and training rows only: the test split is only scored by ``recforge train`` itself."""
+    import torch
+
+    from recforge.data.sources import catalogue
+    from recforge.metrics import auc
+    from recforge.serve.bundle import load_bundle
+
+    torch.set_num_threads(1)
+    config = CONFIGS[dataset]
+    cfg = yaml.safe_load(config.read_text())
+    prepared = catalogue.load(cfg["data"]["dataset"], path=path, **cfg["data"].get("options", {}))
+    rng = np.random.default_rng(0)
+    train_rows = np.sort(rng.choice(prepared.train.num_rows, 30_000, replace=False))
+    result: dict[str, Any] = {"seed": seed, "lengths": length_profile(prepared), "models": {}}
+    for label, model_name in EVIDENCE_MODELS.items():
+        out = workdir / label
+        if not (out / "metrics.json").exists():
+            train_kept(model_name, seed, path, config, out)
+        bundle = load_bundle(out / "bundle")
+        model = bundle.model.eval()
+        valid = bundle.preprocessor.transform(prepared.valid)
+        train = bundle.preprocessor.transform(prepared.train.take(train_rows))
+        summary = json.loads((out / "metrics.json").read_text())
+        history = json.loads((out / "history.json").read_text())
+        entry: dict[str, Any] = {
+            "best_epoch": summary["best_epoch"],
+            "test_auc": summary["test"]["auc"],
+            "curve": [
+                {k: h[k] for k in ("epoch", "train_loss", "valid_auc", "valid_logloss") if k in h}
+                for h in history
+            ],
+        }
+        with torch.no_grad():  # the best (restored) weights: validation AUC by history length
+            from recforge.data.loader import BatchLoader
+
+            scores = torch.cat([model(b) for b in BatchLoader(valid, 4096)]).numpy()
+        lengths = valid.lengths[model.behaviours[0][0]]
+        entry["valid_auc_by_length"] = [
+            auc(valid.label[m], scores[m]) if m.any() else float("nan") for m in _buckets(lengths)
+        ]
+        if hasattr(model, "attention_weights"):
+            snaps = out.with_name(out.name + "_epochs")
+            per_epoch = []
+            for e in range(len(history)):
+                snap = snaps / f"epoch{e}.pt"
+                if not snap.exists():
+                    continue
+                state = torch.load(snap, map_location="cpu", weights_only=False)["model"]
+                model.load_state_dict(state)
+                model.eval()
+                stats = {"epoch": e, **epoch_stats(model, valid)}
+                if hasattr(model, "auxiliary_scores"):
+                    on_train = epoch_stats(model, train)
+                    stats["train_aux_loss"] = on_train["aux_loss"]
+                    stats["train_aux_accuracy"] = on_train["aux_accuracy"]
+                per_epoch.append(stats)
+            entry["epochs"] = per_epoch
+        result["models"][label] = entry
+        print(f"evidence: {label} done", flush=True)
+    return result
+
+
+def _f(x: float, digits: int = 4) -> str:
+    return "—" if x is None or x != x else f"{x:.{digits}f}"
+
+
+def evidence_markdown(ev: dict[str, Any]) -> str:
+    """The evidence tables (history lengths, learning curves, AUC by history length)."""
+    lines = [
+        "",
+        f"## Evidence (`seq_study.py --evidence`, seed {ev['seed']}, `seq_beauty_evidence.json`)",
+        "",
+        "History lengths (behaviours before the predicted one, at most `max_len` = 100):",
+        "",
+        "| split | rows | mean | median | 90th pct | 99th pct | ≤ 5 | ≤ 10 | > 20 | > 50 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for split, p in ev["lengths"].items():
+        q = p["quantiles"]
+        lines.append(
+            f"| {split} | {p['rows']} | {p['mean']:.1f} | {q['50']:.0f} | {q['90']:.0f} "
+            f"| {q['99']:.0f} | {p['share_le_5']:.1%} | {p['share_le_10']:.1%} "
+            f"| {p['share_gt_20']:.1%} | {p['share_gt_50']:.1%} |"
+        )
+    models = ev["models"]
+    lines += [
+        "",
+        "Per epoch (from 0; each model stops one epoch after its best): validation AUC; DIEN's "
+        "training loss (click loss + auxiliary loss, the epoch's mean), its auxiliary loss "
+        "(Eq. 5 per real behaviour pair, uniform negatives) and the share of pairs whose next "
+        "behaviour outscores the negative, on the validation rows and on 30k training rows; "
+        "attention entropy relative to uniform weights (1 = uniform) on validation rows with "
+        "at least two behaviours.",
+        "",
+        "| epoch | Base valid AUC | DIN valid AUC | DIEN valid AUC | DIEN train loss "
+        "| DIEN aux loss valid / train | DIEN aux pair accuracy valid / train "
+        "| attention entropy DIN / DIEN | DIEN ‖h'(T)‖ / mean ‖h_t‖ |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    epochs = max(len(m["curve"]) for m in models.values())
+
+    def curve(label: str, e: int, key: str) -> float:
+        c = models.get(label, {}).get("curve", [])
+        return c[e].get(key, float("nan")) if e < len(c) else float("nan")
+
+    def stat(label: str, e: int, key: str) -> float:
+        rows = [s for s in models.get(label, {}).get("epochs", []) if s["epoch"] == e]
+        return rows[0].get(key, float("nan")) if rows else float("nan")
+
+    for e in range(epochs):
+        best = {k: "**" if m["best_epoch"] == e else "" for k, m in models.items()}
+        cells = [
+            f"{best.get(k, '')}{_f(curve(k, e, 'valid_auc'))}{best.get(k, '')}"
+            for k in ("Base", "DIN", "DIEN")
+        ]
+        lines.append(
+            f"| {e} | {' | '.join(cells)} | {_f(curve('DIEN', e, 'train_loss'))} "
+            f"| {_f(stat('DIEN', e, 'aux_loss'))} / {_f(stat('DIEN', e, 'train_aux_loss'))} "
+            f"| {_f(stat('DIEN', e, 'aux_accuracy'), 3)} / "
+            f"{_f(stat('DIEN', e, 'train_aux_accuracy'), 3)} "
+            f"| {_f(stat('DIN', e, 'attention_entropy'), 3)} / "
+            f"{_f(stat('DIEN', e, 'attention_entropy'), 3)} "
+            f"| {_f(stat('DIEN', e, 'final_norm'), 2)} / {_f(stat('DIEN', e, 'state_norm'), 2)} |"
+        )
+    lines += [
+        "",
+        "Validation AUC by history length (best epoch's weights; bold above):",
+        "",
+        "| history length | share of valid rows | Base | DIN | DIEN | DIEN − DIN |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    shares = ev["lengths"]["valid"]["buckets"]
+    for i, (lo, hi) in enumerate(BUCKETS):
+        by = {k: m["valid_auc_by_length"][i] for k, m in models.items()}
+        name = f"{lo}" if lo == hi else f"{lo}–{hi}"
+        lines.append(
+            f"| {name} | {shares[i]:.1%} | {_f(by.get('Base'))} | {_f(by.get('DIN'))} "
+            f"| {_f(by.get('DIEN'))} | {by.get('DIEN', 0) - by.get('DIN', 0):+.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=list(CONFIGS), default="beauty")
@@ -188,6 +477,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--out", default=None, help="default: results/seq_<dataset>.jsonl")
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument(
+        "--evidence",
+        action="store_true",
+        help="train Base, DIN and DIEN (first seed) keeping every epoch, write the evidence",
+    )
+    parser.add_argument(
+        "--evidence-dir", default=None, help="its runs (default: a folder under the temp dir)"
+    )
     args = parser.parse_args()
     out = Path(args.out or RESULTS / f"seq_{args.dataset}.jsonl")
     runs = [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
@@ -208,6 +505,12 @@ def main() -> None:
                     with out.open("a") as fh:
                         fh.write(json.dumps(r) + "\n")
                     print(f"{label} seed {seed}: test AUC {r['test_auc']:.4f}", flush=True)
+    evidence_file = out.with_name(f"{out.stem}_evidence.json")
+    if args.evidence:
+        tmp = Path(tempfile.gettempdir()) / f"seq_evidence_{args.dataset}"
+        workdir = Path(args.evidence_dir or tmp)
+        ev = evidence(args.dataset, args.path, args.seeds[0], workdir)
+        evidence_file.write_text(json.dumps(ev, indent=1) + "\n")
     text = table(runs)
     config = CONFIGS[args.dataset].relative_to(ROOT)
     header = [
@@ -224,7 +527,11 @@ def main() -> None:
         "not times.",
         "",
     ]
-    out.with_suffix(".md").write_text("\n".join(header) + text + "\n")
+    md = out.with_suffix(".md")
+    kept = md.read_text().partition(MARKER)[2] if md.exists() else ""
+    if evidence_file.exists():
+        text += "\n" + evidence_markdown(json.loads(evidence_file.read_text()))
+    md.write_text("\n".join(header) + text + "\n" + (f"{MARKER}{kept}" if kept else ""))
     # the shipped defaults' runs, in the per-run form `recforge compare --from-results` reads
     defaults = [
         {"model": r["model"], "seed": r["seed"], "test_auc": r["test_auc"],
