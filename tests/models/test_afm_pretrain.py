@@ -15,7 +15,7 @@ from recforge.models.fm import FM, FMConfig
 def test_afm_declares_an_fm_stage_only_when_asked(tiny_schema) -> None:
     assert AFM(tiny_schema, AFMConfig()).pretraining() == []
     stages = AFM(tiny_schema, AFMConfig(pretrain_fm=True, embedding_dim=4)).pretraining()
-    assert stages == [PretrainStage("fm", "fm", {"embedding_dim": 4, "sparse": False})]
+    assert stages == [PretrainStage("fm", "fm", {"embedding_dim": 4, "sparse": "auto"})]
     (stage,) = AFM(tiny_schema, AFMConfig(pretrained_fm="fm/bundle")).pretraining()
     assert stage.path == "fm/bundle"
 

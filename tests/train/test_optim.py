@@ -6,9 +6,11 @@ import torch
 from torch import nn
 
 from recforge.config import TrainConfig
-from recforge.features import random_batch
+from recforge.features import CategoricalField, EncodedData, NumericField, Schema, random_batch
 from recforge.models import registry
+from recforge.models.base import SPARSE_MIN_PARAMS, SPARSE_MIN_RATIO
 from recforge.train.optim import SparseRowAdam, build_optimizers
+from recforge.train.trainer import Trainer, seed_everything
 
 
 def test_sparse_row_adam_equals_torch_sparse_adam():
@@ -51,3 +53,72 @@ def test_every_parameter_in_exactly_one_optimizer(tiny_schema):
         assert set(ids) == {id(p) for p in model.parameters()}
     batch = random_batch(tiny_schema, 4)
     assert model(batch).shape == (4,)
+
+
+def _big_schema(rows: int) -> Schema:
+    return Schema(
+        fields=(
+            CategoricalField("ad", vocab_size=rows),
+            CategoricalField("site", vocab_size=50),
+            NumericField("price"),
+        ),
+        label="label",
+        embedding_dim=16,
+    )
+
+
+def _tables(model: nn.Module) -> list[nn.Embedding]:
+    return [m for m in model.modules() if isinstance(m, nn.Embedding)]
+
+
+def test_sparse_auto_switches_only_large_tables_and_sparse_false_never():
+    # 2 ids per row, batch 64: 128 lookups. The 16-wide table of 70k rows has 1.1M parameters
+    # and 547x the lookups: sparse. The LR part's 1-wide table of the same rows is 70k
+    # parameters: dense (its dense update is cheap).
+    schema = _big_schema(70_000)
+    cfg = TrainConfig(batch_size=64, epochs=1, progress=False)
+    model = registry.build("deepfm", schema, {"hidden": [8], "batch_norm": False})
+    assert not any(t.sparse for t in _tables(model))  # built dense; the engine decides
+    trainer = Trainer(model, cfg)
+    by_width = {t.weight.shape[1]: t.sparse for t in _tables(model)}
+    assert by_width == {16: True, 1: False}
+    kinds = sorted(type(o).__name__ for o in trainer.optimizers)
+    assert kinds == ["Adam", "SparseRowAdam"]
+    # rows below SPARSE_MIN_RATIO x the batch's lookups stay dense
+    model = registry.build("deepfm", schema, {"hidden": [8], "batch_norm": False})
+    Trainer(model, TrainConfig(batch_size=70_000 // (2 * SPARSE_MIN_RATIO) + 100, progress=False))
+    assert not any(t.sparse for t in _tables(model))
+    # a table too small to matter, forced-dense models and table-scope L2 stay dense
+    for rows, params, tcfg in (
+        (SPARSE_MIN_PARAMS // 16 - 100, {}, cfg),
+        (70_000, {"sparse": False}, cfg),
+        (70_000, {}, TrainConfig(batch_size=64, embedding_l2=1e-4, embedding_l2_scope="table")),
+    ):
+        model = registry.build("deepfm", _big_schema(rows), {"hidden": [8], **params})
+        Trainer(model, tcfg)
+        assert not any(t.sparse for t in _tables(model)), (rows, params)
+
+
+def test_sparse_auto_trains_like_dense_on_a_planted_signal():
+    """The lazy sparse update learns what the dense one does (AUC on a planted ad effect)."""
+    g = torch.Generator().manual_seed(0)
+    n, rows = 4096, 70_000
+    ads = torch.randint(1, 200, (n,), generator=g)
+    site = torch.randint(1, 50, (n,), generator=g)
+    y = (torch.rand(n, generator=g) < torch.sigmoid((ads % 2) * 3.0 - 1.5)).float()
+    data = EncodedData(
+        sparse=torch.stack([ads, site], 1).int().numpy(),
+        dense=torch.rand(n, 1, generator=g).numpy(),
+        label=y.numpy(),
+    )
+    aucs = {}
+    for sparse in ("auto", False):
+        seed_everything(0)
+        model = registry.build(
+            "deepfm", _big_schema(rows), {"hidden": [8], "batch_norm": False, "sparse": sparse}
+        )
+        trainer = Trainer(model, TrainConfig(batch_size=64, epochs=3, lr=1e-2, progress=False))
+        trainer.fit(data)
+        aucs[sparse] = trainer.evaluate(data)["auc"]
+        assert any(t.sparse for t in _tables(model)) == (sparse == "auto")
+    assert aucs["auto"] > 0.8 and abs(aucs["auto"] - aucs[False]) < 0.02, aucs

@@ -102,7 +102,7 @@ class DRN(RecModel):
 
     def __init__(self, schema: Schema, cfg: DRNConfig) -> None:
         super().__init__(schema, cfg)
-        self.embedding = FeatureEmbedding(schema, dim=cfg.embedding_dim, sparse=cfg.sparse)
+        self.embedding = FeatureEmbedding(schema, dim=cfg.embedding_dim, sparse=cfg.sparse_tables)
         is_action = torch.cat(
             [
                 torch.full((d,), schema.field(name).group == "item")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -41,19 +41,45 @@ if TYPE_CHECKING:
     from recforge.interactions import InteractionMatrix
 
 
+SPARSE_MIN_PARAMS = 1 << 20
+"""``sparse: auto`` leaves tables smaller than this (parameters) dense: their dense update costs
+little (a 1M-parameter table is 4 MB), and the reproduction configs keep torch's dense Adam."""
+SPARSE_MIN_RATIO = 4
+"""``sparse: auto`` makes a table sparse only when it has at least this many times as many rows as
+one training batch looks up ids; nearer to one, most rows are touched anyway."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Options shared by every model.
 
     Args:
         embedding_dim: Embedding dimension for all fields; ``None`` uses the schema's.
-        sparse: Sparse embedding gradients (optimizer work scales with touched rows).
+        sparse: Sparse embedding gradients, so optimizer work scales with the rows a batch
+            touches (lazy Adam on those rows: untouched rows keep their moments, as TensorFlow's
+            ``LazyAdam`` and ``torch.optim.SparseAdam``). ``auto`` (the default) lets the
+            engine decide per table when training starts: sparse for a table of at least
+            :data:`SPARSE_MIN_PARAMS` parameters whose rows number at least
+            :data:`SPARSE_MIN_RATIO` times the ids one batch looks up, where the dense update
+            over the whole table dominates the step; dense otherwise, and whenever the run
+            needs dense gradients (``embedding_l2_scope: table``, NCCL, TorchRec's fused
+            tables). ``true``/``false`` force it.
     """
 
     embedding_dim: int | None = None
-    sparse: bool = False
+    sparse: bool | Literal["auto"] = "auto"
+
+    @property
+    def sparse_tables(self) -> bool:
+        """Build embedding tables with sparse gradients now (``sparse: true``); ``auto`` builds
+        them dense and lets the engine switch large tables when training starts."""
+        return self.sparse is True
 
     def __post_init__(self) -> None:
+        if self.sparse not in (True, False, "auto"):
+            raise FieldValueError(
+                "model.params", "sparse", f"must be true, false or auto, got {self.sparse!r}"
+            )
         if self.embedding_dim is not None and self.embedding_dim < 1:
             raise FieldValueError(
                 "model.params", "embedding_dim", f"must be at least 1, got {self.embedding_dim}"

@@ -88,7 +88,7 @@ class BehaviourModel(RecModel):
     def __init__(self, schema: Schema, cfg: BehaviourConfig, exclude: Sequence[str] = ()) -> None:
         super().__init__(schema, cfg)
         self.embedding = FeatureEmbedding(
-            schema, dim=cfg.embedding_dim, sparse=cfg.sparse, pool_sequences=False
+            schema, dim=cfg.embedding_dim, sparse=cfg.sparse_tables, pool_sequences=False
         )
         self.behaviours = resolve_behaviours(schema, cfg.behaviours, exclude=exclude)
         self.behaviour_dim = behaviour_dim(self.embedding, self.behaviours)  # Dk

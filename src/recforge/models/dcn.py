@@ -59,7 +59,7 @@ class DCN(RecModel):
 
     def __init__(self, schema: Schema, cfg: DCNConfig) -> None:
         super().__init__(schema, cfg)
-        self.embedding = StackedInput(schema, dim=cfg.embedding_dim, sparse=cfg.sparse)
+        self.embedding = StackedInput(schema, dim=cfg.embedding_dim, sparse=cfg.sparse_tables)
         d = self.embedding.stacked_dim
         version, rank = (2, cfg.rank) if isinstance(cfg, DCNV2Config) else (1, 0)
         self.stacked = isinstance(cfg, DCNV2Config) and cfg.structure == "stacked"

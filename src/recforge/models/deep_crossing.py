@@ -55,7 +55,7 @@ class DeepCrossing(RecModel):
 
     def __init__(self, schema: Schema, cfg: DeepCrossingConfig) -> None:
         super().__init__(schema, cfg)
-        self.embedding = StackedInput(schema, dim=cfg.embedding_dim, sparse=cfg.sparse)
+        self.embedding = StackedInput(schema, dim=cfg.embedding_dim, sparse=cfg.sparse_tables)
         width = self.embedding.stacked_dim
         if width == 0:
             raise ValueError("Deep Crossing needs at least one field")

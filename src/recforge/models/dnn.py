@@ -32,7 +32,7 @@ class DNN(RecModel):
 
     def __init__(self, schema: Schema, cfg: DNNConfig) -> None:
         super().__init__(schema, cfg)
-        self.embedding = FeatureEmbedding(schema, dim=cfg.embedding_dim, sparse=cfg.sparse)
+        self.embedding = FeatureEmbedding(schema, dim=cfg.embedding_dim, sparse=cfg.sparse_tables)
         self.mlp = MLP(self.embedding.output_dim, cfg, output_dim=1)
 
     def forward(self, batch: Batch) -> torch.Tensor:

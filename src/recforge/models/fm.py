@@ -34,8 +34,8 @@ class FactorizationModel(RecModel):
 
     def __init__(self, schema: Schema, cfg: ModelConfig) -> None:
         super().__init__(schema, cfg)
-        self.embedding = FeatureEmbedding(schema, dim=cfg.embedding_dim, sparse=cfg.sparse)
-        self.linear = LinearPart(schema, sparse=cfg.sparse)
+        self.embedding = FeatureEmbedding(schema, dim=cfg.embedding_dim, sparse=cfg.sparse_tables)
+        self.linear = LinearPart(schema, sparse=cfg.sparse_tables)
 
     @torch.no_grad()
     def copy_factors_from(self, fm: FactorizationModel) -> None:

@@ -19,7 +19,7 @@ class LogisticRegression(RecModel):
 
     def __init__(self, schema: Schema, cfg: ModelConfig) -> None:
         super().__init__(schema, cfg)
-        self.linear = LinearPart(schema, sparse=cfg.sparse)
+        self.linear = LinearPart(schema, sparse=cfg.sparse_tables)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.linear(batch)  # (B,)

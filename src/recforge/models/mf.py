@@ -36,8 +36,10 @@ class BiasedMF(UserItemModel):
     def __init__(self, schema: Schema, cfg: MFConfig) -> None:
         super().__init__(schema, cfg)
         dim = cfg.embedding_dim or schema.embedding_dim
-        self.factors = FusedEmbedding(self.sizes, dim, sparse=cfg.sparse, init_std=0.1 / dim**0.5)
-        self.biases = FusedEmbedding(self.sizes, 1, sparse=cfg.sparse, init_std=0.0)
+        self.factors = FusedEmbedding(
+            self.sizes, dim, sparse=cfg.sparse_tables, init_std=0.1 / dim**0.5
+        )
+        self.biases = FusedEmbedding(self.sizes, 1, sparse=cfg.sparse_tables, init_std=0.0)
         self.global_bias = nn.Parameter(torch.tensor(float(cfg.global_bias)))
 
     def forward(self, batch: Batch) -> torch.Tensor:

@@ -144,10 +144,12 @@ class NeuralCF(UserItemModel):
     def __init__(self, schema: Schema, cfg: GMFConfig) -> None:
         super().__init__(schema, cfg)
         if "gmf" in self.parts:
-            self.gmf = GMFArch(self.sizes, cfg.factors, sparse=cfg.sparse)
+            self.gmf = GMFArch(self.sizes, cfg.factors, sparse=cfg.sparse_tables)
         if "mlp" in self.parts:
             tower = cast(NCFMLPConfig, cfg)
-            self.mlp = MLPArch(self.sizes, cfg.factors, tower.num_layers, tower.dropout, cfg.sparse)
+            self.mlp = MLPArch(
+                self.sizes, cfg.factors, tower.num_layers, tower.dropout, cfg.sparse_tables
+            )
         self.predict = _prediction_layer(len(self.parts) * cfg.factors)
 
     def forward(self, batch: Batch) -> torch.Tensor:

@@ -77,7 +77,7 @@ class PNN(RecModel):
         super().__init__(schema, cfg)
         if not cfg.hidden:
             raise ValueError("PNN needs at least one hidden layer (the product layer)")
-        self.embedding = FeatureEmbedding(schema, dim=cfg.embedding_dim, sparse=cfg.sparse)
+        self.embedding = FeatureEmbedding(schema, dim=cfg.embedding_dim, sparse=cfg.sparse_tables)
         n, dim = self.embedding.num_fields, self.embedding.output_dims[0]
         use_inner = cfg.product in ("inner", "both")
         use_outer = cfg.product in ("outer", "both")

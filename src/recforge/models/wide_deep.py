@@ -66,16 +66,19 @@ class WideDeep(RecModel):
         self._cross_cols = cols  # sparse columns of each cross
         self._cross_sizes = sizes
         # wide part: raw sparse one-hots (+ numerics) and the cross products phi(x)
-        self.linear = LinearPart(schema, sparse=cfg.sparse)
+        self.linear = LinearPart(schema, sparse=cfg.sparse_tables)
         self.cross_weights = (
             FusedEmbedding(
-                [cross_rows(s, cfg.cross_buckets) for s in sizes], 1, sparse=cfg.sparse, init_std=0
+                [cross_rows(s, cfg.cross_buckets) for s in sizes],
+                1,
+                sparse=cfg.sparse_tables,
+                init_std=0,
             )
             if sizes
             else None
         )
         # deep part: embeddings and numerics concatenated into a^(0)
-        self.embedding = StackedInput(schema, dim=cfg.embedding_dim, sparse=cfg.sparse)
+        self.embedding = StackedInput(schema, dim=cfg.embedding_dim, sparse=cfg.sparse_tables)
         self.deep = MLP(self.embedding.stacked_dim, cfg, output_dim=1)
 
     def cross_features(self, batch: Batch) -> torch.Tensor:
