@@ -8,7 +8,7 @@ from torch import nn
 from recforge.config import TrainConfig
 from recforge.features import CategoricalField, EncodedData, NumericField, Schema, random_batch
 from recforge.models import registry
-from recforge.models.base import SPARSE_MIN_PARAMS, SPARSE_MIN_RATIO
+from recforge.models.base import SPARSE_MIN_RATIO, SPARSE_MIN_ROWS
 from recforge.train.optim import SparseRowAdam, build_optimizers
 from recforge.train.trainer import Trainer, seed_everything
 
@@ -72,16 +72,15 @@ def _tables(model: nn.Module) -> list[nn.Embedding]:
 
 
 def test_sparse_auto_switches_only_large_tables_and_sparse_false_never():
-    # 2 ids per row, batch 64: 128 lookups. The 16-wide table of 70k rows has 1.1M parameters
-    # and 547x the lookups: sparse. The LR part's 1-wide table of the same rows is 70k
-    # parameters: dense (its dense update is cheap).
+    # 2 ids per row, batch 64: 128 lookups. Both tables (the 16-wide factors and the LR part's
+    # 1-wide weights) have 70k rows, 547x the lookups: sparse.
     schema = _big_schema(70_000)
     cfg = TrainConfig(batch_size=64, epochs=1, progress=False)
     model = registry.build("deepfm", schema, {"hidden": [8], "batch_norm": False})
     assert not any(t.sparse for t in _tables(model))  # built dense; the engine decides
     trainer = Trainer(model, cfg)
     by_width = {t.weight.shape[1]: t.sparse for t in _tables(model)}
-    assert by_width == {16: True, 1: False}
+    assert by_width == {16: True, 1: True}
     kinds = sorted(type(o).__name__ for o in trainer.optimizers)
     assert kinds == ["Adam", "SparseRowAdam"]
     # rows below SPARSE_MIN_RATIO x the batch's lookups stay dense
@@ -90,7 +89,7 @@ def test_sparse_auto_switches_only_large_tables_and_sparse_false_never():
     assert not any(t.sparse for t in _tables(model))
     # a table too small to matter, forced-dense models and table-scope L2 stay dense
     for rows, params, tcfg in (
-        (SPARSE_MIN_PARAMS // 16 - 100, {}, cfg),
+        (SPARSE_MIN_ROWS - 100, {}, cfg),
         (70_000, {"sparse": False}, cfg),
         (70_000, {}, TrainConfig(batch_size=64, embedding_l2=1e-4, embedding_l2_scope="table")),
     ):

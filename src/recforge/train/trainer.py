@@ -41,7 +41,7 @@ from recforge.distributed.engine import CHECKPOINT as CHECKPOINT
 from recforge.distributed.engine import TrainingEngine, build_engine
 from recforge.features import Batch, EncodedData
 from recforge.io import atomic_write, atomic_write_text
-from recforge.models.base import SPARSE_MIN_PARAMS, SPARSE_MIN_RATIO, RecModel
+from recforge.models.base import SPARSE_MIN_RATIO, SPARSE_MIN_ROWS, RecModel
 from recforge.train.optim import build_optimizers, scale_lr
 
 log = logging.getLogger(__name__)
@@ -669,8 +669,8 @@ def resolve_sparse_tables(model: RecModel, cfg: TrainConfig) -> int:
     """Resolve ``sparse: auto``: switch the embedding tables where a dense update would dominate
     the step to sparse gradients; return how many tables are sparse.
 
-    A table goes sparse when it holds at least :data:`~recforge.models.base.SPARSE_MIN_PARAMS`
-    parameters and at least :data:`~recforge.models.base.SPARSE_MIN_RATIO` times as many rows
+    A table goes sparse when it has at least :data:`~recforge.models.base.SPARSE_MIN_ROWS` rows
+    and at least :data:`~recforge.models.base.SPARSE_MIN_RATIO` times as many rows
     as one training batch looks up ids (``batch_size`` x (sparse fields + sequence positions),
     an upper bound), unless the run needs dense gradients (``embedding_l2_scope: table``; the
     Trainer does not call it under NCCL or with TorchRec's fused tables). On the 1M-row
@@ -687,8 +687,8 @@ def resolve_sparse_tables(model: RecModel, cfg: TrainConfig) -> int:
     for module in model.modules():
         if not isinstance(module, nn.Embedding):
             continue
-        rows, dim = module.weight.shape
-        if rows * dim >= SPARSE_MIN_PARAMS and rows >= SPARSE_MIN_RATIO * lookups:
+        rows = module.weight.shape[0]
+        if rows >= SPARSE_MIN_ROWS and rows >= SPARSE_MIN_RATIO * lookups:
             module.sparse = True
             switched += 1
     if switched:
