@@ -121,3 +121,34 @@ def test_sparse_auto_trains_like_dense_on_a_planted_signal():
         aucs[sparse] = trainer.evaluate(data)["auc"]
         assert any(t.sparse for t in _tables(model)) == (sparse == "auto")
     assert aucs["auto"] > 0.8 and abs(aucs["auto"] - aucs[False]) < 0.02, aucs
+
+
+def test_tables_with_the_same_ids_share_one_sort_and_update_as_separate_steps():
+    """Two tables looked up with equal ids (the reused unique rows) update exactly as each
+    table alone, also when a third table's ids differ in between."""
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(0, 50, (32, 4), generator=g)
+    other = torch.randint(0, 50, (32, 4), generator=g)
+
+    def make():
+        torch.manual_seed(0)
+        return [nn.Embedding(50, d, sparse=True) for d in (3, 1, 2)]
+
+    together = make()
+    opt = SparseRowAdam([p for e in together for p in e.parameters()], lr=0.05)
+    for _ in range(3):
+        opt.zero_grad()
+        a, b, c = together
+        (a(ids).pow(2).sum() + b(ids).sum() + c(other).pow(3).sum()).backward()
+        opt.step()
+    alone = make()
+    for emb, which, fn in zip(
+        alone, (ids, ids, other), (lambda x: x.pow(2), lambda x: x, lambda x: x.pow(3)), strict=True
+    ):
+        o = SparseRowAdam(emb.parameters(), lr=0.05)
+        for _ in range(3):
+            o.zero_grad()
+            fn(emb(which)).sum().backward()
+            o.step()
+    for x, y in zip(together, alone, strict=True):
+        torch.testing.assert_close(x.weight, y.weight)

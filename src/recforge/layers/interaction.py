@@ -23,9 +23,43 @@ class FMInteraction(nn.Module):
     """
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
+        if v.requires_grad and torch.is_grad_enabled() and not _exporting():
+            return _FMPairwise.apply(v)
         square_of_sum = v.sum(dim=1).pow(2)  # (B, D)
         sum_of_square = v.pow(2).sum(dim=1)  # (B, D)
         return 0.5 * (square_of_sum - sum_of_square).sum(dim=1)
+
+
+def _exporting() -> bool:
+    return torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+class _FMPairwise(torch.autograd.Function):
+    """The FM's pairwise term with a closed-form gradient, for training.
+
+    ``y = 1/2 (||s||^2 - ||v||_F^2)`` with ``s = sum_i v_i``, so ``dy/dv_i = s - v_i``. Autograd
+    of the textbook expression materialises ``v^2`` and makes four more passes over the
+    ``(B, F, D)`` block in the backward; here the forward reads ``v`` twice and writes nothing
+    of its size, and the backward makes two passes. On a memory-bound CPU step (DeepFM, 39
+    fields x 16, batch 4096) that is most of the FM's cost.
+    """
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        s = v.sum(dim=1)  # (B, D)
+        flat = v.reshape(v.shape[0], -1)
+        out = 0.5 * (torch.linalg.vecdot(s, s) - torch.linalg.vecdot(flat, flat))
+        ctx.save_for_backward(v, s)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        v, s = ctx.saved_tensors
+        g = grad.to(v.dtype)
+        out = v * g.neg()[:, None, None]  # -g v_i
+        out += (s * g[:, None])[:, None, :]  # + g s
+        return out
 
 
 class BiInteraction(nn.Module):

@@ -39,6 +39,9 @@ class SparseRowAdam(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001, ANN201
         loss = closure() if closure is not None else None
+        # tables looked up with the same ids (an FM's factors and first-order weights) share
+        # one sort: the unique rows of the previous table are reused when its ids are equal
+        last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for p in group["params"]:
@@ -53,7 +56,12 @@ class SparseRowAdam(torch.optim.Optimizer):
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 state["step"] += 1
-                rows, inverse = torch.unique(grad._indices()[0], return_inverse=True)
+                ids = grad._indices()[0]
+                if last is not None and last[0].shape == ids.shape and torch.equal(last[0], ids):
+                    rows, inverse = last[1], last[2]
+                else:
+                    rows, inverse = torch.unique(ids, return_inverse=True)
+                    last = (ids, rows, inverse)
                 g = torch.zeros(len(rows), p.shape[1], dtype=p.dtype, device=p.device)
                 g.index_add_(0, inverse, grad._values())
                 m = state["exp_avg"].index_select(0, rows).mul_(beta1).add_(g, alpha=1 - beta1)
