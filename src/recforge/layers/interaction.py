@@ -9,6 +9,8 @@ holds the pairs ``i < j`` of :func:`pair_indices` in one order.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
 
@@ -31,7 +33,11 @@ class FMInteraction(nn.Module):
 
 
 def _exporting() -> bool:
-    return torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    """Under TorchScript or an ONNX export (which imported ``torch.onnx``; not imported here)."""
+    if torch.jit.is_scripting() or torch.jit.is_tracing():
+        return True
+    onnx = sys.modules.get("torch.onnx")
+    return onnx is not None and onnx.is_in_onnx_export()
 
 
 class _FMPairwise(torch.autograd.Function):
