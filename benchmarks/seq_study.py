@@ -267,20 +267,25 @@ def epoch_stats(model: Any, data: Any, seed: int = 0) -> dict[str, float]:
 
     Attention over rows with at least two behaviours: its entropy relative to a uniform
     weighting (1 = uniform), the largest weight and the weight on the newest behaviour. DIEN:
-    the auxiliary loss (Eq. 5, the negatives the model trains with, drawn from ``seed``), the
-    share of real pairs whose next behaviour outscores its negative, and the mean norms of
-    the extractor states and the evolved interest.
+    the auxiliary loss (Eq. 5, per real pair) and the share of real pairs whose next
+    behaviour outscores its negative, against uniform and against in-batch (popularity-
+    weighted) negatives drawn from ``seed``, and the mean norms of the extractor states and
+    the evolved interest.
     """
+    import dataclasses
+
     import torch
 
     from recforge.data.loader import BatchLoader
 
     torch.manual_seed(seed)
     sums: dict[str, float] = dict.fromkeys(
-        ("rows", "entropy", "max", "last", "pairs", "aux", "aux_acc", "final", "state", "steps"),
-        0.0,
+        ("rows", "entropy", "max", "last", "pairs", "final", "state", "steps"), 0.0
     )
     dien = hasattr(model, "auxiliary_scores")
+    kinds = ("uniform", "in_batch")
+    cfgs = {k: dataclasses.replace(model.cfg, negatives=k) for k in kinds} if dien else {}
+    own = model.cfg
     with torch.no_grad():
         for batch in BatchLoader(data, 4096):
             if dien:
@@ -298,11 +303,16 @@ def epoch_stats(model: Any, data: Any, seed: int = 0) -> dict[str, float]:
             sums["max"] += float(a.max(1).values.sum())
             sums["last"] += float(a.gather(1, (lengths[many] - 1)[:, None]).sum())
             if dien and parts["keys"].shape[1] >= 2:
-                s_pos, s_neg, mask = model.auxiliary_scores(batch, parts)
-                loss = torch.nn.functional.softplus(-s_pos) + torch.nn.functional.softplus(s_neg)
+                for kind in kinds:
+                    model.cfg = cfgs[kind]
+                    s_pos, s_neg, mask = model.auxiliary_scores(batch, parts)
+                    model.cfg = own
+                    loss = torch.nn.functional.softplus(-s_pos)
+                    loss = loss + torch.nn.functional.softplus(s_neg)
+                    hits = (s_pos > s_neg).to(mask.dtype)
+                    sums[f"aux_{kind}"] = sums.get(f"aux_{kind}", 0.0) + float((loss * mask).sum())
+                    sums[f"acc_{kind}"] = sums.get(f"acc_{kind}", 0.0) + float((hits * mask).sum())
                 sums["pairs"] += float(mask.sum())
-                sums["aux"] += float((loss * mask).sum())
-                sums["aux_acc"] += float(((s_pos > s_neg).to(mask.dtype) * mask).sum())
                 sums["final"] += float(parts["final"].norm(dim=1).sum())
                 real = torch.arange(parts["states"].shape[1])[None, :] < lengths[:, None]
                 sums["state"] += float(parts["states"].norm(dim=-1)[real].sum())
@@ -313,9 +323,10 @@ def epoch_stats(model: Any, data: Any, seed: int = 0) -> dict[str, float]:
         "attention_last": sums["last"] / sums["rows"],
     }
     if dien:
+        for kind in kinds:
+            out[f"aux_loss_{kind}"] = sums[f"aux_{kind}"] / sums["pairs"]
+            out[f"aux_accuracy_{kind}"] = sums[f"acc_{kind}"] / sums["pairs"]
         out.update(
-            aux_loss=sums["aux"] / sums["pairs"],
-            aux_accuracy=sums["aux_acc"] / sums["pairs"],
             final_norm=sums["final"] / len(data),
             state_norm=sums["state"] / sums["steps"],
         )
@@ -366,7 +377,7 @@ def evidence(dataset: str, path: str, seed: int, workdir: Path) -> dict[str, Any
         entry["valid_auc_by_length"] = [
             auc(valid.label[m], scores[m]) if m.any() else float("nan") for m in _buckets(lengths)
         ]
-        if hasattr(model, "attention_weights"):
+        if model_name != "base_seq":  # the attention models
             snaps = out.with_name(out.name + "_epochs")
             per_epoch = []
             for e in range(len(history)):
@@ -379,8 +390,7 @@ def evidence(dataset: str, path: str, seed: int, workdir: Path) -> dict[str, Any
                 stats = {"epoch": e, **epoch_stats(model, valid)}
                 if hasattr(model, "auxiliary_scores"):
                     on_train = epoch_stats(model, train)
-                    stats["train_aux_loss"] = on_train["aux_loss"]
-                    stats["train_aux_accuracy"] = on_train["aux_accuracy"]
+                    stats.update({f"train_{k}": v for k, v in on_train.items() if "aux" in k})
                 per_epoch.append(stats)
             entry["epochs"] = per_epoch
         result["models"][label] = entry
@@ -413,16 +423,18 @@ def evidence_markdown(ev: dict[str, Any]) -> str:
     models = ev["models"]
     lines += [
         "",
-        "Per epoch (from 0; each model stops one epoch after its best): validation AUC; DIEN's "
-        "training loss (click loss + auxiliary loss, the epoch's mean), its auxiliary loss "
-        "(Eq. 5 per real behaviour pair, uniform negatives) and the share of pairs whose next "
-        "behaviour outscores the negative, on the validation rows and on 30k training rows; "
-        "attention entropy relative to uniform weights (1 = uniform) on validation rows with "
-        "at least two behaviours.",
+        "Per epoch (from 0; each model stops one epoch after its best, in bold): validation "
+        "AUC; DIEN's training loss (click loss + auxiliary loss, the epoch's mean); its "
+        "auxiliary loss (Eq. 5 per real behaviour pair) against the uniform negatives it "
+        "trains with, on 30k training rows and on the validation rows; the share of "
+        "validation pairs whose next behaviour outscores the negative, against uniform and "
+        "against in-batch (popularity-weighted real) negatives; attention entropy relative "
+        "to uniform weights (1 = uniform) on validation rows with at least two behaviours; "
+        "the mean norm of DIEN's evolved interest h'(T) and of the extractor states h_t.",
         "",
         "| epoch | Base valid AUC | DIN valid AUC | DIEN valid AUC | DIEN train loss "
-        "| DIEN aux loss valid / train | DIEN aux pair accuracy valid / train "
-        "| attention entropy DIN / DIEN | DIEN ‖h'(T)‖ / mean ‖h_t‖ |",
+        "| DIEN aux loss train / valid | DIEN aux pair accuracy, uniform / in-batch negatives "
+        "| attention entropy DIN / DIEN | DIEN ‖h'(T)‖ / ‖h_t‖ |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     epochs = max(len(m["curve"]) for m in models.values())
@@ -443,9 +455,10 @@ def evidence_markdown(ev: dict[str, Any]) -> str:
         ]
         lines.append(
             f"| {e} | {' | '.join(cells)} | {_f(curve('DIEN', e, 'train_loss'))} "
-            f"| {_f(stat('DIEN', e, 'aux_loss'))} / {_f(stat('DIEN', e, 'train_aux_loss'))} "
-            f"| {_f(stat('DIEN', e, 'aux_accuracy'), 3)} / "
-            f"{_f(stat('DIEN', e, 'train_aux_accuracy'), 3)} "
+            f"| {_f(stat('DIEN', e, 'train_aux_loss_uniform'))} / "
+            f"{_f(stat('DIEN', e, 'aux_loss_uniform'))} "
+            f"| {_f(stat('DIEN', e, 'aux_accuracy_uniform'), 3)} / "
+            f"{_f(stat('DIEN', e, 'aux_accuracy_in_batch'), 3)} "
             f"| {_f(stat('DIN', e, 'attention_entropy'), 3)} / "
             f"{_f(stat('DIEN', e, 'attention_entropy'), 3)} "
             f"| {_f(stat('DIEN', e, 'final_norm'), 2)} / {_f(stat('DIEN', e, 'state_norm'), 2)} |"
