@@ -259,6 +259,20 @@ def length_profile(prepared: Any) -> dict[str, Any]:
             "share_gt_50": float((lengths > 50).mean()),
             "buckets": [float(m.mean()) for m in _buckets(lengths)],
         }
+    # how popular the clicked items are next to uniformly drawn ones (the click task's negative
+    # candidates, and the auxiliary loss's default negatives): training positives per item
+    label = np.asarray(prepared.train.column("label"))
+    items = np.asarray(prepared.train.column("item_id"))
+    counts = np.bincount(items[label == 1])
+    ranked = np.sort(counts)[::-1]
+    out["popularity"] = {
+        "items": int((counts > 0).sum()),
+        "top10pct_share_of_positives": float(ranked[: len(ranked) // 10].sum() / ranked.sum()),
+        "mean_count_positive": float(counts[items[label == 1]].mean()),
+        "mean_count_negative": float(counts[items[label == 0]].mean()),
+        "median_count_positive": float(np.median(counts[items[label == 1]])),
+        "median_count_negative": float(np.median(counts[items[label == 0]])),
+    }
     return out
 
 
@@ -413,13 +427,24 @@ def evidence_markdown(ev: dict[str, Any]) -> str:
         "| split | rows | mean | median | 90th pct | 99th pct | ≤ 5 | ≤ 10 | > 20 | > 50 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for split, p in ev["lengths"].items():
+    for split in ("train", "valid", "test"):
+        p = ev["lengths"][split]
         q = p["quantiles"]
         lines.append(
             f"| {split} | {p['rows']} | {p['mean']:.1f} | {q['50']:.0f} | {q['90']:.0f} "
             f"| {q['99']:.0f} | {p['share_le_5']:.1%} | {p['share_le_10']:.1%} "
             f"| {p['share_gt_20']:.1%} | {p['share_gt_50']:.1%} |"
         )
+    pop = ev["lengths"].get("popularity")
+    if pop:
+        lines += [
+            "",
+            f"Item popularity (training positives per item, {pop['items']} items): the top "
+            f"10% of items take {pop['top10pct_share_of_positives']:.0%} of the positives; a "
+            f"clicked item has {pop['mean_count_positive']:.1f} positives on average (median "
+            f"{pop['median_count_positive']:.0f}), a uniformly drawn negative candidate "
+            f"{pop['mean_count_negative']:.1f} (median {pop['median_count_negative']:.0f}).",
+        ]
     models = ev["models"]
     lines += [
         "",
