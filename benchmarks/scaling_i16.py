@@ -65,6 +65,7 @@ def run_one(csv: Path, schema: Path, threads: int, workdir: Path, tag: str) -> d
         f"output_dir={out_dir}",
     ]  # fmt: skip
     peaks = {"VmHWM": 0, "RssAnon": 0, "RssFile": 0}
+    timeline: list[tuple[float, int, int]] = []  # (s, RssAnon MB, RssFile MB), once a second
     start = time.perf_counter()
     child = subprocess.Popen(
         cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -72,18 +73,31 @@ def run_one(csv: Path, schema: Path, threads: int, workdir: Path, tag: str) -> d
     done = threading.Event()
 
     def sample() -> None:
+        ticks = 0
         while not done.is_set():
-            for k, v in _status_kb(child.pid).items():
+            status = _status_kb(child.pid)
+            for k, v in status.items():
                 if k in peaks:
                     peaks[k] = max(peaks[k], v)
+            if ticks % 10 == 0 and status:
+                t = round(time.perf_counter() - start, 1)
+                timeline.append(
+                    (t, status.get("RssAnon", 0) // 1024, status.get("RssFile", 0) // 1024)
+                )
+            ticks += 1
             time.sleep(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    log, _ = child.communicate()
+    assert child.stdout is not None
+    lines = [f"{time.perf_counter() - start:7.1f}s {line}" for line in child.stdout]
+    child.wait()
+    log = "".join(lines)  # each line with the second it arrived (the timeline's clock)
     done.set()
     sampler.join()
     wall = time.perf_counter() - start
+    (workdir / f"run_{tag}.log").write_text(log)
+    (workdir / f"run_{tag}.timeline.json").write_text(json.dumps(timeline))
     if child.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{log[-3000:]}")
     summary = json.loads((out_dir / "metrics.json").read_text())

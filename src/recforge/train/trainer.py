@@ -36,6 +36,7 @@ from recforge import metrics
 from recforge.config import TrainConfig
 from recforge.data.encode.sampling import NegativeSampler
 from recforge.data.loader import BatchLoader
+from recforge.data.read.stream import release_memory
 from recforge.distributed import ddp as distributed
 from recforge.distributed.engine import CHECKPOINT as CHECKPOINT
 from recforge.distributed.engine import TrainingEngine, build_engine
@@ -349,6 +350,9 @@ class Trainer:
             # dropout etc.: a function of the epoch
             torch.manual_seed(cfg.seed * 7919 + epoch + rank_offset)
             record = self._train_epoch(loader, generator, epoch)
+            # the epoch's freed activations go back to the OS before validation allocates
+            # its own (otherwise the heap keeps both: +500 MB at the end of a 10M-row epoch)
+            release_memory()
             if valid is not None and len(valid):
                 record.update({f"valid_{k}": v for k, v in self.evaluate(valid).items()})
                 value = record[f"valid_{self.monitor}"]
