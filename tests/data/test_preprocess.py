@@ -225,3 +225,45 @@ def test_a_sequence_column_empty_on_every_row_means_no_behaviours():
         )  # fmt: skip
     )
     assert data.lengths["hist"].tolist() == [0, 0] and not data.sequences["hist"].any()
+
+
+def test_kept_lookups_encode_every_chunk_as_index_in_does():
+    """Inside keep_lookups the per-field vocabulary index built once gives the ids a fresh
+    ``index_in`` gives: known, unknown and null values, string and integer columns, chunks with
+    different dictionaries, and a column whose type differs from the vocabulary's."""
+    schema = Schema(
+        fields=(CategoricalField("s"), CategoricalField("n"), CategoricalField("f")),
+        label="y",
+    )
+    rng = np.random.default_rng(0)
+    train = pa.table(
+        {
+            "s": [f"v{i}" for i in rng.integers(0, 50, 400)],
+            "n": pa.array(rng.integers(0, 30, 400), pa.int64()),
+            "f": [f"w{i}" for i in rng.integers(0, 5, 400)],
+            "y": rng.integers(0, 2, 400).astype(np.float32),
+        }
+    )
+    pre = Preprocessor(schema).fit(train)
+    chunks = []
+    for k in range(4):
+        s = [None if i % 7 == 0 else f"v{i}" for i in rng.integers(0, 80, 60)]  # unknown > 49
+        chunks.append(
+            pa.table(
+                {
+                    "s": pa.array(s).dictionary_encode() if k % 2 else pa.array(s),
+                    "n": pa.array([None, *rng.integers(0, 45, 59)], pa.int64()),
+                    "f": pa.array([f"w{i}" for i in rng.integers(0, 9, 60)], pa.large_string()),
+                    "y": np.zeros(60, np.float32),
+                }
+            )
+        )
+    fresh = [pre.transform(c) for c in chunks]
+    with pre.keep_lookups():
+        kept = [pre.transform(c) for c in chunks]
+        assert set(pre._kept) >= {"s"}  # the index was kept
+    assert pre._kept is None
+    for a, b in zip(fresh, kept, strict=True):
+        np.testing.assert_array_equal(a.sparse, b.sparse)
+    ids = np.concatenate([k.sparse for k in kept])
+    assert (ids[:, 0] == 0).any() and (ids[:, 0] > 0).any()  # unknown/null and known both met

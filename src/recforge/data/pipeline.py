@@ -386,6 +386,7 @@ def encode_streaming(cfg: DataConfig, seed: int, folder: Path) -> EncodedRun:
             (Path(p), code) for code, p in ((1, cfg.valid), (2, cfg.test)) if p is not None
         ]
         started = False
+        stack.enter_context(pre.keep_lookups())  # one vocabulary index per field, all chunks
         for path, code in sources:
             for chunk, codes in chunks(path):
                 if not started:
@@ -529,10 +530,12 @@ def encode_per_rank(cfg: DataConfig, seed: int, exchange: parts.Exchange) -> Enc
     if first is not None:  # fixes names, dtypes and widths even where a split has no rows here
         for piece in pieces:
             piece.append(pre.transform(first.slice(0, 0)))
-    for code, chunks in local.items():
-        for c, table in split(code, chunks):
-            if table.num_rows:
-                pieces[c].append(_with_groups(pre.transform(table), table, schema, groups[c]))
+    with pre.keep_lookups():
+        for code, chunks in local.items():
+            for c, table in split(code, chunks):
+                if table.num_rows:
+                    encoded = pre.transform(table)
+                    pieces[c].append(_with_groups(encoded, table, schema, groups[c]))
     del local
     encode_s = time.perf_counter() - start - read_s - fit_s
     encode_cpu = time.process_time() - cpu - read_cpu - fit_cpu

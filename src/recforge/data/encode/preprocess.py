@@ -8,11 +8,12 @@ exactly as training did.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,41 @@ class Preprocessor:
         self.vocabs: dict[str, pa.Array] = {}
         self.numeric: dict[str, dict[str, Any]] = {}
         self.fitted = False
+        self._kept: dict[str, Any] | None = None  # field -> vocabulary index (keep_lookups)
+
+    @contextlib.contextmanager
+    def keep_lookups(self) -> Iterator[Preprocessor]:
+        """Within the block, every categorical field's vocabulary index is built once and reused
+        by each :meth:`transform` (a ``pandas.Index`` hash table per field).
+
+        ``pyarrow.compute.index_in`` rebuilds its hash table of the whole vocabulary on every
+        call, which is nothing for one table but dominates a streamed encode of hundreds of
+        chunks: on a 10M-row, 2.4 GB CSV (vocabularies up to 694k values) the encode took 231 s
+        for 8M + 2M rows, against 9.5 s for the 1M-row file. The streaming pipeline encodes
+        inside this block. The index costs memory in proportion to the vocabulary.
+        """
+        self._kept = {}
+        try:
+            yield self
+        finally:
+            self._kept = None
+
+    def _vocab_ids(self, name: str, values: pa.Array) -> np.ndarray:
+        """Vocabulary position + 1 of each of ``values`` (0: unknown or null)."""
+        vocab = self.vocabs[name]
+        kept = self._kept
+        plain = pa.types.is_string(vocab.type) or pa.types.is_integer(vocab.type)
+        if kept is None or values.type != vocab.type or not plain:
+            return _lookup(values, vocab)
+        index = kept.get(name)
+        if index is None:
+            import pandas as pd  # lazily: only a streamed encode pays its import
+
+            index = kept[name] = pd.Index(vocab.to_numpy(zero_copy_only=False))
+        ids = index.get_indexer(values.to_numpy(zero_copy_only=False)) + 1
+        if values.null_count:
+            ids[np.asarray(values.is_null())] = 0
+        return ids.astype(np.int32)
 
     # ---- fit ---------------------------------------------------------------------------
     def fit(self, table: pa.Table) -> Preprocessor:
@@ -348,7 +384,7 @@ class Preprocessor:
                 if f.hash_buckets:
                     per_value = _hash_ids(pa.chunked_array([dictionary]), f.hash_buckets)
                 else:
-                    per_value = _lookup(dictionary, self.vocabs[f.name])
+                    per_value = self._vocab_ids(f.name, dictionary)
                 return lambda a, b: _gather_ids(per_value, _row_codes(col, a, b))
             edges = np.asarray(self.numeric[f.name]["edges"], dtype=np.float64)
             col = table.column(f.source)
