@@ -57,7 +57,7 @@ class ModelConfig:
         embedding_dim: Embedding dimension for all fields; ``None`` uses the schema's.
         sparse: Sparse embedding gradients, so optimizer work scales with the rows a batch
             touches (lazy Adam on those rows: untouched rows keep their moments, as TensorFlow's
-            ``LazyAdam`` and ``torch.optim.SparseAdam``). ``auto`` (the default) lets the
+            ``LazyAdam`` and PyTorch's ``SparseAdam``). ``auto`` (the default) lets the
             engine decide per table when training starts: sparse for a table of at least
             :data:`SPARSE_MIN_ROWS` rows, and at least
             :data:`SPARSE_MIN_RATIO` times the ids one batch looks up, where the dense update
