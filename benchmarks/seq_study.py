@@ -196,9 +196,17 @@ def table(runs: list[dict]) -> str:
 
 
 # ---- evidence: why DIEN trails DIN (learning curves, auxiliary loss, attention, lengths) ----
-EVIDENCE_MODELS = {"Base": "base_seq", "DIN": "din", "DIEN": "dien"}
+# label -> (model, overrides, folder): the shipped defaults, and DIEN with the released code's
+# kind of auxiliary negatives
+EVIDENCE_MODELS: dict[str, tuple[str, list[str], str]] = {
+    "Base": ("base_seq", [], "Base"),
+    "DIN": ("din", [], "DIN"),
+    "DIEN": ("dien", [], "DIEN"),
+    "DIEN, in-batch negatives": ("dien", ["model.params.negatives=in_batch"], "DIEN_in_batch"),
+}
 # validation history lengths, inclusive ranges (Beauty's validation rows have 3 to 100)
 BUCKETS = ((1, 3), (4, 4), (5, 5), (6, 10), (11, 20), (21, 100))
+IB = "DIEN, in-batch negatives"
 MARKER = "<!-- hand-written below this line: seq_study.py keeps it when it rewrites the file -->"
 
 
@@ -217,14 +225,16 @@ def _snapshot(folder: Path, snaps: Path, saved: int) -> int:
     return max(n, saved)
 
 
-def train_kept(model: str, seed: int, path: str, config: Path, out: Path) -> None:
+def train_kept(
+    model: str, overrides: list[str], seed: int, path: str, config: Path, out: Path
+) -> None:
     """One ``recforge train`` run into ``out`` (kept), each epoch's weights in ``out_epochs``."""
     snaps = out.with_name(out.name + "_epochs")
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(snaps, ignore_errors=True)
     snaps.mkdir(parents=True)
     stage = out.parent / f".{out.name}.partial"  # where the run writes until it has finished
-    cmd = train_command(model, [], seed, path, config, out)
+    cmd = train_command(model, overrides, seed, path, config, out)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     saved = 0
@@ -365,10 +375,10 @@ def evidence(dataset: str, path: str, seed: int, workdir: Path) -> dict[str, Any
     rng = np.random.default_rng(0)
     train_rows = np.sort(rng.choice(prepared.train.num_rows, 30_000, replace=False))
     result: dict[str, Any] = {"seed": seed, "lengths": length_profile(prepared), "models": {}}
-    for label, model_name in EVIDENCE_MODELS.items():
-        out = workdir / label
+    for label, (model_name, overrides, folder) in EVIDENCE_MODELS.items():
+        out = workdir / folder
         if not (out / "metrics.json").exists():
-            train_kept(model_name, seed, path, config, out)
+            train_kept(model_name, overrides, seed, path, config, out)
         bundle = load_bundle(out / "bundle")
         model = bundle.model.eval()
         valid = bundle.preprocessor.transform(prepared.valid)
@@ -416,6 +426,10 @@ def _f(x: float, digits: int = 4) -> str:
     return "—" if x is None or x != x else f"{x:.{digits}f}"
 
 
+def _d(x: float) -> str:
+    return "—" if x != x else f"{x:+.4f}"
+
+
 def evidence_markdown(ev: dict[str, Any]) -> str:
     """The evidence tables (history lengths, learning curves, AUC by history length)."""
     lines = [
@@ -459,8 +473,9 @@ def evidence_markdown(ev: dict[str, Any]) -> str:
         "",
         "| epoch | Base valid AUC | DIN valid AUC | DIEN valid AUC | DIEN train loss "
         "| DIEN aux loss train / valid | DIEN aux pair accuracy, uniform / in-batch negatives "
-        "| attention entropy DIN / DIEN | DIEN ‖h'(T)‖ / ‖h_t‖ |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| attention entropy DIN / DIEN | DIEN ‖h'(T)‖ / ‖h_t‖ "
+        f"| {IB} valid AUC | {IB}: aux pair accuracy, uniform / in-batch negatives |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     epochs = max(len(m["curve"]) for m in models.values())
 
@@ -476,8 +491,9 @@ def evidence_markdown(ev: dict[str, Any]) -> str:
         best = {k: "**" if m["best_epoch"] == e else "" for k, m in models.items()}
         cells = [
             f"{best.get(k, '')}{_f(curve(k, e, 'valid_auc'))}{best.get(k, '')}"
-            for k in ("Base", "DIN", "DIEN")
+            for k in ("Base", "DIN", "DIEN", IB)
         ]
+        ib_cell = cells.pop()
         lines.append(
             f"| {e} | {' | '.join(cells)} | {_f(curve('DIEN', e, 'train_loss'))} "
             f"| {_f(stat('DIEN', e, 'train_aux_loss_uniform'))} / "
@@ -486,22 +502,27 @@ def evidence_markdown(ev: dict[str, Any]) -> str:
             f"{_f(stat('DIEN', e, 'aux_accuracy_in_batch'), 3)} "
             f"| {_f(stat('DIN', e, 'attention_entropy'), 3)} / "
             f"{_f(stat('DIEN', e, 'attention_entropy'), 3)} "
-            f"| {_f(stat('DIEN', e, 'final_norm'), 2)} / {_f(stat('DIEN', e, 'state_norm'), 2)} |"
+            f"| {_f(stat('DIEN', e, 'final_norm'), 2)} / {_f(stat('DIEN', e, 'state_norm'), 2)} "
+            f"| {ib_cell} | {_f(stat(IB, e, 'aux_accuracy_uniform'), 3)} / "
+            f"{_f(stat(IB, e, 'aux_accuracy_in_batch'), 3)} |"
         )
     lines += [
         "",
         "Validation AUC by history length (best epoch's weights; bold above):",
         "",
-        "| history length | share of valid rows | Base | DIN | DIEN | DIEN − DIN |",
-        "|---|---:|---:|---:|---:|---:|",
+        f"| history length | share of valid rows | Base | DIN | DIEN | DIEN − DIN | {IB} "
+        f"| {IB} − DIN |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     shares = ev["lengths"]["valid"]["buckets"]
     for i, (lo, hi) in enumerate(BUCKETS):
         by = {k: m["valid_auc_by_length"][i] for k, m in models.items()}
+        nan = float("nan")
         name = f"{lo}" if lo == hi else f"{lo}–{hi}"
         lines.append(
             f"| {name} | {shares[i]:.1%} | {_f(by.get('Base'))} | {_f(by.get('DIN'))} "
-            f"| {_f(by.get('DIEN'))} | {by.get('DIEN', 0) - by.get('DIN', 0):+.4f} |"
+            f"| {_f(by.get('DIEN'))} | {_d(by.get('DIEN', nan) - by.get('DIN', nan))} "
+            f"| {_f(by.get(IB))} | {_d(by.get(IB, nan) - by.get('DIN', nan))} |"
         )
     return "\n".join(lines) + "\n"
 
