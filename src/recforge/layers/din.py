@@ -67,6 +67,23 @@ class ActivationUnit(nn.Module):
         per_behaviour = torch.cat([keys, keys * q], dim=-1)  # (R, 2D)
         return torch.addmm(per_sample[rows], per_behaviour, torch.cat([w_k + w_d, w_p], 1).T)
 
+    def real_weights(
+        self, keys: torch.Tensor, query: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The weights of the real behaviours only.
+
+        Shape:
+            keys ``(R, D)`` (the real behaviours, in row-major order of ``mask``), query
+            ``(B, D)``, rows ``(R,)`` (each behaviour's sample), mask ``(B, L)`` -> ``(R,)``.
+        """
+        hidden = self.first_layer(keys, query, rows)  # (R, H)
+        real_scores = self.mlp.forward_from(1, hidden).squeeze(-1)  # (R,)
+        if not self.softmax:
+            return real_scores
+        # a finite fill keeps rows without any behaviour free of NaN (they have no weights)
+        scores = real_scores.new_full(mask.shape, -1e9).masked_scatter(mask, real_scores)
+        return torch.softmax(scores, dim=-1)[mask]
+
     def forward(
         self, keys: torch.Tensor, query: torch.Tensor, lengths: torch.Tensor
     ) -> torch.Tensor:
@@ -74,14 +91,8 @@ class ActivationUnit(nn.Module):
         mask = length_mask(lengths, L)  # (B, L)
         # score the real behaviours only (padding costs nothing and cannot leak in)
         rows = torch.arange(B, device=keys.device)[:, None].expand(B, L)[mask]  # (R,)
-        hidden = self.first_layer(keys[mask], query, rows)  # (R, H)
-        real_scores = self.mlp.forward_from(1, hidden).squeeze(-1)  # (R,)
-        scores = real_scores.new_zeros(B, L).masked_scatter(mask, real_scores)
-        if self.softmax:
-            # a finite fill keeps rows without any behaviour free of NaN (their weights are 0)
-            scores = scores.masked_fill(~mask, -1e9)
-            return torch.softmax(scores, dim=-1) * mask
-        return scores * mask
+        weights = self.real_weights(keys[mask], query, rows, mask)  # (R,)
+        return weights.new_zeros(B, L).masked_scatter(mask, weights)
 
 
 class AttentionPooling(nn.Module):

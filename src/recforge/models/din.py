@@ -25,7 +25,8 @@ import torch
 
 from recforge.features import Batch, Schema
 from recforge.layers.din import ActivationUnit, AttentionPooling
-from recforge.layers.sequence import init_tables
+from recforge.layers.embedding import FeatureEmbedding, length_mask
+from recforge.layers.sequence import init_tables, static_graph
 from recforge.models.behaviour import AttentionConfig, BehaviourModel
 from recforge.models.registry import ModelSpec
 
@@ -63,8 +64,36 @@ class DIN(BehaviourModel):
         return self.attention.unit(*self.embed_behaviours(batch))
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        user_interest, _ = self.attention(*self.embed_behaviours(batch))  # (B, Dk), Eq. 3
+        if static_graph() or not isinstance(self.embedding, FeatureEmbedding):
+            # a recorded graph (export) or TorchRec's tables: the padded (B, L, Dk) path
+            user_interest, _ = self.attention(*self.embed_behaviours(batch))  # (B, Dk), Eq. 3
+        else:
+            user_interest = self.attend_real(batch)
         return self.score(batch, user_interest)  # (B,)
+
+    def attend_real(self, batch: Batch) -> torch.Tensor:
+        """Eq. 3 computed on the real behaviours only: ``(B, Dk)``.
+
+        Only the real positions' ids are embedded (so the embedding backward and the gathers
+        do not pay for padding: half the positions of the peer benchmark's histories), their
+        weights come from :meth:`ActivationUnit.real_weights` and the weighted sum is one
+        ``index_add`` per sample; the ``(B, L, Dk)`` block is never built. Equal to
+        ``self.attention(*self.embed_behaviours(batch))[0]`` up to the order of the sums.
+        """
+        pairs = self.behaviours
+        lengths = batch.lengths[pairs[0][0]]
+        B = lengths.shape[0]
+        width = max(int(lengths.max()), 1) if B else 1
+        mask = length_mask(lengths, width)  # (B, L')
+        rows = torch.arange(B, device=lengths.device)[:, None].expand(B, width)[mask]  # (R,)
+        keys = torch.cat(
+            [self.embedding.lookup(s, batch.sequences[s][:, :width][mask]) for s, _ in pairs],
+            dim=-1,
+        )  # (R, Dk)
+        query = torch.cat([self.embedding.field(batch, t) for _, t in pairs], dim=-1)  # (B, Dk)
+        weights = self.attention.unit.real_weights(keys, query, rows, mask)  # (R,)
+        pooled = keys.new_zeros(B, keys.shape[-1])
+        return pooled.index_add_(0, rows, weights.unsqueeze(-1).to(keys.dtype) * keys)
 
 
 SPEC = ModelSpec(
