@@ -17,6 +17,10 @@ Variants (extra flags, stripped before bench_common parses the contract's argume
                   contract's values: an experiment knob (e.g. --param alpha=0 for DIEN without the
                   auxiliary loss, --param embedding_init_std=0.0001 for the peers' N(0, 1e-4)
                   embeddings); the options appear in the peer name
+  --dien-in-batch DIEN: the auxiliary loss's negatives drawn from the batch's real behaviours
+                  (negatives=in_batch) instead of the data's uniform negative columns, which are
+                  then not read (benchmarks/results/seq_beauty.md: uniform negatives are solved
+                  by popularity and teach the extractor little)
   --din-dice-bn   DIN: the output MLP with Dice and batch norm (torch-rechub's hard-wired DIN MLP)
                   instead of the contract's ReLU without batch norm; the attention unit stays ReLU
 The peer name in the JSON record carries the variant ("recforge", "recforge_bf16", ...).
@@ -58,6 +62,7 @@ def main(argv=None):
     dense_emb = _pop_flag(argv, "--dense-emb")
     no_batch_norm = _pop_flag(argv, "--no-batch-norm")
     din_dice_bn = _pop_flag(argv, "--din-dice-bn")
+    dien_in_batch = _pop_flag(argv, "--dien-in-batch")
     extra_params = {}
     while "--param" in argv:
         i = argv.index("--param")
@@ -74,6 +79,7 @@ def main(argv=None):
     peer += "_dense" if dense_emb else ""
     peer += "_nobn" if no_batch_norm else ""
     peer += "_dicebn" if din_dice_bn else ""
+    peer += "_inbatch" if dien_in_batch else ""
     peer += "".join(f"_{k}={v}" for k, v in extra_params.items())
     with bc.Bench(peer, args, version_modules=("recforge", "pyarrow")) as b:
         import numpy as np
@@ -92,7 +98,7 @@ def main(argv=None):
             if args.model in ("din", "dien"):
                 L = args.max_len
                 negs = ()
-                if args.model == "dien":  # the data's negative behaviours (gen_data.py --negatives)
+                if args.model == "dien" and not dien_in_batch:  # the data's negative behaviours (gen_data.py --negatives)
                     negs = (SequenceField(bc.DIEN_NEG[0], max_len=L, separator="^", aligned_with="hist_item_id",
                                           share_embedding_with="item_id"),
                             SequenceField(bc.DIEN_NEG[1], max_len=L, separator="^", aligned_with="hist_item_id",
@@ -142,6 +148,8 @@ def main(argv=None):
             params = {"hidden": hp["hidden_units"], "activation": hp["activation"],
                       "attention_hidden": hp["att_hidden_units"], "attention_activation": hp["activation"],
                       "dropout": hp["dropout"], "alpha": hp["dien_alpha"], "negative_behaviours": list(bc.DIEN_NEG)}
+            if dien_in_batch:
+                params.update(negatives="in_batch", negative_behaviours=None)
         elif args.model == "dcn":
             params = {"hidden": hp["hidden_units"], "activation": hp["activation"], "dropout": hp["dropout"],
                       "cross_layers": hp["cross_layers"]}
