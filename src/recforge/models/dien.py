@@ -20,8 +20,8 @@ The authors' released code (mouna99/dien, ``script/data_iterator.py``) draws eac
 the list of all reviews, so popular items more often, with the item's own category: the
 ``in_batch`` kind. Where the click task's negative candidates are uniformly drawn items (the
 DIN papers' Amazon protocol), uniform auxiliary negatives teach the extractor little beyond
-item popularity; on Amazon Beauty ``in_batch`` lifts DIEN's validation AUC by 0.0098 (paired,
-seeds 1-3; 0.8230 against 0.8132) and brings it level with DIN
+item popularity; on Amazon Beauty ``in_batch`` lifts DIEN's validation AUC by 0.0096 (paired,
+seeds 1-4; 0.8234 against 0.8138) and brings it level with DIN
 (``benchmarks/results/seq_beauty.md``). The default stays ``uniform`` until it is measured on
 more seeds and data.
 """
