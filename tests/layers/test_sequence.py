@@ -8,6 +8,16 @@ import torch
 from recforge.layers.sequence import MaskedGRU
 
 
+def _gates(cell: MaskedGRU, x_t: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The GRU's keep gate ``z_t`` and candidate ``n_t`` at one step, written out."""
+    H = cell.hidden_dim
+    gi = x_t @ cell.weight_ih.T + cell.bias_ih
+    gh = h @ cell.weight_hh.T + cell.bias_hh
+    r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+    z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
+    return z, torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+
+
 def _pair(mode: str = "gru") -> tuple[MaskedGRU, torch.nn.GRU]:
     torch.manual_seed(0)
     ref = torch.nn.GRU(5, 7, batch_first=True)
@@ -88,10 +98,7 @@ def test_agru_and_aigru_follow_their_equations() -> None:
     h = torch.zeros(2, H)
     out, _ = agru(x, lengths, attention=att)
     for t in range(3):
-        gi = x[:, t] @ agru.weight_ih.T + agru.bias_ih
-        gh = h @ agru.weight_hh.T + agru.bias_hh
-        r = torch.sigmoid(gi[:, :H] + gh[:, :H])
-        n = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+        _, n = _gates(agru, x[:, t], h)
         h = (1 - att[:, t : t + 1]) * h + att[:, t : t + 1] * n
         torch.testing.assert_close(out[:, t], h)
 
@@ -158,11 +165,7 @@ def test_released_augru_scales_the_keep_gate() -> None:
     h = torch.zeros(3, H)
     out, last = ours(x, lengths, attention=att)
     for t in range(4):
-        gi = x[:, t] @ ours.weight_ih.T + ours.bias_ih
-        gh = h @ ours.weight_hh.T + ours.bias_hh
-        r = torch.sigmoid(gi[:, :H] + gh[:, :H])
-        z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
-        n = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+        z, n = _gates(ours, x[:, t], h)
         keep = (1 - att[:, t : t + 1]) * z
         step = (t < lengths)[:, None]
         h = torch.where(step, keep * h + (1 - keep) * n, h)
@@ -172,9 +175,7 @@ def test_released_augru_scales_the_keep_gate() -> None:
     ref_out, _ = ref(x)
     torch.testing.assert_close(ours(x, full, attention=torch.zeros(3, 4))[0], ref_out)
     zero_keep, _ = ours(x[:, :1], torch.ones(3, dtype=torch.long), attention=torch.ones(3, 1))
-    gi = x[:, 0] @ ours.weight_ih.T + ours.bias_ih
-    r = torch.sigmoid(gi[:, :H] + ours.bias_hh[:H])
-    cand = torch.tanh(gi[:, 2 * H :] + r * ours.bias_hh[2 * H :])
+    _, cand = _gates(ours, x[:, 0], torch.zeros(3, H))
     torch.testing.assert_close(zero_keep[:, 0], cand)
 
 

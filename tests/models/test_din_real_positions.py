@@ -6,23 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recforge.features import CategoricalField, Schema, SequenceField, random_batch
+from recforge.features import Schema, random_batch
 from recforge.models import registry
-
-
-def _schema() -> Schema:
-    return Schema(
-        fields=(
-            CategoricalField("user_id", group="user", vocab_size=30),
-            CategoricalField("item_id", group="item", vocab_size=60),
-            CategoricalField("item_category", group="item", vocab_size=9),
-            SequenceField("hist_item_ids", max_len=7, share_embedding_with="item_id"),
-            SequenceField("hist_cats", max_len=7, share_embedding_with="item_category"),
-        ),
-        user_key="user_id",
-        item_key="item_id",
-        embedding_dim=8,
-    )
 
 
 def _padded(model, batch):  # noqa: ANN001, ANN202
@@ -33,8 +18,10 @@ def _padded(model, batch):  # noqa: ANN001, ANN202
 @pytest.mark.parametrize("softmax", [True, False])
 @pytest.mark.parametrize("activation", ["dice", "relu"])
 @pytest.mark.parametrize("training", [True, False])
-def test_real_positions_equal_the_padded_path(softmax: bool, activation: str, training: bool):
-    schema = _schema()
+def test_real_positions_equal_the_padded_path(
+    tiny_schema: Schema, softmax: bool, activation: str, training: bool
+):
+    schema = tiny_schema
     batch = random_batch(schema, 48, torch.Generator().manual_seed(4))
     batch.lengths["hist_item_ids"][:3] = 0  # rows without behaviours
     batch.lengths["hist_cats"][:3] = 0
@@ -42,6 +29,9 @@ def test_real_positions_equal_the_padded_path(softmax: bool, activation: str, tr
     torch.manual_seed(0)
     model = registry.build("din", schema, {**params, "hidden": [16], "attention_hidden": [8]})
     model.train(training)
+    taken = []
+    real_path = model.attend_real
+    model.attend_real = lambda b: taken.append(1) or real_path(b)  # type: ignore[method-assign]
     grads = []
     outs = []
     for fn in (model, lambda b: _padded(model, b)):
@@ -50,6 +40,7 @@ def test_real_positions_equal_the_padded_path(softmax: bool, activation: str, tr
         (out * torch.linspace(-1, 1, len(out))).sum().backward()
         outs.append(out.detach())
         grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert taken == [1]  # the model's forward took the real-positions path, the reference did not
     torch.testing.assert_close(outs[0], outs[1], atol=1e-6, rtol=1e-5)
     assert len(grads[0]) == len(grads[1])
     for a, b in zip(grads[0], grads[1], strict=True):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recforge.layers.embedding import length_mask
+from recforge.layers.embedding import length_mask, mask_rows
 from recforge.layers.mlp import MLP, Tower
 
 _PAPER_UNIT = Tower(hidden=(36,), activation="dice")  # the paper's unit: 36 units with Dice
@@ -87,11 +87,10 @@ class ActivationUnit(nn.Module):
     def forward(
         self, keys: torch.Tensor, query: torch.Tensor, lengths: torch.Tensor
     ) -> torch.Tensor:
-        B, L, _ = keys.shape
+        B, L, _ = keys.shape  # (B, L, D)
         mask = length_mask(lengths, L)  # (B, L)
         # score the real behaviours only (padding costs nothing and cannot leak in)
-        rows = torch.arange(B, device=keys.device)[:, None].expand(B, L)[mask]  # (R,)
-        weights = self.real_weights(keys[mask], query, rows, mask)  # (R,)
+        weights = self.real_weights(keys[mask], query, mask_rows(mask), mask)  # (R,)
         return weights.new_zeros(B, L).masked_scatter(mask, weights)
 
 

@@ -16,6 +16,9 @@ from torch import nn
 
 from recforge.features import Batch, Schema
 
+TABLE_INIT_STD = 1e-2
+"""Standard deviation of the embedding tables' default normal draw."""
+
 
 class FusedEmbedding(nn.Module):
     """Several fields' embedding tables fused into one, indexed through per-field offsets.
@@ -31,7 +34,11 @@ class FusedEmbedding(nn.Module):
     """
 
     def __init__(
-        self, vocab_sizes: Sequence[int], dim: int, sparse: bool = False, init_std: float = 1e-2
+        self,
+        vocab_sizes: Sequence[int],
+        dim: int,
+        sparse: bool = False,
+        init_std: float = TABLE_INIT_STD,
     ) -> None:
         super().__init__()
         if any(v <= 0 for v in vocab_sizes):
@@ -67,6 +74,13 @@ class FusedEmbedding(nn.Module):
 def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     """Boolean ``(B, L)`` mask, True on the first ``lengths[b]`` positions of each row."""
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def mask_rows(mask: torch.Tensor) -> torch.Tensor:
+    """The row (sample) of each True position of a ``(B, L)`` mask, in row-major order: ``(R,)``,
+    aligned with ``values[mask]``."""
+    B, L = mask.shape
+    return torch.arange(B, device=mask.device)[:, None].expand(B, L)[mask]
 
 
 def masked_sum(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -40,11 +40,9 @@ import torch
 from torch import nn
 
 from recforge.features import Batch, Schema, SequenceField
-from recforge.layers.embedding import FeatureEmbedding, length_mask
+from recforge.layers.embedding import TABLE_INIT_STD, FeatureEmbedding, length_mask, mask_rows
 
 log = logging.getLogger(__name__)
-
-_TABLE_INIT_STD = 1e-2  # FusedEmbedding's default draw, which FeatureEmbedding's tables use
 
 Mode = Literal["gru", "aigru", "agru", "augru", "augru_released"]
 MODES: tuple[str, ...] = ("gru", "aigru", "agru", "augru", "augru_released")
@@ -313,10 +311,42 @@ def embed_behaviours(
     if static_graph():  # a graph keeps the padded width (the cut would freeze a data value)
         keys = torch.cat([embedding.sequence(batch, s) for s, _ in pairs], dim=-1)
     else:
-        width = max(int(lengths.max()), 1) if len(lengths) else 1
+        width = _longest(lengths)
         keys = torch.cat([embedding.sequence(batch, s)[:, :width] for s, _ in pairs], dim=-1)
-    query = torch.cat([embedding.field(batch, t) for _, t in pairs], dim=-1)
-    return keys, query, lengths
+    return keys, _candidate(embedding, pairs, batch), lengths
+
+
+def embed_real_behaviours(
+    embedding: FeatureEmbedding, pairs: tuple[tuple[str, str], ...], batch: Batch
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The real behaviours only, as :func:`embed_behaviours` would give them after ``[mask]``.
+
+    Only the real positions' ids are looked up, so the gathers and the embedding backward do
+    not pay for padding, and no ``(B, L, Dk)`` block is built.
+
+    Shape:
+        -> keys ``(R, Dk)`` (row-major over the mask), query ``(B, Dk)``, rows ``(R,)`` (each
+        behaviour's sample) and the mask ``(B, L')`` of the real positions.
+    """
+    lengths = batch.lengths[pairs[0][0]]
+    mask = length_mask(lengths, _longest(lengths))
+    keys = torch.cat(
+        [embedding.lookup(s, batch.sequences[s][:, : mask.shape[1]][mask]) for s, _ in pairs],
+        dim=-1,
+    )
+    return keys, _candidate(embedding, pairs, batch), mask_rows(mask), mask
+
+
+def _longest(lengths: torch.Tensor) -> int:
+    """The longest history of a batch (at least 1): the width every row can be cut to."""
+    return max(int(lengths.max()), 1) if len(lengths) else 1
+
+
+def _candidate(
+    embedding: FeatureEmbedding, pairs: tuple[tuple[str, str], ...], batch: Batch
+) -> torch.Tensor:
+    """The candidate ``[e_item; e_cat; ...]`` over the pairs' target fields: ``(B, Dk)``."""
+    return torch.cat([embedding.field(batch, t) for _, t in pairs], dim=-1)
 
 
 def sample_behaviours(
@@ -371,4 +401,4 @@ def init_tables(embedding: FeatureEmbedding, std: float | None) -> None:
         return
     with torch.no_grad():
         for table in embedding.tables.values():
-            table.weight.mul_(std / _TABLE_INIT_STD)
+            table.weight.mul_(std / TABLE_INIT_STD)

@@ -22,8 +22,10 @@ the list of all reviews, so popular items more often, with the item's own catego
 DIN papers' Amazon protocol), uniform auxiliary negatives teach the extractor little beyond
 item popularity; on Amazon Beauty ``in_batch`` lifts DIEN's validation AUC by 0.0096 (paired,
 seeds 1-4; 0.8234 against 0.8138) and brings it level with DIN
-(``benchmarks/results/seq_beauty.md``). The default stays ``uniform`` until it is measured on
-more seeds and data.
+(``benchmarks/results/seq_beauty.md``). The default stays ``uniform``: on the peer benchmark's
+synthetic behaviour log, whose behaviours are independent draws, ``in_batch`` loses 0.020 test AUC
+(``benchmarks/results/dien_negatives_harness_s7.md``); ``in_batch`` is the setting for
+popularity-skewed logs like Amazon's.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ import torch
 
 from recforge.features import Batch, Schema
 from recforge.layers.din import ActivationUnit, AttentionPooling
-from recforge.layers.embedding import FeatureEmbedding, length_mask
-from recforge.layers.sequence import init_tables, static_graph
+from recforge.layers.embedding import FeatureEmbedding
+from recforge.layers.sequence import embed_real_behaviours, init_tables, static_graph
 from recforge.models.behaviour import AttentionConfig, BehaviourModel
 from recforge.models.registry import ModelSpec
 
@@ -74,25 +74,15 @@ class DIN(BehaviourModel):
     def attend_real(self, batch: Batch) -> torch.Tensor:
         """Eq. 3 computed on the real behaviours only: ``(B, Dk)``.
 
-        Only the real positions' ids are embedded (so the embedding backward and the gathers
-        do not pay for padding: half the positions of the peer benchmark's histories), their
-        weights come from :meth:`ActivationUnit.real_weights` and the weighted sum is one
-        ``index_add`` per sample; the ``(B, L, Dk)`` block is never built. Equal to
-        ``self.attention(*self.embed_behaviours(batch))[0]`` up to the order of the sums.
+        The real behaviours come from :func:`~recforge.layers.sequence.embed_real_behaviours`
+        (padding is never looked up: half the positions of the peer benchmark's histories),
+        their weights from :meth:`ActivationUnit.real_weights`, and the weighted sum is one
+        ``index_add``. Equal to ``self.attention(*self.embed_behaviours(batch))[0]`` up to the
+        order of the sums.
         """
-        pairs = self.behaviours
-        lengths = batch.lengths[pairs[0][0]]
-        B = lengths.shape[0]
-        width = max(int(lengths.max()), 1) if B else 1
-        mask = length_mask(lengths, width)  # (B, L')
-        rows = torch.arange(B, device=lengths.device)[:, None].expand(B, width)[mask]  # (R,)
-        keys = torch.cat(
-            [self.embedding.lookup(s, batch.sequences[s][:, :width][mask]) for s, _ in pairs],
-            dim=-1,
-        )  # (R, Dk)
-        query = torch.cat([self.embedding.field(batch, t) for _, t in pairs], dim=-1)  # (B, Dk)
+        keys, query, rows, mask = embed_real_behaviours(self.embedding, self.behaviours, batch)
         weights = self.attention.unit.real_weights(keys, query, rows, mask)  # (R,)
-        pooled = keys.new_zeros(B, keys.shape[-1])
+        pooled = keys.new_zeros(mask.shape[0], keys.shape[-1])
         return pooled.index_add_(0, rows, weights.unsqueeze(-1).to(keys.dtype) * keys)
 
 
