@@ -148,3 +148,33 @@ def test_batch_norm_takes_a_one_row_training_batch() -> None:
     torch.testing.assert_close(bn.running_mean, before[0])
     one.sum().backward()  # and it trains the affine parameters
     assert bn.weight.grad is not None
+
+
+@pytest.mark.parametrize("act", ["relu", "dice", "tanh"])
+def test_eval_mlp_with_folded_batch_norm_equals_the_layers_one_by_one(act: str) -> None:
+    """In evaluation mode each ``Linear -> BatchNorm`` runs as one folded ``Linear`` (and ReLU in
+    place under no-grad): outputs and input gradients equal the unfused layers'."""
+    torch.manual_seed(0)
+    mlp = MLP(6, Tower(hidden=(5, 4), activation=act, batch_norm=True, dropout=0.3), output_dim=2)
+    mlp.train()
+    for _ in range(3):  # running statistics and affine parameters away from their init
+        mlp(torch.randn(32, 6) * 3 + 1)
+    with torch.no_grad():
+        for m in mlp.net:
+            if isinstance(m, BatchNorm):
+                m.weight.uniform_(0.5, 2.0)
+                m.bias.uniform_(-1.0, 1.0)
+    mlp.eval()
+    x = torch.randn(16, 6, requires_grad=True)
+    reference = mlp.net(x)  # nn.Sequential: each layer on its own
+    (ref_grad,) = torch.autograd.grad(reference.sum(), x)
+    out = mlp(x)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    torch.testing.assert_close(out, reference, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(grad, ref_grad, atol=1e-6, rtol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(mlp(x), reference, atol=1e-6, rtol=1e-6)
+    # the fold reads the current statistics: a changed running mean changes the output
+    with torch.no_grad():
+        mlp.net[1].running_mean += 1.0
+        assert not torch.allclose(mlp(x), reference)

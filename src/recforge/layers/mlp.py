@@ -179,8 +179,56 @@ class MLP(nn.Module):
     ) -> torch.Tensor:
         """The layers from ``net[start]`` on (a caller that computed the first ones itself)."""
         layers = self.net if start == 0 else self.net[start:]
+        if not self.training and x.dim() == 2:
+            return _inference(layers, x, mask)
         if not self._masked:
             return layers(x)
         for layer in layers:
             x = layer(x, mask) if isinstance(layer, Dice) else layer(x)
         return x
+
+
+def _folded(linear: nn.Linear, norm: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight and bias of ``norm(linear(x))`` with ``norm`` in evaluation mode.
+
+    Evaluation-mode batch norm is the affine map ``(z - mean) * gamma / sqrt(var + eps) + beta``
+    of each unit, so it folds into the linear layer before it:
+    ``W' = diag(scale) W`` and ``b' = scale * (b - mean) + beta``. Folding costs one pass over
+    the weight; applying batch norm costs one pass over the batch's activations.
+    """
+    scale = torch.rsqrt(norm.running_var + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight
+    bias = linear.bias if linear.bias is not None else torch.zeros_like(norm.running_mean)
+    bias = (bias - norm.running_mean) * scale
+    if norm.bias is not None:
+        bias = bias + norm.bias
+    return linear.weight * scale.unsqueeze(1), bias
+
+
+def _inference(layers: nn.Sequential, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The blocks in evaluation mode, each ``Linear -> BatchNorm`` pair as one folded ``Linear``
+    and ReLU in place when no gradient is recorded (both save a pass over the activations)."""
+    mods = list(layers)
+    inplace = not torch.is_grad_enabled()
+    i = 0
+    while i < len(mods):
+        layer = mods[i]
+        after = mods[i + 1] if i + 1 < len(mods) else None
+        if (
+            isinstance(layer, nn.Linear)
+            and isinstance(after, nn.BatchNorm1d)
+            and after.running_mean is not None
+            and after.running_var is not None
+        ):
+            x = F.linear(x, *_folded(layer, after))
+            i += 2
+            continue
+        if isinstance(layer, nn.ReLU):
+            x = F.relu(x, inplace=inplace)
+        elif isinstance(layer, Dice):
+            x = layer(x, mask)
+        else:
+            x = layer(x)
+        i += 1
+    return x
