@@ -178,3 +178,23 @@ def test_eval_mlp_with_folded_batch_norm_equals_the_layers_one_by_one(act: str) 
     with torch.no_grad():
         mlp.net[1].running_mean += 1.0
         assert not torch.allclose(mlp(x), reference)
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_training_tower_with_in_place_relu_has_the_out_of_place_gradients(batch_norm: bool) -> None:
+    """The tower's ReLU runs in place; outputs and every gradient equal out-of-place ReLU's."""
+    torch.manual_seed(0)
+    mlp = MLP(6, Tower(hidden=(5, 4), batch_norm=batch_norm), output_dim=1)
+    assert all(m.inplace for m in mlp.net if isinstance(m, nn.ReLU))
+    reference = MLP(6, Tower(hidden=(5, 4), batch_norm=batch_norm), output_dim=1)
+    reference.load_state_dict(mlp.state_dict())
+    for m in reference.net:
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    x = torch.randn(16, 6)
+    out, ref = mlp(x), reference(x)
+    torch.testing.assert_close(out, ref)
+    out.pow(2).sum().backward()
+    ref.pow(2).sum().backward()
+    for p, q in zip(mlp.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad)

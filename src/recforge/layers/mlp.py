@@ -135,7 +135,12 @@ class Tower:
     def block(self, width: int) -> list[nn.Module]:
         """What follows a hidden ``Linear`` of ``width`` units: ``[BatchNorm], act, [Dropout]``."""
         layers: list[nn.Module] = [BatchNorm(width)] if self.batch_norm else []
-        layers.append(activation(self.activation, width))
+        act = activation(self.activation, width)
+        if isinstance(act, nn.ReLU):
+            # in place: what it follows (a Linear's or batch norm's fresh output) is not saved
+            # for either one's backward, and ReLU's own backward needs only its result
+            act.inplace = True
+        layers.append(act)
         if self.dropout > 0:
             layers.append(nn.Dropout(self.dropout))
         return layers
