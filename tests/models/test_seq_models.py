@@ -332,3 +332,32 @@ def test_embedding_init_std_redraws_only_the_tables(name: str) -> None:
         assert torch.equal(a, b)
         if not k.startswith("embedding.tables."):
             assert torch.equal(a, c), k
+
+
+@pytest.mark.parametrize("name", ["base_seq", "din", "dien"])
+def test_glorot_linear_init_redraws_every_linear_layer(name: str) -> None:
+    """``linear_init: glorot`` (the released TF code's default): every Linear of the MLP and of
+    the activation unit is U(-a, a) with a = sqrt(6 / (fan_in + fan_out)) and has zero bias;
+    the embedding tables are untouched."""
+    from recforge.config import ConfigError
+
+    schema = _schema(with_negatives=name == "dien")
+    torch.manual_seed(0)
+    default = registry.build(name, schema, {"hidden": [64, 32]})
+    torch.manual_seed(0)
+    glorot = registry.build(name, schema, {"hidden": [64, 32], "linear_init": "glorot"})
+    linears = [m for m in glorot.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) >= 3
+    for m in linears:
+        fan_out, fan_in = m.weight.shape
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        assert float(m.weight.abs().max()) <= bound
+        assert m.bias is None or not m.bias.any()
+        if m.weight.numel() >= 1000:  # uniform on [-a, a] has std a / sqrt(3)
+            assert float(m.weight.std()) == pytest.approx(bound / 3**0.5, rel=0.1)
+    first = default.mlp.net[0]
+    assert float(first.weight.abs().max()) <= first.in_features**-0.5  # torch's default bound
+    for key, table in glorot.embedding.tables.items():
+        assert torch.equal(table.weight, default.embedding.tables[key].weight)
+    with pytest.raises(ConfigError, match="linear_init: must be one of torch, glorot"):
+        registry.build(name, schema, {"linear_init": "he"})

@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
+from recforge.config import FieldValueError
 from recforge.features import Batch, Schema
 from recforge.layers.embedding import FeatureEmbedding
 from recforge.layers.mlp import MLP, Tower
@@ -43,6 +45,11 @@ class BehaviourConfig(TowerConfig):
         skip_fields: Sparse/dense fields left out of the MLP input (e.g. ``user_id``).
         batch_norm: Off (the papers' MLP, and the setting the Amazon Beauty study chose the
             other defaults with); the CTR towers' default is on.
+        linear_init: How every fully connected layer (the MLP's, the activation unit's) is
+            initialised: ``torch`` (PyTorch's default, uniform with variance ``1/(3 fan_in)``)
+            or ``glorot`` (Glorot & Bengio's uniform with variance ``2/(fan_in + fan_out)``
+            and zero biases: TensorFlow's default for ``tf.layers.dense``, which the DIN and
+            DIEN authors' released code uses, and FuxiCTR's).
     """
 
     hidden: tuple[int, ...] = (200, 80)
@@ -50,6 +57,19 @@ class BehaviourConfig(TowerConfig):
     batch_norm: bool = False
     behaviours: tuple[tuple[str, str], ...] | None = None
     skip_fields: tuple[str, ...] = ()
+    linear_init: str = "torch"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.linear_init not in LINEAR_INITS:
+            raise FieldValueError(
+                "model.params",
+                "linear_init",
+                f"must be one of {', '.join(LINEAR_INITS)}, got {self.linear_init!r}",
+            )
+
+
+LINEAR_INITS = ("torch", "glorot")
 
 
 @dataclass(frozen=True)
@@ -98,7 +118,15 @@ class BehaviourModel(RecModel):
     def build_mlp(self, summary_dim: int) -> MLP:
         """The MLP over the other features and a behaviour summary ``summary_dim`` wide."""
         width = len(self.columns) if self.columns is not None else self.embedding.output_dim
-        return MLP(width + summary_dim, self.cfg, output_dim=1)  # type: ignore[arg-type]
+        mlp = MLP(width + summary_dim, self.cfg, output_dim=1)  # type: ignore[arg-type]
+        if self.cfg.linear_init == "glorot":  # type: ignore[attr-defined]
+            # every Linear built so far (the summary layers come first) and the MLP's
+            for module in (*self.modules(), *mlp.modules()):
+                if isinstance(module, nn.Linear):
+                    nn.init.xavier_uniform_(module.weight)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
+        return mlp
 
     def other_features(self, batch: Batch) -> torch.Tensor:
         """User profile, candidate and context embeddings, concatenated: ``(B, W)``."""
