@@ -9,7 +9,8 @@ of the next real behaviour against a sampled negative (Eq. 5):
 ``L_aux = -1/N sum_i sum_t [log s(h_t, e_{t+1}) + log(1 - s(h_t, e'_{t+1}))]`` with
 ``s(x, y) = sigmoid(<x, y>)``. The *interest evolving* layer runs an attentional GRU over the
 ``h_t``, with attention ``a_t`` between each ``h_t`` and the candidate (a DIN-style unit with a
-softmax over the history); AUGRU scales the update gate by ``a_t`` (Eq. 6-7), AGRU and AIGRU
+softmax over the history, as in the released code; ``attention: bilinear`` is the paper's
+``softmax_t(h_t W e_a)``); AUGRU scales the update gate by ``a_t`` (Eq. 6-7), AGRU and AIGRU
 are the paper's variants. Its final state joins the other features in the MLP.
 
 Negative behaviours for the auxiliary loss come from a declared negative-sequence field
@@ -65,7 +66,9 @@ class DIENConfig(AttentionConfig):
         negative_behaviours: Sequence fields holding the negative behaviours, one per
             behaviour pair, aligned with the history (overrides ``negatives``).
         pooling: How the raw behaviours are summarised next to the evolved interest: ``sum``
-            (the official code's ``item_his_eb_sum``) or ``mean`` over the real behaviours.
+            (the official code's ``item_his_eb_sum``), ``mean`` over the real behaviours, or
+            ``none`` (the paper's text: the MLP sees ``h'(T)`` and the other features only, as
+            in DeepCTR-Torch and torch-rechub; needs ``candidate_product: false``).
         candidate_product: Also feed the MLP the candidate times that summary, element-wise
             (the official code's ``item_eb * item_his_eb_sum``; not in the paper's text). On by
             default: without this explicit match term DIEN falls below DIN (Amazon Beauty,
@@ -74,6 +77,11 @@ class DIENConfig(AttentionConfig):
             (``benchmarks/results/seq_beauty.md``, ``demo_i20.md``).
         embedding_init_std: Standard deviation of the embeddings' normal initialisation;
             ``None`` keeps the tables' 0.01 (the peers draw from ``N(0, 1e-4)``).
+        attention: ``mlp``, a DIN activation unit with a softmax over the history (the
+            released code's ``din_fcn_attention``), or ``bilinear``, the paper's attention
+            function (Sec. 4.3) ``a_t = softmax_t(h_t W e_a)`` (torch-rechub's). On the peer
+            harness's log neither beats the other (one seed: 0.6586 vs 0.6553 test AUC,
+            ``benchmarks/results/dien_harness_gap_s8.md``).
     """
 
     gru_hidden: int | None = None
@@ -82,9 +90,32 @@ class DIENConfig(AttentionConfig):
     aux_net: Literal["inner", "mlp"] = "inner"
     negatives: Literal["uniform", "in_batch"] = "uniform"
     negative_behaviours: tuple[str, ...] | None = None
-    pooling: Literal["sum", "mean"] = "sum"
+    pooling: Literal["sum", "mean", "none"] = "sum"
     candidate_product: bool = True
     embedding_init_std: float | None = None
+    attention: Literal["mlp", "bilinear"] = "mlp"
+
+
+class BilinearAttention(nn.Module):
+    """The paper's attention function (Sec. 4.3): ``a_t = exp(h_t W e_a) / sum_j exp(h_j W e_a)``
+    over the real steps.
+
+    Shape:
+        states ``(B, L, H)``, query ``(B, Dk)``, lengths ``(B,)`` -> weights ``(B, L)``, 0 on
+        padding.
+    """
+
+    def __init__(self, hidden_dim: int, query_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(query_dim, hidden_dim, bias=False)  # W e_a, once per sample
+
+    def forward(
+        self, states: torch.Tensor, query: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        scores = torch.einsum("blh,bh->bl", states, self.proj(query))  # (B, L)
+        mask = length_mask(lengths, states.shape[1])
+        weights = torch.softmax(scores.masked_fill(~mask, -1e9), dim=-1)
+        return weights * mask.to(weights.dtype)
 
 
 class DIEN(BehaviourModel):
@@ -96,8 +127,12 @@ class DIEN(BehaviourModel):
         negs = tuple(cfg.negative_behaviours or ())
         super().__init__(schema, cfg, exclude=negs)
         init_tables(self.embedding, cfg.embedding_init_std)
-        if cfg.pooling not in ("sum", "mean"):
-            raise ValueError(f"pooling must be 'sum' or 'mean', got {cfg.pooling!r}")
+        if cfg.pooling not in ("sum", "mean", "none"):
+            raise ValueError(f"pooling must be 'sum', 'mean' or 'none', got {cfg.pooling!r}")
+        if cfg.pooling == "none" and cfg.candidate_product:
+            raise ValueError("candidate_product needs a pooled history (pooling 'sum' or 'mean')")
+        if cfg.attention not in ("mlp", "bilinear"):
+            raise ValueError(f"attention must be 'mlp' or 'bilinear', got {cfg.attention!r}")
         if negs and len(negs) != len(self.behaviours):
             raise ValueError("negative_behaviours needs one sequence field per behaviour pair")
         for neg, (_, target) in zip(negs, self.behaviours, strict=False):
@@ -107,33 +142,46 @@ class DIEN(BehaviourModel):
         h = cfg.gru_hidden or dk
         self.extractor = MaskedGRU(dk, h, "gru")
         self.evolution = MaskedGRU(h, h, "gru" if cfg.evolution == "gru" else cfg.evolution)
-        self.query_proj = nn.Linear(dk, h, bias=False) if h != dk else nn.Identity()
-        self.attention = ActivationUnit(h, cfg.attention_tower, softmax=True)
+        unit_proj = h != dk and cfg.attention == "mlp"  # the bilinear W maps e_a itself
+        self.query_proj = nn.Linear(dk, h, bias=False) if unit_proj else nn.Identity()
+        if cfg.attention == "bilinear":
+            self.attention = BilinearAttention(h, dk)
+        else:
+            self.attention = ActivationUnit(h, cfg.attention_tower, softmax=True)
         if cfg.aux_net == "mlp":
             self.aux = MLP(h + dk, Tower((100, 50), "sigmoid"), output_dim=1)
         else:
             self.aux_proj = nn.Linear(h, dk, bias=False) if h != dk else nn.Identity()
-        self.mlp = self.build_mlp(h + dk + (dk if cfg.candidate_product else 0))
+        pooled = 0 if cfg.pooling == "none" else dk
+        self.mlp = self.build_mlp(h + pooled + (dk if cfg.candidate_product else 0))
 
     def _interests(self, batch: Batch) -> dict[str, torch.Tensor]:
         keys, query, lengths = self.embed_behaviours(batch)
         states, _ = self.extractor(keys, lengths)  # (B, L, H): interest extractor
-        att = self.attention(states, self.query_proj(query), lengths)  # (B, L), softmax
+        if self.cfg.attention == "bilinear":
+            att = self.attention(states, query, lengths)  # (B, L), softmax of h_t W e_a
+        else:
+            att = self.attention(states, self.query_proj(query), lengths)  # (B, L), softmax
         _, final = self.evolution(states, lengths, attention=att)  # (B, H): h'(T)
-        pool = masked_mean if self.cfg.pooling == "mean" else masked_sum
-        history = pool(keys, lengths)  # (B, Dk) pooled behaviours
-        parts = [final, history]
-        if self.cfg.candidate_product:
+        parts = [final]
+        history = None
+        if self.cfg.pooling != "none":
+            pool = masked_mean if self.cfg.pooling == "mean" else masked_sum
+            history = pool(keys, lengths)  # (B, Dk) pooled behaviours
+            parts.append(history)
+        if history is not None and self.cfg.candidate_product:
             parts.append(query * history)  # (B, Dk)
-        return {
+        out: dict[str, torch.Tensor] = {
             "summary": torch.cat(parts, dim=1),  # what joins the other features in the MLP
             "keys": keys,
             "lengths": lengths,
             "states": states,
             "att": att,
             "final": final,
-            "history": history,
         }
+        if history is not None:
+            out["history"] = history
+        return out
 
     def attention_weights(self, batch: Batch) -> torch.Tensor:
         """The attention ``a_t`` of each time step on the candidate: ``(B, L)``, 0 on padding."""
