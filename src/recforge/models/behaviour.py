@@ -53,7 +53,7 @@ class BehaviourConfig(TowerConfig):
             ``1/(3 fan_in)``). Chosen on validation: Amazon Beauty, 5 seeds, Base 0.8128 ->
             0.8186 and DIN 0.8240 -> 0.8271 validation AUC; on the peer harness's behaviour
             log DIN's one-epoch test AUC 0.695 -> 0.711 (``benchmarks/results/seq_beauty_s8.md``,
-            ``din_glorot_harness_s8.md``).
+            ``din_glorot_harness_s8.md``). DIEN redeclares ``torch`` (see its config).
     """
 
     hidden: tuple[int, ...] = (200, 80)
