@@ -152,8 +152,8 @@ def test_batch_norm_takes_a_one_row_training_batch() -> None:
 
 @pytest.mark.parametrize("act", ["relu", "dice", "tanh"])
 def test_eval_mlp_with_folded_batch_norm_equals_the_layers_one_by_one(act: str) -> None:
-    """In evaluation mode each ``Linear -> BatchNorm`` runs as one folded ``Linear`` (and ReLU in
-    place under no-grad): outputs and input gradients equal the unfused layers'."""
+    """In evaluation mode each ``Linear -> BatchNorm`` runs as one folded ``Linear`` (the
+    tower's ReLU in place): outputs and input gradients equal the unfused layers'."""
     torch.manual_seed(0)
     mlp = MLP(6, Tower(hidden=(5, 4), activation=act, batch_norm=True, dropout=0.3), output_dim=2)
     mlp.train()

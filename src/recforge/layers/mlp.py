@@ -213,13 +213,11 @@ def _folded(linear: nn.Linear, norm: nn.BatchNorm1d) -> tuple[torch.Tensor, torc
 
 def _inference(layers: nn.Sequential, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """The blocks in evaluation mode, each ``Linear -> BatchNorm`` pair as one folded ``Linear``
-    and ReLU in place when no gradient is recorded (both save a pass over the activations)."""
+    (one pass fewer over the activations per block)."""
     mods = list(layers)
-    inplace = not torch.is_grad_enabled()
     i = 0
     while i < len(mods):
-        layer = mods[i]
-        after = mods[i + 1] if i + 1 < len(mods) else None
+        layer, after = mods[i], mods[i + 1] if i + 1 < len(mods) else None
         if (
             isinstance(layer, nn.Linear)
             and isinstance(after, nn.BatchNorm1d)
@@ -228,12 +226,7 @@ def _inference(layers: nn.Sequential, x: torch.Tensor, mask: torch.Tensor | None
         ):
             x = F.linear(x, *_folded(layer, after))
             i += 2
-            continue
-        if isinstance(layer, nn.ReLU):
-            x = F.relu(x, inplace=inplace)
-        elif isinstance(layer, Dice):
-            x = layer(x, mask)
         else:
-            x = layer(x)
-        i += 1
+            x = layer(x, mask) if isinstance(layer, Dice) else layer(x)
+            i += 1
     return x

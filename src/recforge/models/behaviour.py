@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
-from recforge.config import FieldValueError
 from recforge.features import Batch, Schema
 from recforge.layers.embedding import FeatureEmbedding
 from recforge.layers.mlp import MLP, Tower
@@ -61,19 +61,7 @@ class BehaviourConfig(TowerConfig):
     batch_norm: bool = False
     behaviours: tuple[tuple[str, str], ...] | None = None
     skip_fields: tuple[str, ...] = ()
-    linear_init: str = "glorot"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.linear_init not in LINEAR_INITS:
-            raise FieldValueError(
-                "model.params",
-                "linear_init",
-                f"must be one of {', '.join(LINEAR_INITS)}, got {self.linear_init!r}",
-            )
-
-
-LINEAR_INITS = ("torch", "glorot")
+    linear_init: Literal["torch", "glorot"] = "glorot"
 
 
 @dataclass(frozen=True)

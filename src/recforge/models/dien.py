@@ -90,7 +90,7 @@ class DIENConfig(AttentionConfig):
             with a ReLU MLP Glorot lifts the one-epoch test AUC from 0.655 to 0.684.
     """
 
-    linear_init: str = "torch"
+    linear_init: Literal["torch", "glorot"] = "torch"
     gru_hidden: int | None = None
     evolution: Literal["augru", "agru", "aigru", "gru", "augru_released"] = "augru"
     alpha: float = 1.0
