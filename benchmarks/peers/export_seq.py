@@ -14,6 +14,12 @@ The split is not 90/10, so the runners take the last N rows as test with --test-
 (bench_common.split_point); N is printed and stored in <out>.meta.json.  Ids are recforge's
 (1-based; 0 stays free for padding; string ids, as in MovieLens, are coded 1..V in sorted order,
 one code table per id column shared with its history), item_category -> cate_id, hist_cats -> hist_cate_id.
+
+--negatives adds DIEN's negative behaviours, neg_hist_item_id and neg_hist_cate_id, as gen_data.py --negatives
+does on the synthetic log: one negative per real behaviour (same lengths, aligned with the history), an item
+drawn uniformly from the items of the exported rows (targets and histories) with that item's own category,
+from a separate random stream (np.random.default_rng([--neg-seed, 1]), drawn in file order), so the other
+columns are byte-identical with or without the flag.
 """
 import argparse
 import json
@@ -22,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -63,15 +70,46 @@ def encode(t, codes):
     return t
 
 
+def item_categories(tables):
+    """The items of the (encoded) tables, targets and histories, sorted, and each one's category.  An item
+    seen with several categories keeps its most frequent one (ties: the smallest); their count is returned."""
+    items = np.concatenate([np.asarray(pc.list_flatten(t["hist_item_ids"])) for t in tables]
+                           + [np.asarray(t["item_id"]) for t in tables])
+    cats = np.concatenate([np.asarray(pc.list_flatten(t["hist_cats"])) for t in tables]
+                          + [np.asarray(t["item_category"]) for t in tables])
+    pairs, counts = np.unique(np.stack([items, cats], axis=1), axis=0, return_counts=True)
+    order = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))   # per item: most frequent, then smallest category
+    pairs = pairs[order]
+    first = np.concatenate([[True], pairs[1:, 0] != pairs[:-1, 0]])
+    return pairs[first, 0], pairs[first, 1], int(len(pairs) - first.sum())
+
+
+def add_negatives(tables, seed):
+    """neg_hist_item_ids / neg_hist_cats for every table, drawn in table order from one stream."""
+    item_ids, item_cate, ambiguous = item_categories(tables)
+    rng = np.random.default_rng([seed, 1])
+    out = []
+    for t in tables:
+        lengths = np.asarray(pc.list_value_length(t["hist_item_ids"]))
+        offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+        draw = rng.integers(0, len(item_ids), int(lengths.sum()))
+        t = t.append_column("neg_hist_item_ids", pa.ListArray.from_arrays(offsets, pa.array(item_ids[draw])))
+        out.append(t.append_column("neg_hist_cats", pa.ListArray.from_arrays(offsets, pa.array(item_cate[draw]))))
+    return out, {"neg_seed": seed, "neg_items": int(len(item_ids)), "items_with_several_categories": ambiguous}
+
+
 def to_harness(t):
     def joined(col):
         return pc.binary_join(pc.cast(t[col], pa.list_(pa.string())), "^")
     if pc.min(pc.list_value_length(t["hist_item_ids"])).as_py() < 1:
         raise SystemExit("empty histories: the harness's pad_seq_strings needs at least one id per row")
-    return pa.table({
+    cols = {
         "label": pc.cast(t["label"], pa.int8()), "user_id": t["user_id"], "item_id": t["item_id"],
         "cate_id": t["item_category"], "hist_item_id": joined("hist_item_ids"), "hist_cate_id": joined("hist_cats"),
-    })
+    }
+    if "neg_hist_item_ids" in t.column_names:
+        cols.update(neg_hist_item_id=joined("neg_hist_item_ids"), neg_hist_cate_id=joined("neg_hist_cats"))
+    return pa.table(cols)
 
 
 def main():
@@ -80,6 +118,9 @@ def main():
     ap.add_argument("--path", default=None, help="raw data folder (default: the shared copy)")
     ap.add_argument("--max-len", type=int, default=50, help="history length given to recforge's loader")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--negatives", action="store_true", help="also write neg_hist_item_id/neg_hist_cate_id (DIEN's "
+                    "auxiliary-loss negatives: one uniform item per behaviour, with its own category)")
+    ap.add_argument("--neg-seed", type=int, default=2024, help="seed of the negatives' own random stream")
     args = ap.parse_args()
     t0 = time.time()
     default_path, module, fn = DATASETS[args.dataset]
@@ -87,14 +128,19 @@ def main():
     prepare = getattr(importlib.import_module(module), fn)
     ds = prepare(Path(args.path or default_path), max_len=args.max_len)
     codes = int_codes([ds.train, ds.test])
-    train, test = to_harness(encode(ds.train, codes)), to_harness(encode(ds.test, codes))
+    train, test = encode(ds.train, codes), encode(ds.test, codes)
+    neg_meta = {"negatives": False}
+    if args.negatives:
+        (train, test), neg_meta = add_negatives([train, test], args.neg_seed)
+        neg_meta["negatives"] = True
+    train, test = to_harness(train), to_harness(test)
     table = pa.concat_tables([train, test])
     meta = {"kind": f"recforge_{args.dataset}_din", "loader": f"{module}.{fn}", "max_len": args.max_len,
             "rows": table.num_rows, "train_rows": train.num_rows, "test_rows": test.num_rows,
             "dropped_valid_rows": ds.valid.num_rows,
             "train_ctr": float(pc.mean(train["label"]).as_py()), "test_ctr": float(pc.mean(test["label"]).as_py()),
             "int_coded": sorted(c for c in codes if not c.startswith("hist")),
-            "runner_args": f"--test-rows {test.num_rows}", "gen_s": round(time.time() - t0, 2)}
+            "runner_args": f"--test-rows {test.num_rows}", **neg_meta, "gen_s": round(time.time() - t0, 2)}
     gen_data.write(table, meta, args.out)
     print(json.dumps(meta))
 
