@@ -166,6 +166,11 @@ class TrainConfig:
         patience: Epochs without improvement before stopping; 0 disables early stopping.
         lr_patience: Epochs without improvement before the learning rate is reduced; 0 disables.
         lr_factor: Factor of each learning-rate reduction.
+        grad_clip_norm: Before each step, scale every gradient down so that their joint L2
+            norm is at most this value (``torch.nn.utils.clip_grad_norm_``'s rule; FuxiCTR's
+            ``max_gradient_norm``, 10 there); 0 (the default) never clips. A sparse embedding
+            gradient counts as the dense gradient it stands for (duplicate rows summed). Not
+            with the ``torchrec`` engine's fused tables, whose gradients never materialise.
         seed: Random seed (data order, initialisation, dropout, negative sampling).
         bf16: Run forward passes under bfloat16 autocast.
         device: ``cpu``, ``cuda`` or ``auto``.
@@ -229,6 +234,7 @@ class TrainConfig:
     patience: int = 2
     lr_patience: int = 1
     lr_factor: float = 0.1
+    grad_clip_norm: float = 0.0
     seed: int = 2026
     bf16: bool = False
     device: str = "auto"
@@ -257,6 +263,7 @@ class TrainConfig:
             _positive("train", self, key)
         for key in ("embedding_l2", "dense_l2", "wide_beta", "wide_l1", "wide_l2"):
             _non_negative("train", self, key)
+        _non_negative("train", self, "grad_clip_norm")
         _open_unit("train", self, "lr_factor")
 
 

@@ -77,6 +77,36 @@ class SparseRowAdam(torch.optim.Optimizer):
         return loss
 
 
+@torch.no_grad()
+def clip_gradients(parameters: Iterable[nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Scale the gradients in place so that their joint L2 norm is at most ``max_norm``.
+
+    The rule of ``torch.nn.utils.clip_grad_norm_`` (factor ``min(1, max_norm / (norm +
+    1e-6))``), extended to sparse gradients: a sparse embedding gradient holds one row per
+    lookup, so it is coalesced first (duplicate rows summed) and its norm is that of the dense
+    gradient it stands for; it stays coalesced, which the sparse optimizers accept.
+
+    Returns:
+        The joint norm before clipping (a scalar tensor; 0 when there is no gradient).
+    """
+    grads: list[torch.Tensor] = []  # the dense tensors to scale (a sparse one's values)
+    for p in parameters:
+        if p.grad is None:
+            continue
+        if p.grad.is_sparse:
+            p.grad = p.grad.coalesce()
+            grads.append(p.grad._values())
+        else:
+            grads.append(p.grad)
+    if not grads:
+        return torch.zeros(())
+    total = torch.nn.utils.get_total_norm(grads)
+    factor = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for g in grads:  # one call per parameter tensor
+        g.mul_(factor.to(g.device, g.dtype))
+    return total
+
+
 def embedding_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """(sparse-gradient embedding weights, dense-gradient embedding weights)."""
     sparse, dense = [], []

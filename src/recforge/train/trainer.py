@@ -43,7 +43,7 @@ from recforge.distributed.engine import TrainingEngine, build_engine
 from recforge.features import Batch, EncodedData
 from recforge.io import atomic_write, atomic_write_text
 from recforge.models.base import SPARSE_MIN_RATIO, SPARSE_MIN_ROWS, RecModel
-from recforge.train.optim import build_optimizers, scale_lr
+from recforge.train.optim import build_optimizers, clip_gradients, scale_lr
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,12 @@ class Trainer:
         if model.cfg.sparse == "auto" and not nccl and not fused:
             resolve_sparse_tables(model, cfg)
         self.optimizers = build_optimizers(model, cfg, fused)
+        if cfg.grad_clip_norm > 0 and fused:
+            raise ValueError(
+                "train.grad_clip_norm needs every gradient, but the torchrec engine's fused "
+                "tables update inside the backward pass; drop grad_clip_norm or use engine ddp"
+            )
+        self._clipped = [p for p in model.parameters() if p.requires_grad]
         self.negative_fn = negative_fn
         self._sampler: NegativeSampler | None = None  # training positives (ranking)
         self._positives: EncodedData | None = None
@@ -418,6 +424,8 @@ class Trainer:
                 (loss * (world.size * len(batch) / self._shard[2])).backward()
             else:
                 loss.backward()
+            if self.cfg.grad_clip_norm > 0:
+                clip_gradients(self._clipped, self.cfg.grad_clip_norm)
             for opt in self.optimizers:
                 opt.step()
             self.engine.step()
