@@ -63,9 +63,12 @@ class ActivationUnit(nn.Module):
         first = self.mlp.net[0]
         w_k, w_q, w_d, w_p = first.weight.split(keys.shape[-1], dim=1)
         per_sample = torch.nn.functional.linear(query, w_q - w_d, first.bias)  # (B, H)
-        q = query[rows]
+        # index_select, not [rows]: its backward is an index_add (parallel), where advanced
+        # indexing's is a serial accumulating index_put (2.7x slower for (R, 80) on one thread)
+        q = query.index_select(0, rows)
         per_behaviour = torch.cat([keys, keys * q], dim=-1)  # (R, 2D)
-        return torch.addmm(per_sample[rows], per_behaviour, torch.cat([w_k + w_d, w_p], 1).T)
+        bias = per_sample.index_select(0, rows)  # (R, H)
+        return torch.addmm(bias, per_behaviour, torch.cat([w_k + w_d, w_p], 1).T)
 
     def real_weights(
         self, keys: torch.Tensor, query: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor
