@@ -162,7 +162,29 @@ class MaskedGRU(nn.Module):
         attention: torch.Tensor | None,
         h0: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The recurrence step by step (the attention-gated modes), on the active rows only."""
+        """The recurrence step by step on the active rows: :func:`masked_recurrence`, a loop
+        without autograd and a hand-written backward (training, and every mode's inference but
+        the plain GRU's); :meth:`_reference_steps` under autocast (its ops' dtype policy)."""
+        if torch.is_autocast_enabled(x.device.type):
+            return self._reference_steps(x, lengths, attention, h0)
+        # rows sorted by length (longest first): at step t the first n_t of them are the ones
+        # still inside their sequence
+        order = torch.argsort(lengths, descending=True, stable=True)
+        counts = _active_counts(lengths[order], x.shape[1])
+        h = x.new_zeros(x.shape[0], self.hidden_dim) if h0 is None else h0
+        att = attention.to(x.dtype) if attention is not None and self.mode in GATED else None
+        weights = (self.weight_ih, self.bias_ih, self.weight_hh, self.bias_hh)
+        return masked_recurrence(x, h, att, weights, order, counts, self.mode)
+
+    def _reference_steps(
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor,
+        attention: torch.Tensor | None,
+        h0: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The recurrence step by step in autograd ops, on the active rows only: the reference
+        that :func:`masked_recurrence` is tested against (and the path under autocast)."""
         B, L, _ = x.shape
         H = self.hidden_dim
         # rows sorted by length (longest first): at step t only the first n_t rows are still
@@ -247,6 +269,234 @@ def _attention_keep(mode: str, a: torch.Tensor, z: torch.Tensor) -> torch.Tensor
     if mode == "augru":
         return 1.0 - a * (1.0 - z)
     return (1.0 - a) * z
+
+
+def _active_counts(sorted_lengths: torch.Tensor, steps: int) -> list[int]:
+    """Rows still inside their sequence at each step, for lengths sorted longest first (one
+    host sync per call, not per step)."""
+    t = torch.arange(steps, device=sorted_lengths.device)
+    return (sorted_lengths[None, :] > t[:, None]).sum(1).tolist()
+
+
+Weights = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def masked_recurrence(
+    x: torch.Tensor,
+    h0: torch.Tensor,
+    att: torch.Tensor | None,
+    weights: Weights,
+    order: torch.Tensor,
+    counts: list[int],
+    mode: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recurrence of :class:`MaskedGRU` on the active rows, as one autograd node.
+
+    The forward runs the steps without building a graph and keeps each step's gates; the
+    backward is a hand-written loop back through the steps (:class:`_MaskedRecurrence`), equal
+    to autograd's through :meth:`MaskedGRU._reference_steps`. Without gradients it runs the
+    forward loop alone. Step ``t`` gathers its active rows ``order[:n_t]`` (the rows sorted by
+    length, longest first) and scatters its states back, so no ``(B, L, .)`` block is permuted
+    or built beyond the output, and every tensor of the loop is one step's: buffers of a few
+    times ``(B, L, H)`` would be fresh ``mmap`` pages on every call, whose first writes cost
+    more than the arithmetic.
+
+    Args:
+        x: Inputs ``(B, L, I)``.
+        h0: Initial states ``(B, H)``.
+        att: Attention ``(B, L)`` for the gated modes (``agru``, ``augru``,
+            ``augru_released``), else ``None``.
+        weights: ``weight_ih (3H, I)``, ``bias_ih (3H,)``, ``weight_hh (3H, H)``,
+            ``bias_hh (3H,)``.
+        order: The rows sorted by length, longest first ``(B,)``.
+        counts: Rows active at each of the ``L`` steps (non-increasing).
+        mode: The :class:`MaskedGRU` mode (``aigru`` scales its input beforehand, so it runs
+            as ``gru`` here).
+
+    Returns:
+        Outputs ``(B, L, H)`` (zero past each row's length) and the final states ``(B, H)``.
+    """
+    if att is None or mode not in GATED:
+        att, mode = None, "gru"
+    tensors = (x, h0, att, *weights)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return _MaskedRecurrence.apply(x, h0, att, *weights, order, counts, mode)
+    out, last, _ = _recurrence_forward(x, h0, att, weights, order, counts, mode, save=False)
+    return out, last
+
+
+def _keep_weight(
+    mode: str, z: torch.Tensor, a: torch.Tensor | None, one_minus_a: torch.Tensor | None
+) -> torch.Tensor:
+    """:func:`_attention_keep` from ``a`` and ``1 - a`` (``(n, 1)`` columns) in at most one
+    op: AUGRU's ``1 - a (1 - z) = (1 - a) + a z``."""
+    if mode == "gru":
+        return z
+    if mode == "agru":
+        return one_minus_a  # type: ignore[return-value]
+    if mode == "augru":
+        return torch.addcmul(one_minus_a, a, z)  # type: ignore[arg-type]
+    return z * one_minus_a  # augru_released
+
+
+def _step_attention(
+    att: torch.Tensor | None, t: int, idx: torch.Tensor
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``a_t`` and ``1 - a_t`` of the rows ``idx`` as ``(n, 1)`` columns (``None`` without
+    attention)."""
+    if att is None:
+        return None, None
+    a = att[:, t].index_select(0, idx).unsqueeze(1)
+    return a, 1.0 - a
+
+
+StepState = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _recurrence_forward(
+    x: torch.Tensor,
+    h0: torch.Tensor,
+    att: torch.Tensor | None,
+    weights: Weights,
+    order: torch.Tensor,
+    counts: list[int],
+    mode: str,
+    save: bool,
+) -> tuple[torch.Tensor, torch.Tensor, list[StepState]]:
+    """The forward loop of :func:`masked_recurrence`.
+
+    Each step computes ``gh = W_hh h + b_hh``, turns its first ``2H`` columns into
+    ``[r, z]`` in place (one sigmoid for both gates), the candidate
+    ``n = tanh(gi_n + r * gh_n)`` and ``h = n + keep * (h_prev - n)`` (the reference's
+    ``keep * h_prev + (1 - keep) * n``). With ``save`` each step's input rows ``(n, I)``,
+    ``[r, z, gh_n]`` ``(n, 3H)``, ``n`` and ``h`` ``(n, H)`` are returned for the backward.
+    """
+    weight_ih, bias_ih, weight_hh, bias_hh = weights
+    B, L, _ = x.shape
+    H = weight_hh.shape[1]
+    out = x.new_zeros(B, L, H)
+    last = h0.clone()  # rows without steps keep h0
+    w_ih, w_hh = weight_ih.t(), weight_hh.t()
+    saved: list[StepState] = []
+    h = h0.index_select(0, order)  # (B, H), longest rows first
+    for t in range(L):
+        n = counts[t]
+        if n == 0:
+            break
+        idx = order[:n]
+        hp = h[:n]
+        xt = x[:, t].index_select(0, idx)  # (n, I)
+        gi = torch.addmm(bias_ih, xt, w_ih)  # (n, 3H)
+        g = torch.addmm(bias_hh, hp, w_hh)  # (n, 3H) -> [r, z, gh_n]
+        g[:, : 2 * H].add_(gi[:, : 2 * H]).sigmoid_()
+        c = g[:, :H] * g[:, 2 * H :]
+        c.add_(gi[:, 2 * H :]).tanh_()  # candidate n_t
+        keep = _keep_weight(mode, g[:, H : 2 * H], *_step_attention(att, t, idx))
+        h = torch.addcmul(c, keep, hp - c)  # (n, H)
+        out[:, t].index_copy_(0, idx, h)
+        done = counts[t + 1] if t + 1 < L else 0
+        if done < n:  # rows order[done:n] took their last step
+            last.index_copy_(0, order[done:n], h[done:])
+        if save:
+            saved.append((xt, g, c, h))
+    return out, last, saved
+
+
+class _MaskedRecurrence(torch.autograd.Function):
+    """:func:`masked_recurrence` as one autograd node (backpropagation through time by hand)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        x: torch.Tensor,
+        h0: torch.Tensor,
+        att: torch.Tensor | None,
+        weight_ih: torch.Tensor,
+        bias_ih: torch.Tensor,
+        weight_hh: torch.Tensor,
+        bias_hh: torch.Tensor,
+        order: torch.Tensor,
+        counts: list[int],
+        mode: str,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        weights = (weight_ih, bias_ih, weight_hh, bias_hh)
+        out, last, saved = _recurrence_forward(x, h0, att, weights, order, counts, mode, True)
+        ctx.set_materialize_grads(False)  # an unused output's grad stays None, not zeros
+        ctx.save_for_backward(h0, att, weight_ih, weight_hh, order)
+        ctx.steps, ctx.counts, ctx.mode = saved, counts, mode  # type: ignore[attr-defined]
+        ctx.x_shape = x.shape  # type: ignore[attr-defined]
+        return out, last
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        d_out: torch.Tensor | None,
+        d_last: torch.Tensor | None,
+    ) -> tuple[torch.Tensor | None, ...]:
+        h0, att, weight_ih, weight_hh, order = ctx.saved_tensors  # type: ignore[attr-defined]
+        saved: list[StepState] = ctx.steps  # type: ignore[attr-defined]
+        counts: list[int] = ctx.counts  # type: ignore[attr-defined]
+        mode: str = ctx.mode  # type: ignore[attr-defined]
+        B, L, _ = ctx.x_shape  # type: ignore[attr-defined]
+        H = weight_hh.shape[1]
+        # d loss / d h per row (longest rows first): starts as the final state's grad; a row
+        # past its last step carries its state unchanged, so its grad waits there until then
+        dh = h0.new_zeros(B, H) if d_last is None else d_last.index_select(0, order)
+        dx = weight_ih.new_zeros(ctx.x_shape)  # type: ignore[attr-defined]
+        d_att = None if att is None else torch.zeros_like(att)
+        d_w_ih, d_w_hh = torch.zeros_like(weight_ih), torch.zeros_like(weight_hh)
+        d_b_ih, d_b_hh = [], []
+        h0_sorted = h0.index_select(0, order) if saved else h0
+        for t in range(len(saved) - 1, -1, -1):
+            n = counts[t]
+            idx = order[:n]
+            xt, g, c, _ = saved[t]
+            hp = (h0_sorted if t == 0 else saved[t - 1][3])[:n]
+            r, z, ghn = g[:, :H], g[:, H : 2 * H], g[:, 2 * H :]
+            a, one_minus_a = _step_attention(att, t, idx)
+            keep = _keep_weight(mode, z, a, one_minus_a)
+            grad = dh[:n]  # d h_t
+            if d_out is not None:
+                grad = grad + d_out[:, t].index_select(0, idx)
+            # h = n + keep * (h_prev - n)
+            d_keep = grad * (hp - c)
+            d_carry = grad * keep  # d h_prev, direct
+            d_gi = torch.empty_like(g)
+            d_gh = torch.empty_like(g)
+            d_cand = d_gi[:, 2 * H :]  # d (gi_n + r * gh_n)
+            torch.ops.aten.tanh_backward.grad_input(grad - d_carry, c, grad_input=d_cand)
+            d_rz = d_gh[:, : 2 * H]
+            torch.mul(d_cand, ghn, out=d_rz[:, :H])  # d r
+            dz = d_rz[:, H:]
+            da = None
+            if mode == "gru":
+                dz.copy_(d_keep)
+            elif mode == "agru":  # keep = 1 - a
+                dz.zero_()
+                da = d_keep.sum(1)
+            elif mode == "augru":  # keep = (1 - a) + a z
+                torch.mul(d_keep, a, out=dz)
+                da = (d_keep * (1.0 - z)).sum(1)
+            else:  # augru_released: keep = (1 - a) z
+                torch.mul(d_keep, one_minus_a, out=dz)
+                da = (d_keep * z).sum(1)
+            if da is not None:  # d keep / d a is -(...) in every gated mode
+                d_att[:, t].index_copy_(0, idx, da.neg_())  # type: ignore[index]
+            torch.ops.aten.sigmoid_backward.grad_input(d_rz, g[:, : 2 * H], grad_input=d_rz)
+            torch.mul(d_cand, r, out=d_gh[:, 2 * H :])  # d gh_n
+            d_gi[:, : 2 * H] = d_rz
+            torch.addmm(d_carry, d_gh, weight_hh, out=dh[:n])
+            dx[:, t].index_copy_(0, idx, d_gi @ weight_ih)
+            d_w_ih.addmm_(d_gi.t(), xt)
+            d_w_hh.addmm_(d_gh.t(), hp)
+            d_b_ih.append(d_gi.sum(0))
+            d_b_hh.append(d_gh.sum(0))
+        zero = weight_hh.new_zeros(weight_hh.shape[0])
+        d_bias_ih = torch.stack(d_b_ih).sum(0) if d_b_ih else zero
+        d_bias_hh = torch.stack(d_b_hh).sum(0) if d_b_hh else zero
+        d_h0 = torch.empty_like(dh).index_copy_(0, order, dh)
+        return dx, d_h0, d_att, d_w_ih, d_bias_ih, d_w_hh, d_bias_hh, None, None, None
 
 
 def resolve_behaviours(
