@@ -339,18 +339,18 @@ def _keep_weight(
     return z * one_minus_a  # augru_released
 
 
-def _step_attention(
-    att: torch.Tensor | None, t: int, idx: torch.Tensor
+def _sorted_attention(
+    att: torch.Tensor | None, order: torch.Tensor
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """``a_t`` and ``1 - a_t`` of the rows ``idx`` as ``(n, 1)`` columns (``None`` without
-    attention)."""
+    """``a`` and ``1 - a`` time-major with the rows in ``order``: ``(L, B, 1)`` each, so that
+    step ``t``'s active rows are the slice ``[t, :n]`` (``None`` without attention)."""
     if att is None:
         return None, None
-    a = att[:, t].index_select(0, idx).unsqueeze(1)
+    a = att.t().index_select(1, order).unsqueeze(-1)
     return a, 1.0 - a
 
 
-StepState = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+StepState = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def _recurrence_forward(
@@ -368,8 +368,9 @@ def _recurrence_forward(
     Each step computes ``gh = W_hh h + b_hh``, turns its first ``2H`` columns into
     ``[r, z]`` in place (one sigmoid for both gates), the candidate
     ``n = tanh(gi_n + r * gh_n)`` and ``h = n + keep * (h_prev - n)`` (the reference's
-    ``keep * h_prev + (1 - keep) * n``). With ``save`` each step's input rows ``(n, I)``,
-    ``[r, z, gh_n]`` ``(n, 3H)``, ``n`` and ``h`` ``(n, H)`` are returned for the backward.
+    ``keep * h_prev + (1 - keep) * n``, one ``lerp``). With ``save`` each step's input rows
+    ``(n, I)``, ``[r, z, gh_n]`` ``(n, 3H)``, ``n``, ``h`` and ``keep`` ``(n, H)`` (``(n, 1)``
+    for AGRU) are returned for the backward.
     """
     weight_ih, bias_ih, weight_hh, bias_hh = weights
     B, L, _ = x.shape
@@ -379,6 +380,7 @@ def _recurrence_forward(
     w_ih, w_hh = weight_ih.t(), weight_hh.t()
     saved: list[StepState] = []
     h = h0.index_select(0, order)  # (B, H), longest rows first
+    a, one_minus_a = _sorted_attention(att, order)
     for t in range(L):
         n = counts[t]
         if n == 0:
@@ -389,16 +391,16 @@ def _recurrence_forward(
         gi = torch.addmm(bias_ih, xt, w_ih)  # (n, 3H)
         g = torch.addmm(bias_hh, hp, w_hh)  # (n, 3H) -> [r, z, gh_n]
         g[:, : 2 * H].add_(gi[:, : 2 * H]).sigmoid_()
-        c = g[:, :H] * g[:, 2 * H :]
-        c.add_(gi[:, 2 * H :]).tanh_()  # candidate n_t
-        keep = _keep_weight(mode, g[:, H : 2 * H], *_step_attention(att, t, idx))
-        h = torch.addcmul(c, keep, hp - c)  # (n, H)
+        c = torch.addcmul(gi[:, 2 * H :], g[:, :H], g[:, 2 * H :]).tanh_()  # candidate n_t
+        at, keep_a = (None, None) if a is None else (a[t, :n], one_minus_a[t, :n])  # type: ignore[index]
+        keep = _keep_weight(mode, g[:, H : 2 * H], at, keep_a)
+        h = torch.lerp(c, hp, keep)  # (n, H): n + keep * (h_prev - n)
         out[:, t].index_copy_(0, idx, h)
         done = counts[t + 1] if t + 1 < L else 0
         if done < n:  # rows order[done:n] took their last step
             last.index_copy_(0, order[done:n], h[done:])
         if save:
-            saved.append((xt, g, c, h))
+            saved.append((xt, g, c, h, keep))
     return out, last, saved
 
 
@@ -444,18 +446,17 @@ class _MaskedRecurrence(torch.autograd.Function):
         # past its last step carries its state unchanged, so its grad waits there until then
         dh = h0.new_zeros(B, H) if d_last is None else d_last.index_select(0, order)
         dx = weight_ih.new_zeros(ctx.x_shape)  # type: ignore[attr-defined]
-        d_att = None if att is None else torch.zeros_like(att)
+        a, one_minus_a = _sorted_attention(att, order)
+        d_att = None if att is None else att.new_zeros(L, B)  # time-major, rows in order
         d_w_ih, d_w_hh = torch.zeros_like(weight_ih), torch.zeros_like(weight_hh)
         d_b_ih, d_b_hh = [], []
         h0_sorted = h0.index_select(0, order) if saved else h0
         for t in range(len(saved) - 1, -1, -1):
             n = counts[t]
             idx = order[:n]
-            xt, g, c, _ = saved[t]
+            xt, g, c, _, keep = saved[t]
             hp = (h0_sorted if t == 0 else saved[t - 1][3])[:n]
             r, z, ghn = g[:, :H], g[:, H : 2 * H], g[:, 2 * H :]
-            a, one_minus_a = _step_attention(att, t, idx)
-            keep = _keep_weight(mode, z, a, one_minus_a)
             grad = dh[:n]  # d h_t
             if d_out is not None:
                 grad = grad + d_out[:, t].index_select(0, idx)
@@ -476,13 +477,13 @@ class _MaskedRecurrence(torch.autograd.Function):
                 dz.zero_()
                 da = d_keep.sum(1)
             elif mode == "augru":  # keep = (1 - a) + a z
-                torch.mul(d_keep, a, out=dz)
+                torch.mul(d_keep, a[t, :n], out=dz)  # type: ignore[index]
                 da = (d_keep * (1.0 - z)).sum(1)
             else:  # augru_released: keep = (1 - a) z
-                torch.mul(d_keep, one_minus_a, out=dz)
+                torch.mul(d_keep, one_minus_a[t, :n], out=dz)  # type: ignore[index]
                 da = (d_keep * z).sum(1)
             if da is not None:  # d keep / d a is -(...) in every gated mode
-                d_att[:, t].index_copy_(0, idx, da.neg_())  # type: ignore[index]
+                torch.neg(da, out=d_att[t, :n])  # type: ignore[index]
             torch.ops.aten.sigmoid_backward.grad_input(d_rz, g[:, : 2 * H], grad_input=d_rz)
             torch.mul(d_cand, r, out=d_gh[:, 2 * H :])  # d gh_n
             d_gi[:, : 2 * H] = d_rz
@@ -496,6 +497,8 @@ class _MaskedRecurrence(torch.autograd.Function):
         d_bias_ih = torch.stack(d_b_ih).sum(0) if d_b_ih else zero
         d_bias_hh = torch.stack(d_b_hh).sum(0) if d_b_hh else zero
         d_h0 = torch.empty_like(dh).index_copy_(0, order, dh)
+        if d_att is not None:  # back to (B, L), rows in their own order
+            d_att = torch.empty_like(att).index_copy_(0, order, d_att.t())
         return dx, d_h0, d_att, d_w_ih, d_bias_ih, d_w_hh, d_bias_hh, None, None, None
 
 
