@@ -68,7 +68,10 @@ class ActivationUnit(nn.Module):
         q = query.index_select(0, rows)
         per_behaviour = torch.cat([keys, keys * q], dim=-1)  # (R, 2D)
         out = per_sample.index_select(0, rows)  # (R, H), a fresh tensor: accumulate into it
-        return out.addmm_(per_behaviour, torch.cat([w_k + w_d, w_p], 1).T)  # no (R, H) copy
+        weight = torch.cat([w_k + w_d, w_p], 1).T  # (2D, H)
+        # in place, so no (R, H) copy; in-place ops are outside autocast, so the operands take
+        # the dtype autocast gave ``per_sample`` (bfloat16 under ``train.bf16``)
+        return out.addmm_(per_behaviour.to(out.dtype), weight.to(out.dtype))
 
     def real_weights(
         self, keys: torch.Tensor, query: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor

@@ -61,8 +61,10 @@ class Dice(nn.Module):
                 with torch.no_grad():
                     n = flat.shape[0]
                     unbiased = var * n / max(n - 1, 1)
-                    self.running_mean.lerp_(mean.detach(), self.momentum)
-                    self.running_var.lerp_(unbiased.detach(), self.momentum)
+                    # the buffers stay float32 when autocast hands in bfloat16 activations
+                    dtype = self.running_mean.dtype
+                    self.running_mean.lerp_(mean.detach().to(dtype), self.momentum)
+                    self.running_var.lerp_(unbiased.detach().to(dtype), self.momentum)
             else:  # nothing real in the batch: fall back to the running statistics
                 mean, var = self.running_mean, self.running_var
         else:
