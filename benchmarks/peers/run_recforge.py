@@ -21,6 +21,8 @@ Variants (extra flags, stripped before bench_common parses the contract's argume
                   (negatives=in_batch) instead of the data's uniform negative columns, which are
                   then not read (benchmarks/results/seq_beauty.md: uniform negatives are solved
                   by popularity and teach the extractor little)
+  --grad-clip-norm X  TrainConfig(grad_clip_norm=X): clip the gradients' joint norm before each
+                  step (FuxiCTR clips at 10); the peer name gets "_clip=X"
   --din-dice-bn   DIN: the output MLP with Dice and batch norm (torch-rechub's hard-wired DIN MLP)
                   instead of the contract's ReLU without batch norm; the attention unit stays ReLU
 The peer name in the JSON record carries the variant ("recforge", "recforge_bf16", ...).
@@ -63,6 +65,11 @@ def main(argv=None):
     no_batch_norm = _pop_flag(argv, "--no-batch-norm")
     din_dice_bn = _pop_flag(argv, "--din-dice-bn")
     dien_in_batch = _pop_flag(argv, "--dien-in-batch")
+    clip = 0.0
+    if "--grad-clip-norm" in argv:
+        i = argv.index("--grad-clip-norm")
+        clip = float(argv[i + 1])
+        del argv[i:i + 2]
     extra_params = {}
     while "--param" in argv:
         i = argv.index("--param")
@@ -81,6 +88,7 @@ def main(argv=None):
     peer += "_dicebn" if din_dice_bn else ""
     peer += "_inbatch" if dien_in_batch else ""
     peer += "".join(f"_{k}={v}" for k, v in extra_params.items())
+    peer += f"_clip={clip:g}" if clip else ""
     with bc.Bench(peer, args, version_modules=("recforge", "pyarrow")) as b:
         import numpy as np
         import pyarrow.compute as pc
@@ -166,7 +174,7 @@ def main(argv=None):
         cfg = TrainConfig(epochs=hp["epochs"], batch_size=args.batch_size, lr=hp["lr"], optimizer="adam",
                           embedding_l2=hp["l2"], dense_l2=hp["l2"], patience=0, lr_patience=0,
                           seed=hp["seed"], bf16=bf16, device="cpu", threads=args.threads, progress=False,
-                          eval_batch_size=args.batch_size)
+                          eval_batch_size=args.batch_size, grad_clip_norm=clip)
         seed_everything(cfg.seed)
         model = registry.build(args.model, pre.schema, params)
         trainer = Trainer(model, cfg)
