@@ -67,6 +67,14 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
     "Base, Glorot init (released code)": ("base_seq", ["model.params.linear_init=glorot"]),
     "DIN, Glorot init (released code)": ("din", ["model.params.linear_init=glorot"]),
     "DIEN, Glorot init (released code)": ("dien", ["model.params.linear_init=glorot"]),
+    "DIEN, in-batch negatives, Glorot init": (
+        "dien",
+        ["model.params.negatives=in_batch", "model.params.linear_init=glorot"],
+    ),
+    "DIEN, in-batch negatives, mean pooling": (
+        "dien",
+        ["model.params.negatives=in_batch", "model.params.pooling=mean"],
+    ),
     "DIN, embeddings N(0, 1e-4) (peers)": ("din", ["model.params.embedding_init_std=0.0001"]),
     "DIN, history 20": ("din", ["data.options.max_len=20"]),
     "DIN, history 50": ("din", ["data.options.max_len=50"]),
