@@ -71,6 +71,10 @@ ABLATIONS: dict[str, tuple[str, list[str]]] = {
         "dien",
         ["model.params.negatives=in_batch", "model.params.linear_init=glorot"],
     ),
+    "DIEN, Glorot init, with the in-batch and mean-pooling defaults": (
+        "dien",
+        ["model.params.linear_init=glorot"],
+    ),
     "DIEN, in-batch negatives, mean pooling": (
         "dien",
         ["model.params.negatives=in_batch", "model.params.pooling=mean"],
