@@ -90,11 +90,13 @@ class DIENConfig(AttentionConfig):
             harness's log neither beats the other (one seed: 0.6586 vs 0.6553 test AUC,
             ``benchmarks/results/dien_harness_gap_s8.md``).
         linear_init: ``torch`` for DIEN (Base and DIN default to ``glorot``, the released
-            code's draw): on Amazon Beauty's validation split Glorot leaves DIEN level (seeds 1
-            and 2: 0.8095 / 0.8156 against 0.8123 / 0.8129;
-            ``benchmarks/results/seq_beauty_s8.md``), so the draw its other defaults were
-            chosen with stays; on the peer harness's log
-            with a ReLU MLP Glorot lifts the one-epoch test AUC from 0.655 to 0.684.
+            code's draw): on Amazon Beauty's validation split Glorot leaves DIEN level, with
+            the current defaults (seeds 1 and 2: 0.8283 / 0.8272 against 0.8284 / 0.8280;
+            ``benchmarks/results/seq_dien_defaults_s9.md``) as with the earlier ones (0.8095 /
+            0.8156 against 0.8123 / 0.8129; ``seq_beauty_s8.md``), so PyTorch's draw stays.
+            With the peers' contract MLP (ReLU, one epoch) Glorot helps: the peer harness's
+            log 0.655 -> 0.684 test AUC, recforge's Beauty split at batch 256 0.760 -> 0.774
+            (``seq_peers_real_s9.md``).
     """
 
     linear_init: Literal["torch", "glorot"] = "torch"
