@@ -195,6 +195,17 @@ class MLP(nn.Module):
         return x
 
 
+def glorot_(*modules: nn.Module) -> None:
+    """Redraw every ``nn.Linear`` inside ``modules`` Glorot-uniform with zero biases (the draw of
+    TensorFlow's ``dense`` layers, which the NCF and DIN/DIEN authors' released code uses)."""
+    for root in modules:
+        for module in root.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+
 def _folded(linear: nn.Linear, norm: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
     """The weight and bias of ``norm(linear(x))`` with ``norm`` in evaluation mode.
 

@@ -198,8 +198,7 @@ class MaskedGRU(nn.Module):
         inverse = torch.argsort(order)
         x, lengths = x[order], lengths[order]
         gi_all = torch.nn.functional.linear(x, self.weight_ih, self.bias_ih)  # (B, L, 3H)
-        active = (lengths[None, :] > torch.arange(L, device=x.device)[:, None]).sum(1)
-        active_counts = active.tolist()  # one host sync per call, not per step
+        active_counts = _active_counts(lengths, L)
         h = x.new_zeros(B, H) if h0 is None else h0[order]
         att_steps = None
         if attention is not None and self.mode in GATED:
@@ -213,10 +212,7 @@ class MaskedGRU(nn.Module):
                 break
             h_prev = h[:n]
             gh = torch.nn.functional.linear(h_prev, self.weight_hh, self.bias_hh)  # (n, 3H)
-            gi = gi_steps[t][:n]
-            r = torch.sigmoid(gi[:, :H] + gh[:, :H])
-            z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])  # keep gate
-            cand = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+            z, cand = _gru_gates(gi_steps[t][:n], gh, H)
             keep = z if att_steps is None else _attention_keep(self.mode, att_steps[t][:n], z)
             new_h = keep * h_prev + (1.0 - keep) * cand
             # finished rows (n: onwards) carry their state unchanged; padded outputs are 0
@@ -248,10 +244,7 @@ class MaskedGRU(nn.Module):
         outputs = []
         for t in range(L):
             gh = torch.nn.functional.linear(h, self.weight_hh, self.bias_hh)  # (B, 3H)
-            gi = gi_all[:, t]
-            r = torch.sigmoid(gi[:, :H] + gh[:, :H])
-            z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
-            cand = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+            z, cand = _gru_gates(gi_all[:, t], gh, H)
             if attention is None or self.mode not in GATED:
                 keep = z
             else:
@@ -261,6 +254,14 @@ class MaskedGRU(nn.Module):
             h = torch.where(step, new_h, h)
             outputs.append(torch.where(step, new_h, torch.zeros_like(new_h)))
         return torch.stack(outputs, dim=1), h
+
+
+def _gru_gates(gi: torch.Tensor, gh: torch.Tensor, H: int) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: N803
+    """One GRU step's keep gate ``z_t`` and candidate ``n_t`` (torch's gate order r, z, n) from
+    the input and hidden projections ``(n, 3H)``, in autograd ops."""
+    r = torch.sigmoid(gi[:, :H] + gh[:, :H])
+    z = torch.sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])  # keep gate
+    return z, torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
 
 
 def _attention_keep(mode: str, a: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch import nn
 
 from recforge.features import Batch, Schema
 from recforge.layers.embedding import FeatureEmbedding
-from recforge.layers.mlp import MLP, Tower
+from recforge.layers.mlp import MLP, Tower, glorot_
 from recforge.layers.sequence import (
     behaviour_dim,
     embed_behaviours,
@@ -112,12 +111,7 @@ class BehaviourModel(RecModel):
         width = len(self.columns) if self.columns is not None else self.embedding.output_dim
         mlp = MLP(width + summary_dim, self.cfg, output_dim=1)  # type: ignore[arg-type]
         if self.cfg.linear_init == "glorot":  # type: ignore[attr-defined]
-            # every Linear built so far (the summary layers come first) and the MLP's
-            for module in (*self.modules(), *mlp.modules()):
-                if isinstance(module, nn.Linear):
-                    nn.init.xavier_uniform_(module.weight)
-                    if module.bias is not None:
-                        nn.init.zeros_(module.bias)
+            glorot_(self, mlp)  # every Linear built so far (the summary layers) and the MLP's
         return mlp
 
     def other_features(self, batch: Batch) -> torch.Tensor:

@@ -26,6 +26,7 @@ from torch import nn
 
 from recforge.features import Batch, Schema
 from recforge.layers import MLP, FusedEmbedding, Tower
+from recforge.layers.mlp import glorot_
 from recforge.models.base import ModelConfig, PretrainStage, RecModel
 from recforge.models.registry import ModelSpec
 from recforge.models.user_item import UserItemModel
@@ -64,10 +65,7 @@ class MLPArch(nn.Module):
         self.embedding = FusedEmbedding(sizes, dim, sparse=sparse, init_std=0.01)
         hidden = tuple(factors * 2 ** (num_layers - 1 - layer) for layer in range(num_layers))
         self.tower = MLP(2 * dim, Tower(hidden, "relu", dropout))
-        for module in self.tower.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
+        glorot_(self.tower)
         self.output_dim = factors
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:

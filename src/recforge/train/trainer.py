@@ -174,7 +174,6 @@ class Trainer:
                 "train.grad_clip_norm needs every gradient, but the torchrec engine's fused "
                 "tables update inside the backward pass; drop grad_clip_norm or use engine ddp"
             )
-        self._clipped = [p for p in model.parameters() if p.requires_grad]
         self.negative_fn = negative_fn
         self._sampler: NegativeSampler | None = None  # training positives (ranking)
         self._positives: EncodedData | None = None
@@ -425,7 +424,7 @@ class Trainer:
             else:
                 loss.backward()
             if self.cfg.grad_clip_norm > 0:
-                clip_gradients(self._clipped, self.cfg.grad_clip_norm)
+                clip_gradients(self.model.parameters(), self.cfg.grad_clip_norm)
             for opt in self.optimizers:
                 opt.step()
             self.engine.step()
